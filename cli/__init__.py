@@ -1,0 +1,1 @@
+"""The ``embedgenre`` command line: thin typer commands over :mod:`embedgenre`."""

@@ -1,0 +1,64 @@
+"""What every command shares: logging, error handling, JSON output, the rich console."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+from rich.console import Console
+from rich.logging import RichHandler
+
+from embedgenre.errors import EmbedgenreError
+
+console = Console()  # results go to stdout
+err_console = Console(stderr=True)  # logs, progress and errors go to stderr
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send library logs to stderr; only the CLI configures handlers."""
+    root = logging.getLogger("embedgenre")
+    root.handlers.clear()
+    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def emit_json(obj: Any) -> None:
+    """Write one JSON document to stdout (the shape of each command's is in README.md)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error to stderr and return the Exit to raise (exit status 1)."""
+    err_console.print("[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """Root command group: a user-fixable error prints one line to stderr and exits 1."""
+
+    def invoke(self, ctx: click.Context):  # noqa: D102
+        try:
+            return super().invoke(ctx)
+        except EmbedgenreError as e:
+            err_console.print("[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None

@@ -1,0 +1,20 @@
+"""Shared test fixtures: where the shared poster data lives, small synthetic data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EMBEDGENRE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+FIXTURE_DIR = SHARED_DATA / "fixture"
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    """The 110-movie catalog in ../shared/data/fixture (read-only; never copy it)."""
+    if not (FIXTURE_DIR / "movies.csv").exists():
+        pytest.fail(f"shared fixture not found at {FIXTURE_DIR}; set EMBEDGENRE_SHARED_DATA")
+    return FIXTURE_DIR
