@@ -1,0 +1,132 @@
+"""`embedgenre index` and `embedgenre info`: build an index from a catalog, and describe one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import console, emit_json, err_console
+
+app = typer.Typer()
+
+
+def _parse_columns(pairs: list[str]) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    mapping = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise typer.BadParameter(f"{pair!r}: expected FIELD=COLUMN, e.g. id=movie_id")
+        mapping[field.strip()] = column.strip()
+    return mapping
+
+
+@app.command()
+def index(
+    catalog: Annotated[Path, typer.Argument(help="Catalog directory (movies.csv + posters) or CSV file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create or update.")],
+    image_encoder: Annotated[
+        list[str] | None,
+        typer.Option("--image-encoder", help="Poster encoder (repeatable). Default: best available offline."),
+    ] = None,
+    text_encoder: Annotated[
+        list[str] | None,
+        typer.Option("--text-encoder", help="Plot encoder (repeatable). Default: st:all-MiniLM-L6-v2."),
+    ] = None,
+    add: Annotated[bool, typer.Option(help="Add encoders an existing index does not hold yet.")] = False,
+    layout: Annotated[str, typer.Option(help="Catalog layout: auto, movies-csv, kaggle, mmimdb, csv.")] = "auto",
+    column: Annotated[
+        list[str] | None, typer.Option("--column", help="Map a field to a CSV column: FIELD=COLUMN.")
+    ] = None,
+    top_genres: Annotated[int | None, typer.Option(help="Keep only the N most frequent genres.")] = None,
+    min_genre_count: Annotated[
+        int | None, typer.Option(help="Genres with fewer movies are folded per --rare.")
+    ] = None,
+    rare: Annotated[str, typer.Option(help="What happens to rare genres: drop or other.")] = "drop",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    strict: Annotated[bool, typer.Option(help="Fail on the first unreadable poster.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Encode a catalog's posters and plots into an index directory (incremental, resumable)."""
+    from embedgenre.catalog import read_catalog
+    from embedgenre.indexing import build_index
+
+    cat = read_catalog(
+        catalog,
+        layout=layout,
+        columns=_parse_columns(column or []),
+        top_genres=top_genres,
+        min_genre_count=min_genre_count,
+        rare=rare,
+    )
+    summary = build_index(
+        cat,
+        out,
+        image_encoders=image_encoder,
+        text_encoders=text_encoder,
+        add=add,
+        device=device,
+        batch_size=batch_size,
+        strict=strict,
+        progress=not as_json and err_console.is_terminal,
+    )
+    if as_json:
+        emit_json(summary.to_dict())
+        return
+    console.print(
+        f"[bold]{summary.path}[/]: {summary.items} items, {summary.with_poster} posters, "
+        f"{summary.with_plot} plots, {len(summary.genres)} genres ({summary.seconds:.1f} s)"
+    )
+    table = Table("embedding set", "encoder", "dim", "rows", "encoded", "reused", "skipped", "s")
+    for s in summary.sets:
+        table.add_row(
+            s.modality, s.encoder, str(s.dim), str(s.count), str(s.encoded + s.resumed),
+            str(s.reused), str(s.skipped), f"{s.seconds:.1f}",
+        )
+    console.print(table)
+    if summary.skipped:
+        console.print(f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in skipped.json):")
+        for rec in summary.skipped[:10]:
+            console.print(f"  {rec['id']}: {rec['path']}: {rec['reason']}", highlight=False)
+        if len(summary.skipped) > 10:
+            console.print(f"  ... and {len(summary.skipped) - 10} more")
+    for problem in summary.problems[:10]:
+        console.print(f"[yellow]catalog:[/] {problem}", highlight=False)
+
+
+@app.command()
+def info(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """What an index holds: items, genres with counts, embedding sets, sizes, trained heads."""
+    from embedgenre.store import describe_index
+
+    desc = describe_index(index_dir)
+    if as_json:
+        emit_json(desc)
+        return
+    c = desc["counts"]
+    console.print(
+        f"[bold]{desc['path']}[/]: {c['items']} items, {c['with_poster']} with poster, "
+        f"{c['with_plot']} with plot, {c['skipped_posters']} posters skipped"
+        + ("" if desc["complete"] else "  [red](incomplete: run `embedgenre index` again)[/]")
+    )
+    sets = Table("modality", "encoder", "dim", "rows", "space", "faiss", "MB", title="embedding sets")
+    for s in desc["sets"]:
+        sets.add_row(
+            s["modality"], s["encoder"], str(s["dim"]), str(s["count"]), s["space"],
+            s["faiss"], f"{s['bytes'] / 1e6:.1f}",
+        )
+    console.print(sets)
+    genres = Table("genre", "movies", title=f"{len(desc['genres'])} genres")
+    for g, n in desc["genres"].items():
+        genres.add_row(g, str(n))
+    console.print(genres)
+    if desc["heads"]:
+        console.print("heads: " + ", ".join(desc["heads"]))
