@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 import typer
-from rich.markup import escape
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from embedgenre.errors import EmbedgenreError
 

@@ -49,6 +49,9 @@ def index(
     rare: Annotated[str, typer.Option(help="What happens to rare genres: drop or other.")] = "drop",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Items encoded between checkpoints (a killed run redoes at most one).")
+    ] = 256,
     strict: Annotated[bool, typer.Option(help="Fail on the first unreadable poster.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -72,6 +75,7 @@ def index(
         add=add,
         device=device,
         batch_size=batch_size,
+        chunk_size=chunk_size,
         strict=strict,
         progress=not as_json and err_console.is_terminal,
     )

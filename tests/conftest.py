@@ -18,3 +18,20 @@ def fixture_dir() -> Path:
     if not (FIXTURE_DIR / "movies.csv").exists():
         pytest.fail(f"shared fixture not found at {FIXTURE_DIR}; set EMBEDGENRE_SHARED_DATA")
     return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def fixture_index_dir(fixture_dir, tmp_path_factory) -> Path:
+    """The fixture catalog indexed once per test session with the packaged offline encoders
+    (EfficientNet-Lite0 posters, MiniLM plots). Read-only: copy it before changing it."""
+    from embedgenre.catalog import read_catalog
+    from embedgenre.indexing import build_index
+
+    out = tmp_path_factory.mktemp("fixture-index") / "index"
+    build_index(
+        read_catalog(fixture_dir),
+        out,
+        image_encoders=["cnn:efficientnet-lite0"],
+        text_encoders=["st:all-MiniLM-L6-v2"],
+    )
+    return out

@@ -1,0 +1,346 @@
+"""The index store and the incremental, crash-safe indexing pipeline.
+
+Most tests use a small fake encoder (fast, deterministic, counts its calls) so they check the store's
+logic; ``test_real_encoders_*`` and the kill-and-resume test run the packaged encoders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedgenre.catalog import read_catalog
+from embedgenre.errors import IndexStoreError, PosterError
+from embedgenre.indexing import build_index
+from embedgenre.store import GenreIndex
+
+FIELDS = ["imdb_id", "title", "year", "genres", "plot", "poster"]
+
+
+class FakeEncoder:
+    """Deterministic stand-in with the Encoder contract: 8-d, image and text, counts calls."""
+
+    family = "fake"
+    modalities = ("image", "text")
+    dim = 8
+
+    def __init__(self, name: str = "fake:a", dim: int = 8, space: str = "fake"):
+        self.name, self.dim, self.space = name, dim, space
+        self.images_seen = 0
+        self.texts_seen = 0
+        rng = np.random.default_rng(0)
+        self._proj = rng.standard_normal((3 * 4 * 4, dim)).astype(np.float32)
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        return np.asarray(img.convert("RGB").resize((4, 4)), np.float32).transpose(2, 0, 1) / 255
+
+    def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
+        self.images_seen += len(batch)
+        return _norm(batch.reshape(len(batch), -1) @ self._proj + 1e-3)
+
+    def encode_texts(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        self.texts_seen += len(texts)
+        out = []
+        for t in texts:
+            seed = int.from_bytes(t.encode()[:8].ljust(8, b"\0"), "little") ^ len(t)
+            out.append(np.random.default_rng(seed).standard_normal(self.dim))
+        return _norm(np.array(out, np.float32).reshape(-1, self.dim))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "family": "fake", "dim": self.dim, "space": self.space}
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
+
+
+class Factory:
+    """encoder_factory for build_index: one FakeEncoder per name, remembered for inspection."""
+
+    def __init__(self, dims: dict[str, int] | None = None):
+        self.made: dict[str, FakeEncoder] = {}
+        self.dims = dims or {}
+
+    def __call__(self, name: str) -> FakeEncoder:
+        enc = FakeEncoder(name, dim=self.dims.get(name, 8))
+        self.made[name] = enc
+        return enc
+
+
+def make_catalog(root: Path, rows: list[dict]) -> Path:
+    """Write movies.csv in ``root``; ``rows`` use FIELDS keys."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "movies.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in FIELDS})
+    return root
+
+
+@pytest.fixture()
+def small_catalog(tmp_path, fixture_dir) -> tuple[Path, list[dict]]:
+    """20 fixture movies, posters copied into a temporary catalog we are free to change."""
+    with open(fixture_dir / "movies.csv", encoding="utf-8") as f:
+        src = list(csv.DictReader(f))[:20]
+    root = tmp_path / "cat"
+    (root / "posters").mkdir(parents=True)
+    rows = []
+    for r in src:
+        shutil.copy(fixture_dir / r["poster"], root / r["poster"])
+        rows.append({k: r[k] for k in FIELDS})
+    make_catalog(root, rows)
+    return root, rows
+
+
+def build(root: Path, out: Path, factory: Factory, **kw):
+    kw.setdefault("image_encoders", ["fake:a"])
+    kw.setdefault("text_encoders", ["fake:t"])
+    return build_index(read_catalog(root), out, encoder_factory=factory, **kw)
+
+
+def test_build_writes_a_self_describing_index(small_catalog, tmp_path):
+    root, rows = small_catalog
+    out = tmp_path / "idx"
+    summary = build(root, out, Factory())
+    idx = GenreIndex.open(out)
+    assert idx.ids == [r["imdb_id"] for r in rows]
+    assert idx.manifest["complete"] is True
+    assert {s.key for s in idx.sets} == {"poster__fake-a", "plot__fake-t"}
+    poster = idx.get_set("poster")
+    assert poster.vectors.shape == (20, 8) and poster.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(poster.vectors, axis=1), 1, rtol=1e-5)
+    assert list(poster.rows) == list(range(20))
+    # labels follow the vocabulary, row-aligned with ids
+    for i, r in enumerate(rows):
+        expected = set(r["genres"].split("|"))
+        assert {g for g, y in zip(idx.genres, idx.labels[i]) if y} == expected
+    assert [s.encoded for s in summary.sets] == [20, 20]
+    # the FAISS index finds each vector as its own nearest neighbour
+    scores, found = poster.search(poster.vectors[:3], k=1)
+    assert list(found[:, 0]) == [0, 1, 2]
+
+
+def test_rerun_on_unchanged_catalog_encodes_nothing_and_loads_no_model(small_catalog, tmp_path):
+    root, _ = small_catalog
+    out = tmp_path / "idx"
+    build(root, out, Factory())
+    before = GenreIndex.open(out).get_set("poster").vectors.copy()
+    again = Factory()
+    summary = build(root, out, again)
+    assert again.made == {}, "no encoder may be loaded when nothing changed"
+    assert [(s.encoded, s.reused) for s in summary.sets] == [(0, 20), (0, 20)]
+    np.testing.assert_array_equal(GenreIndex.open(out).get_set("poster").vectors, before)
+
+
+def test_incremental_add_change_remove(small_catalog, tmp_path, fixture_dir):
+    root, rows = small_catalog
+    out = tmp_path / "idx"
+    build(root, out, Factory())
+    old = GenreIndex.open(out)
+    old_vec = {i: v.copy() for i, v in zip(old.get_set("poster").ids, old.get_set("poster").vectors)}
+
+    with open(fixture_dir / "movies.csv", encoding="utf-8") as f:
+        extra = list(csv.DictReader(f))[20:25]
+    for r in extra:
+        shutil.copy(fixture_dir / r["poster"], root / r["poster"])
+    rows = rows[2:] + [{k: r[k] for k in FIELDS} for r in extra]  # drop 2, add 5
+    rows[0] = {**rows[0], "plot": rows[0]["plot"] + " (director's cut)"}  # change one plot
+    make_catalog(root, rows)
+
+    f2 = Factory()
+    summary = build(root, out, f2)
+    by = {s.modality: s for s in summary.sets}
+    assert (by["poster"].encoded, by["poster"].reused) == (5, 18)
+    assert (by["plot"].encoded, by["plot"].reused) == (6, 17)
+    assert f2.made["fake:a"].images_seen == 5
+    idx = GenreIndex.open(out)
+    assert idx.ids == [r["imdb_id"] for r in rows]
+    poster = idx.get_set("poster")
+    assert list(poster.ids) == idx.ids
+    for i, v in zip(poster.ids, poster.vectors):
+        if i in old_vec:
+            np.testing.assert_array_equal(v, old_vec[i])
+    # files of the previous generation are gone
+    assert len(list((out / "embeddings").iterdir())) == 2
+    assert len(list(out.glob("items-*.parquet"))) == 1
+
+
+def _write_bad_posters(root: Path) -> dict[str, str]:
+    """Create every kind of bad or odd poster; returns id -> expected outcome."""
+    p = root / "posters"
+    good = Image.new("RGB", (60, 90), (200, 30, 30))
+    good.save(p / "tt9000001.jpg")
+    data = (p / "tt9000001.jpg").read_bytes()
+    (p / "tt9000002.jpg").write_bytes(data[: len(data) // 2])  # truncated
+    (p / "tt9000003.jpg").write_bytes(b"")  # zero bytes
+    (p / "tt9000004.jpg").write_text("this is not an image\n")  # text named .jpg
+    Image.new("CMYK", (60, 90), (10, 20, 30, 40)).save(p / "tt9000006.jpg")
+    Image.new("L", (60, 90), 128).save(p / "tt9000007.jpg")
+    Image.new("RGBA", (60, 90), (0, 0, 255, 100)).save(p / "tt9000008.png")
+    Image.new("P", (60, 90), 3).save(p / "tt9000009.png")
+    Image.new("1", (12000, 12000)).save(p / "tt9000010.png")  # 144 Mpx: over the bomb limit
+    return {
+        "tt9000001": "ok", "tt9000002": "skip", "tt9000003": "skip", "tt9000004": "skip",
+        "tt9000005": "skip", "tt9000006": "ok", "tt9000007": "ok", "tt9000008": "ok",
+        "tt9000009": "ok", "tt9000010": "skip",
+    }
+
+
+def test_bad_posters_are_skipped_listed_and_not_retried(tmp_path):
+    root = tmp_path / "cat"
+    (root / "posters").mkdir(parents=True)
+    expected = _write_bad_posters(root)
+    ext = {"tt9000008": "png", "tt9000009": "png", "tt9000010": "png"}
+    rows = [
+        {"imdb_id": i, "title": i, "genres": "Drama", "plot": f"plot {i}",
+         "poster": f"posters/{i}.{ext.get(i, 'jpg')}"}
+        for i in expected
+    ]
+    make_catalog(root, rows)
+    out = tmp_path / "idx"
+    summary = build(root, out, Factory())
+    skipped = {r["id"] for r in summary.skipped}
+    assert skipped == {i for i, e in expected.items() if e == "skip"}
+    reasons = {r["id"]: r["reason"] for r in summary.skipped}
+    assert "not found" in reasons["tt9000005"]
+    assert "decompression" in reasons["tt9000010"].lower() or "pixels" in reasons["tt9000010"]
+    idx = GenreIndex.open(out)
+    assert {r["id"] for r in idx.skipped} == skipped
+    assert sorted(idx.ids[r] for r in idx.get_set("poster").rows) == sorted(
+        i for i, e in expected.items() if e == "ok"
+    )
+    assert len(idx.get_set("plot").rows) == 10  # plots of skipped posters are still indexed
+    again = Factory()
+    build(root, out, again)
+    assert again.made == {}, "unreadable posters with unchanged bytes are not retried"
+
+    with pytest.raises(PosterError, match="--strict"):
+        build(root, tmp_path / "strict", Factory(), strict=True)
+
+
+def test_asking_an_index_for_other_encoders_is_refused_unless_added(small_catalog, tmp_path):
+    root, _ = small_catalog
+    out = tmp_path / "idx"
+    build(root, out, Factory())
+    with pytest.raises(IndexStoreError, match=r"built with poster:fake:a.*--add"):
+        build(root, out, Factory(), image_encoders=["fake:b"])
+    summary = build(root, out, Factory(), image_encoders=["fake:b"], add=True)
+    assert {(s.encoder, s.encoded) for s in summary.sets} == {
+        ("fake:a", 0), ("fake:t", 0), ("fake:b", 20)
+    }
+    idx = GenreIndex.open(out)
+    assert idx.get_set("poster").encoder == "fake:a"  # the first set stays the default
+    assert idx.get_set("poster", "fake:b").rows.tolist() == list(range(20))
+
+
+def test_changed_encoder_dimension_is_refused(small_catalog, tmp_path):
+    root, rows = small_catalog
+    out = tmp_path / "idx"
+    build(root, out, Factory())
+    rows[0] = {**rows[0], "plot": "a new plot"}
+    make_catalog(root, rows)
+    with pytest.raises(IndexStoreError, match=r"dim=16.*dim=8.*new index"):
+        build(root, out, Factory(dims={"fake:t": 16}))
+    GenreIndex.open(out)  # the refused run left a readable index
+
+
+def test_open_errors_name_the_problem_and_the_fix(tmp_path):
+    with pytest.raises(IndexStoreError, match="does not exist.*embedgenre index"):
+        GenreIndex.open(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexStoreError, match="not an embedgenre index"):
+        GenreIndex.open(tmp_path / "empty")
+    (tmp_path / "partial" / ".partial").mkdir(parents=True)
+    with pytest.raises(IndexStoreError, match="resume"):
+        GenreIndex.open(tmp_path / "partial")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{ not json")
+    with pytest.raises(IndexStoreError, match="damaged"):
+        GenreIndex.open(tmp_path / "bad")
+
+
+def test_search_honours_missing_neighbour_contract(small_catalog, tmp_path):
+    root, _ = small_catalog
+    build(root, tmp_path / "idx", Factory())
+    s = GenreIndex.open(tmp_path / "idx").get_set("poster")
+    scores, rows = s.search(s.vectors[:2], k=25)
+    assert rows.shape == (2, 25)
+    assert (rows[:, 20:] == -1).all() and np.isneginf(scores[:, 20:]).all()
+    with pytest.raises(IndexStoreError, match="dim 3"):
+        s.search(np.ones((1, 3), np.float32), k=1)
+
+
+def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
+    """A real `embedgenre index` subprocess killed mid-run; the rerun finishes the job."""
+    out = tmp_path / "idx"
+    cmd = [
+        sys.executable, "-m", "cli.app", "index", str(fixture_dir), "--out", str(out),
+        "--image-encoder", "cnn:efficientnet-lite0", "--text-encoder", "st:all-MiniLM-L6-v2",
+        "--batch-size", "8", "--chunk-size", "16",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
+    partial = out / ".partial" / "poster__cnn-efficientnet-lite0"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(partial.glob("chunk-*.npz"))) < 2:
+        if proc.poll() is not None:
+            pytest.fail(f"index finished before it could be killed: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(partial.glob("chunk-*.npz")))
+    assert done_before >= 2
+    idx = GenreIndex.open(out)  # the killed run left an index that opens
+    assert idx.manifest["complete"] is False
+
+    summary = build_index(
+        read_catalog(fixture_dir), out,
+        image_encoders=["cnn:efficientnet-lite0"], text_encoders=["st:all-MiniLM-L6-v2"],
+    )
+    poster = next(s for s in summary.sets if s.modality == "poster")
+    assert poster.resumed >= 16 * done_before
+    assert poster.resumed + poster.encoded == 110
+    idx = GenreIndex.open(out)
+    assert idx.manifest["complete"] is True
+    assert not (out / ".partial").exists()
+    assert len(idx.get_set("poster").rows) == 110 and len(idx.get_set("plot").rows) == 110
+
+
+def test_real_encoders_cli_json_and_info(fixture_index_dir):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    res = CliRunner().invoke(app, ["info", str(fixture_index_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    desc = json.loads(res.stdout)
+    assert desc["counts"]["items"] == 110
+    by = {s["modality"]: s for s in desc["sets"]}
+    assert by["poster"]["encoder"] == "cnn:efficientnet-lite0" and by["poster"]["dim"] == 1280
+    assert by["plot"]["encoder"] == "st:all-MiniLM-L6-v2" and by["plot"]["dim"] == 384
+    assert sum(desc["genres"].values()) >= 110
+
+
+def test_cli_reports_catalog_errors_without_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    root = tmp_path / "cat"
+    root.mkdir()
+    (root / "movies.csv").write_text("imdb_id,title\ntt0000001,A\n")
+    res = CliRunner().invoke(app, ["index", str(root), "--out", str(tmp_path / "idx")])
+    assert res.exit_code == 1
+    assert "genres" in res.stderr and "Traceback" not in res.output + res.stderr
