@@ -1,0 +1,111 @@
+"""Decode and preprocess images in worker threads while the model runs in the caller's thread.
+
+Pillow's decoder and resizer and ONNX Runtime all release the GIL, so one or two decode threads
+overlap with inference: the model never waits for JPEG decoding when decoding is faster than it.
+
+    for batch, rows, failures in iter_image_batches(paths, enc.preprocess, batch_size=32):
+        vectors[rows] = enc.encode_pixels(batch)   # batch: float32 (len(rows), 3, H, W)
+        for i, err in failures: log(paths[i], err)  # PosterError per unreadable file
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from embedgenre.errors import PosterError
+from embedgenre.images import load_image, to_rgb
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[np.ndarray, list[int], list[tuple[int, PosterError]]]
+
+
+def default_workers() -> int:
+    """Decode threads: 1 per 2 available cores, at least 1, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores // 2))
+
+
+def _load_one(
+    item: str | Path | Image.Image,
+    preprocess: Callable[[Image.Image], np.ndarray],
+    draft_size: tuple[int, int] | None,
+) -> np.ndarray:
+    if isinstance(item, Image.Image):
+        img = to_rgb(item)
+    else:
+        img = load_image(item, draft_size=draft_size)
+    return preprocess(img)
+
+
+def iter_image_batches(
+    images: Sequence[str | Path | Image.Image],
+    preprocess: Callable[[Image.Image], np.ndarray],
+    batch_size: int = 32,
+    workers: int | None = None,
+    draft_size: tuple[int, int] | None = None,
+    prefetch_batches: int = 2,
+) -> Iterator[Batch]:
+    """Yield (batch, rows, failures) in input order.
+
+    batch: float32 (len(rows), 3, H, W) stacked ``preprocess`` outputs; rows: positions in
+    ``images`` of the batch's rows; failures: (position, PosterError) for images that could not
+    be read since the previous yield (they are skipped, not in any batch). The last batch may be
+    short; a final yield may carry only failures (an empty batch). At most
+    ``prefetch_batches * batch_size`` images are decoded ahead of the consumer.
+    draft_size: passed to ``load_image`` (JPEG reduced-scale decoding), e.g. transform.draft_size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    workers = default_workers() if workers is None else max(1, int(workers))
+    n = len(images)
+    ahead = max(batch_size, prefetch_batches * batch_size)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embedgenre-decode") as pool:
+        pending: deque[tuple[int, Future]] = deque()
+        next_submit = 0
+
+        def top_up() -> None:
+            nonlocal next_submit
+            while next_submit < n and len(pending) < ahead:
+                pending.append(
+                    (
+                        next_submit,
+                        pool.submit(_load_one, images[next_submit], preprocess, draft_size),
+                    )
+                )
+                next_submit += 1
+
+        arrays: list[np.ndarray] = []
+        rows: list[int] = []
+        failures: list[tuple[int, PosterError]] = []
+        top_up()
+        try:
+            while pending:
+                i, fut = pending.popleft()
+                top_up()
+                try:
+                    arrays.append(fut.result())
+                    rows.append(i)
+                except PosterError as e:
+                    failures.append((i, e))
+                if len(arrays) == batch_size:
+                    yield np.stack(arrays), rows, failures
+                    arrays, rows, failures = [], [], []
+            if arrays or failures:
+                batch = np.stack(arrays) if arrays else np.zeros((0, 3, 1, 1), dtype=np.float32)
+                yield batch, rows, failures
+        finally:
+            for _, fut in pending:
+                fut.cancel()

