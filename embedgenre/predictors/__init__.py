@@ -1,0 +1,24 @@
+"""Genre predictors over stored embeddings, all scikit-learn estimators.
+
+``make_predictor(method, **params)`` builds one of :data:`METHODS` (zeroshot, knn, mlknn, linear,
+mlp; ``fusion="early"|"late"`` for poster + plot); ``fit_with_validation`` fits it, picks
+thresholds on a validation split and records validation scores; ``save_predictor`` /
+``load_predictor`` store it as JSON + arrays. Index-level training and prediction (what the CLI
+calls) live in :mod:`embedgenre.predictors.heads`.
+"""
+
+from __future__ import annotations
+
+from embedgenre.predictors.factory import METHODS, fit_with_validation, make_predictor
+from embedgenre.predictors.persist import load_predictor, save_predictor
+from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
+
+__all__ = [
+    "METHODS",
+    "apply_thresholds",
+    "fit_thresholds",
+    "fit_with_validation",
+    "load_predictor",
+    "make_predictor",
+    "save_predictor",
+]

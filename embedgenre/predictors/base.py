@@ -1,0 +1,131 @@
+"""The estimator contract every predictor shares, and input validation.
+
+A predictor maps embeddings ``X`` float32 (n, dim) to per-genre probabilities (n, n_genres).
+Decisions use thresholds (one per genre) and an optional "at least one genre" rule, both chosen
+on validation data by :func:`embedgenre.predictors.thresholds.fit_thresholds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from embedgenre.errors import PredictorError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def check_X(X: Any, dim: int | None = None, what: str = "X") -> np.ndarray:
+    """Return ``X`` as a float32 C-contiguous (n, d) array or raise PredictorError."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise PredictorError(
+            f"Expected {what} as a 2D array (n_items, dim), got shape {X.shape}; "
+            "reshape a single vector with X.reshape(1, -1)."
+        )
+    if X.shape[0] == 0:
+        raise PredictorError(f"{what} has no rows; give at least one embedding.")
+    if dim is not None and X.shape[1] != dim:
+        raise PredictorError(
+            f"{what} has dimension {X.shape[1]} but the predictor was fitted on dimension {dim}; "
+            "use embeddings from the same encoder the head was trained on."
+        )
+    if not np.isfinite(X).all():
+        raise PredictorError(f"{what} contains NaN or infinite values.")
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def check_Y(Y: Any, n: int) -> np.ndarray:
+    """Return ``Y`` as a uint8 multi-hot (n, g) array or raise PredictorError."""
+    Y = np.asarray(Y)
+    if Y.ndim != 2:
+        raise PredictorError(
+            f"Expected Y as a 2D multi-hot matrix (n_items, n_genres), got shape {Y.shape}."
+        )
+    if Y.shape[0] != n:
+        raise PredictorError(f"X has {n} rows but Y has {Y.shape[0]}; they must be row-aligned.")
+    if Y.size and not np.isin(Y, (0, 1)).all():
+        raise PredictorError("Y must be multi-hot (only 0 and 1).")
+    return Y.astype(np.uint8)
+
+
+def resolve_classes(classes: Any, n_genres: int) -> list[str]:
+    """Genre names: the given list, or ``genre_0 ... genre_{g-1}`` when none was given."""
+    if classes is None:
+        return [f"genre_{i}" for i in range(n_genres)]
+    classes = [str(c) for c in classes]
+    if len(classes) != n_genres:
+        raise PredictorError(
+            f"classes has {len(classes)} names but Y has {n_genres} columns; give one name per column."
+        )
+    if len(set(classes)) != len(classes):
+        raise PredictorError("classes contains duplicate genre names.")
+    return classes
+
+
+def warn_empty_genres(Y: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Warn about genres with no positive example; return a bool mask (g,) of those genres."""
+    empty = Y.sum(axis=0) == 0
+    if empty.any():
+        names = ", ".join(c for c, e in zip(classes, empty) if e)
+        warnings.warn(
+            f"No positive training examples for genre(s): {names}; they are never predicted "
+            "(probability 0). Add labelled items of those genres to learn them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return empty
+
+
+class GenrePredictor(BaseEstimator):
+    """Base class: thresholds + ``predict`` on top of a subclass's ``predict_proba``.
+
+    Subclasses implement ``fit(X, Y)`` (which must call :meth:`_init_fitted`) and
+    ``predict_proba(X)``, and for saving ``_state() -> (json dict, arrays dict)`` and
+    ``_load_state(json dict, arrays dict)``.
+    """
+
+    method: str = "base"
+
+    def _init_fitted(self, Y: np.ndarray, classes: Any) -> None:
+        g = Y.shape[1]
+        self.classes_ = resolve_classes(classes, g)
+        self.thresholds_ = np.full(g, DEFAULT_THRESHOLD, dtype=np.float32)
+        self.at_least_one_ = True
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            raise PredictorError(
+                f"This {type(self).__name__} is not fitted yet; call fit(X, Y) first."
+            )
+
+    def predict_proba(self, X) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, X) -> np.ndarray:
+        """Multi-hot decisions uint8 (n, n_genres) from probabilities and the fitted thresholds."""
+        from embedgenre.predictors.thresholds import apply_thresholds
+
+        self._check_fitted()
+        return apply_thresholds(self.predict_proba(X), self.thresholds_, self.at_least_one_)
+
+    def set_thresholds(self, thresholds, at_least_one: bool) -> GenrePredictor:
+        """Replace the decision thresholds (scalar or (n_genres,)) and the at-least-one rule."""
+        self._check_fitted()
+        thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float32), (len(self.classes_),))
+        self.thresholds_ = thr.copy()
+        self.at_least_one_ = bool(at_least_one)
+        return self
+
+    # -- persistence (arrays + JSON only) -------------------------------------------------
+    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def _load_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError

@@ -1,0 +1,196 @@
+"""Poster + plot fusion over one concatenated input.
+
+Input ``X`` is ``[poster | plot]`` (n, d_poster + d_plot); a block of zeros marks a missing
+modality (real embeddings are L2-normalised, never zero).
+
+- late: one head per modality; where both exist, ``w * p_poster + (1 - w) * p_plot`` with ``w``
+  chosen on validation (best mAP); where one is missing, that modality's head alone.
+- early: a head on the concatenated embeddings for items with both; items missing one modality
+  fall back to that single modality's head.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from embedgenre.errors import PredictorError
+from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
+
+logger = logging.getLogger(__name__)
+
+FUSIONS = ("early", "late")
+WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
+
+
+def fit_estimator(pred, X, Y, classes, X_val=None, Y_val=None):
+    """``pred.fit`` passing a validation set to estimators that use one (MLP, fusion)."""
+    if X_val is not None and getattr(pred, "method", None) in ("mlp", "fusion"):
+        return pred.fit(X, Y, classes=classes, X_val=X_val, Y_val=Y_val)
+    return pred.fit(X, Y, classes=classes)
+
+
+class FusionPredictor(GenrePredictor):
+    """Fuse a poster head and a plot head (``method`` for both, ``params`` shared, with
+    ``poster_params`` / ``plot_params`` overrides). ``dims`` = (d_poster, d_plot)."""
+
+    method = "fusion"
+
+    def __init__(
+        self,
+        base: str = "linear",
+        fusion: str = "late",
+        dims=None,
+        params: dict | None = None,
+        poster_params: dict | None = None,
+        plot_params: dict | None = None,
+        weight: float | None = None,
+        classes=None,
+    ):
+        self.base = base
+        self.fusion = fusion
+        self.dims = dims
+        self.params = params
+        self.poster_params = poster_params
+        self.plot_params = plot_params
+        self.weight = weight
+        self.classes = classes
+
+    def _split(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        dp, dt = self.dims_
+        X = check_X(X, dp + dt)
+        Xp, Xt = X[:, :dp], X[:, dp:]
+        return Xp, Xt, np.abs(Xp).sum(axis=1) > 0, np.abs(Xt).sum(axis=1) > 0
+
+    def _part(self, which: str):
+        from embedgenre.predictors.factory import make_predictor
+
+        extra = self.poster_params if which == "poster" else self.plot_params
+        if which == "joint" and self.base == "zeroshot":
+            raise PredictorError(
+                "Early fusion concatenates embeddings, which has no text side; use "
+                "--fusion late with zero-shot, or a trained method with --fusion early."
+            )
+        params = dict(self.params or {})
+        if which != "joint":
+            params.update(extra or {})
+        return make_predictor(self.base, **params)
+
+    def fit(self, X, Y, classes=None, X_val=None, Y_val=None) -> FusionPredictor:
+        if self.fusion not in FUSIONS:
+            raise PredictorError(
+                f"Unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}."
+            )
+        if self.dims is None or len(self.dims) != 2:
+            raise PredictorError("FusionPredictor needs dims=(poster_dim, plot_dim).")
+        self.dims_ = (int(self.dims[0]), int(self.dims[1]))
+        Xp, Xt, hp, ht = self._split(X)
+        Y = check_Y(Y, len(Xp))
+        self._init_fitted(Y, classes if classes is not None else self.classes)
+        val = None
+        if X_val is not None:
+            val = self._split(X_val) + (check_Y(Y_val, len(X_val)),)
+        self.parts_: dict[str, GenrePredictor] = {}
+        for which, mask, Xm in (("poster", hp, Xp), ("plot", ht, Xt)):
+            if mask.sum() == 0:
+                continue
+            v = None if val is None else (val[0] if which == "poster" else val[1])
+            vmask = None if val is None else (val[2] if which == "poster" else val[3])
+            self.parts_[which] = fit_estimator(
+                self._part(which),
+                Xm[mask],
+                Y[mask],
+                self.classes_,
+                None if v is None else v[vmask],
+                None if v is None else val[4][vmask],
+            )
+        both = hp & ht
+        if self.fusion == "early" and both.any():
+            Xj = np.concatenate([Xp[both], Xt[both]], axis=1)
+            Xjv = Yjv = None
+            if val is not None:
+                vb = val[2] & val[3]
+                Xjv, Yjv = np.concatenate([val[0][vb], val[1][vb]], axis=1), val[4][vb]
+            self.parts_["joint"] = fit_estimator(
+                self._part("joint"), Xj, Y[both], self.classes_, Xjv, Yjv
+            )
+        self.weight_ = 0.5 if self.weight is None else float(self.weight)
+        if self.fusion == "late" and self.weight is None and val is not None:
+            self.weight_ = self._choose_weight(*val)
+        return self
+
+    def _choose_weight(self, Xp, Xt, hp, ht, Y) -> float:
+        from embedgenre.predictors.metrics import mean_average_precision
+
+        both = hp & ht
+        if not both.any() or len(self.parts_) < 2:
+            return 0.5
+        pp = self.parts_["poster"].predict_proba(Xp[both])
+        pt = self.parts_["plot"].predict_proba(Xt[both])
+        scored = [
+            (mean_average_precision(Y[both], w * pp + (1 - w) * pt), -abs(w - 0.5), w)
+            for w in WEIGHT_GRID
+        ]
+        best = max(scored)
+        logger.info("late fusion: poster weight %.1f (validation mAP %.4f)", best[2], best[0])
+        return float(best[2])
+
+    def predict_proba(self, X) -> np.ndarray:
+        self._check_fitted()
+        Xp, Xt, hp, ht = self._split(X)
+        if not (hp | ht).all():
+            raise PredictorError(
+                "Some rows have neither a poster nor a plot embedding (all zeros)."
+            )
+        P = np.zeros((len(Xp), len(self.classes_)), dtype=np.float32)
+        both = hp & ht
+        for which, mask, Xm in (("poster", hp & ~ht, Xp), ("plot", ht & ~hp, Xt)):
+            if mask.any():
+                P[mask] = self._require(which).predict_proba(Xm[mask])
+        if both.any():
+            if self.fusion == "early" and "joint" in self.parts_:
+                P[both] = self.parts_["joint"].predict_proba(
+                    np.concatenate([Xp[both], Xt[both]], 1)
+                )
+            elif "poster" in self.parts_ and "plot" in self.parts_:
+                w = self.weight_
+                P[both] = w * self.parts_["poster"].predict_proba(Xp[both]) + (1 - w) * self.parts_[
+                    "plot"
+                ].predict_proba(Xt[both])
+            else:
+                only = next(iter(self.parts_))
+                P[both] = self.parts_[only].predict_proba(
+                    Xp[both] if only == "poster" else Xt[both]
+                )
+        return P
+
+    def _require(self, which: str) -> GenrePredictor:
+        if which not in self.parts_:
+            raise PredictorError(
+                f"This fused head was trained without {which} embeddings and cannot score "
+                f"items that have only a {which}."
+            )
+        return self.parts_[which]
+
+    def _state(self):
+        from embedgenre.predictors.persist import predictor_state
+
+        meta = {"dims": list(self.dims_), "weight": self.weight_, "parts": {}}
+        arrays = {}
+        for which, part in self.parts_.items():
+            pmeta, parrays = predictor_state(part)
+            meta["parts"][which] = pmeta
+            arrays.update({f"{which}/{k}": v for k, v in parrays.items()})
+        return meta, arrays
+
+    def _load_state(self, meta, arrays):
+        from embedgenre.predictors.persist import predictor_from_state
+
+        self.dims_ = tuple(meta["dims"])
+        self.weight_ = float(meta["weight"])
+        self.parts_ = {}
+        for which, pmeta in meta["parts"].items():
+            prefix = f"{which}/"
+            sub = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            self.parts_[which] = predictor_from_state(pmeta, sub)

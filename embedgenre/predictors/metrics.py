@@ -1,0 +1,33 @@
+"""Validation scores of a multi-label prediction, all from :mod:`sklearn.metrics`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("micro_f1", "macro_f1", "samples_f1")
+
+
+def f1(Y: np.ndarray, pred: np.ndarray, metric: str = "micro_f1") -> float:
+    """F1 of multi-hot decisions ``pred`` against ``Y`` (both (n, g)); metric in :data:`METRICS`."""
+    from sklearn.metrics import f1_score
+
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
+    return float(f1_score(Y, pred, average=metric.split("_")[0], zero_division=0))
+
+
+def mean_average_precision(Y: np.ndarray, P: np.ndarray) -> float:
+    """Macro average precision over the genres that have at least one positive in ``Y``."""
+    from sklearn.metrics import average_precision_score
+
+    has_pos = Y.sum(axis=0) > 0
+    if not has_pos.any():
+        return float("nan")
+    return float(average_precision_score(Y[:, has_pos], P[:, has_pos], average="macro"))
+
+
+def scores(Y: np.ndarray, P: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """micro/macro/samples F1 of ``pred`` and mAP of probabilities ``P`` against ``Y``."""
+    out = {m: f1(Y, pred, m) for m in METRICS}
+    out["map"] = mean_average_precision(Y, P)
+    return out

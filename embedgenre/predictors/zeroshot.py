@@ -1,0 +1,142 @@
+"""Zero-shot genres: cosine between an embedding and genre prompts embedded in the same space.
+
+The prompt matrix W (dim, n_genres) is built once: every genre x template prompt is embedded by
+the text side of the embedding's space, averaged per genre and re-normalised. Scores S = X @ W are
+standardised per genre over the fitted data (z), then mapped to probabilities: without labels
+``sigmoid((z - offset) / temperature)``; with labels, a per-genre logistic fit on z (Platt scaling).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from embedgenre.errors import PredictorError
+from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
+from embedgenre.predictors.templates import prompts_for
+
+logger = logging.getLogger(__name__)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def require_text_side(encoder, set_name: str | None = None) -> None:
+    """Raise PredictorError unless ``encoder`` can embed text in its own (shared) space."""
+    modalities = tuple(getattr(encoder, "modalities", ()))
+    if "text" not in modalities:
+        name = getattr(encoder, "name", str(encoder))
+        what = f"embedding set {set_name!r}" if set_name else f"encoder {name!r}"
+        raise PredictorError(
+            f"Zero-shot needs a text side in the same space as the embeddings, but {what} "
+            f"(encoder {name}) has none (modalities: {', '.join(modalities) or 'none'}). "
+            "Use a trained method instead: --method knn, mlknn, linear or mlp; or index the "
+            "posters with a CLIP encoder."
+        )
+
+
+def prompt_matrix(encoder, genres: list[str], modality: str) -> np.ndarray:
+    """(dim, n_genres) float32: per genre the re-normalised mean of its prompt embeddings."""
+    require_text_side(encoder)
+    prompts = [p for g in genres for p in prompts_for(g, modality)]
+    per = len(prompts) // len(genres)
+    E = np.asarray(encoder.encode_texts(prompts), dtype=np.float32).reshape(len(genres), per, -1)
+    W = E.mean(axis=1)
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    return np.ascontiguousarray(W.T)
+
+
+class ZeroShotPredictor(GenrePredictor):
+    """Zero-shot multi-label predictor.
+
+    ``encoder``: an Encoder (or registry name) with a text side in the embeddings' space; only
+    used in ``fit`` to build ``W_``. ``modality``: which templates ("poster" or "plot").
+    ``classes``: genre names (required when fitting without labels).
+    """
+
+    method = "zeroshot"
+
+    def __init__(
+        self,
+        encoder=None,
+        modality: str = "poster",
+        offset: float = 1.0,
+        temperature: float = 0.5,
+        calibrate: bool = True,
+        classes=None,
+    ):
+        self.encoder = encoder
+        self.modality = modality
+        self.offset = offset
+        self.temperature = temperature
+        self.calibrate = calibrate
+        self.classes = classes
+
+    def fit(self, X, Y=None, classes=None) -> ZeroShotPredictor:
+        """Build the prompt matrix and standardisation from ``X`` (n, d); ``Y`` is optional."""
+        X = check_X(X)
+        classes = classes if classes is not None else self.classes
+        if Y is None and classes is None:
+            raise PredictorError(
+                "Zero-shot without labels needs the genre names: pass classes=[...]."
+            )
+        if self.temperature <= 0:
+            raise PredictorError(f"temperature must be > 0, got {self.temperature}.")
+        n_genres = len(classes) if Y is None else np.asarray(Y).shape[1]
+        Y = None if Y is None else check_Y(Y, len(X))
+        self._init_fitted(np.zeros((0, n_genres), np.uint8) if Y is None else Y, classes)
+        encoder = self.encoder
+        if encoder is None:
+            raise PredictorError(
+                "Zero-shot needs encoder=<Encoder or registry name> with a text side."
+            )
+        if isinstance(encoder, str):
+            from embedgenre.encoders import create_encoder
+
+            encoder = create_encoder(encoder)
+        self.W_ = prompt_matrix(encoder, self.classes_, self.modality)
+        if self.W_.shape[0] != X.shape[1]:
+            raise PredictorError(
+                f"The text side embeds in dimension {self.W_.shape[0]} but the embeddings have "
+                f"dimension {X.shape[1]}; they are not in the same space."
+            )
+        S = X @ self.W_
+        self.mean_ = S.mean(axis=0)
+        self.std_ = np.maximum(S.std(axis=0), 1e-6)
+        g = len(self.classes_)
+        self.slope_ = np.full(g, 1.0 / self.temperature, dtype=np.float64)
+        self.bias_ = np.full(g, -self.offset / self.temperature, dtype=np.float64)
+        self.labelled_ = Y is not None
+        if Y is not None and self.calibrate:
+            self._platt(self._z(X), Y)
+        return self
+
+    def _platt(self, Z: np.ndarray, Y: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        for j in range(Y.shape[1]):
+            if 0 < Y[:, j].sum() < len(Y):
+                lr = LogisticRegression(C=10.0).fit(Z[:, j : j + 1], Y[:, j])
+                self.slope_[j] = lr.coef_[0, 0]
+                self.bias_[j] = lr.intercept_[0]
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        return (X @ self.W_ - self.mean_) / self.std_
+
+    def predict_proba(self, X) -> np.ndarray:
+        self._check_fitted()
+        X = check_X(X, self.W_.shape[0])
+        return _sigmoid(self._z(X) * self.slope_ + self.bias_).astype(np.float32)
+
+    def _state(self):
+        arrays = {"W": self.W_, "mean": self.mean_, "std": self.std_}
+        arrays.update(slope=self.slope_, bias=self.bias_)
+        return {"labelled": self.labelled_}, arrays
+
+    def _load_state(self, meta, arrays):
+        self.W_ = arrays["W"].astype(np.float32)
+        self.mean_, self.std_ = arrays["mean"], arrays["std"]
+        self.slope_, self.bias_ = arrays["slope"], arrays["bias"]
+        self.labelled_ = bool(meta.get("labelled", False))
