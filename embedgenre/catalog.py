@@ -37,6 +37,13 @@ from embedgenre.errors import CatalogError
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "csv", "kaggle", "mmimdb")
+# Other spellings accepted for ``layout``.
+LAYOUT_ALIASES = {
+    "movies-csv": "csv",
+    "movies_csv": "csv",
+    "mm-imdb": "mmimdb",
+    "moviegenre": "kaggle",
+}
 FIELDS = ("id", "title", "year", "genres", "plot", "poster")
 REQUIRED_FIELDS = ("id", "genres")
 RARE_MODES = ("drop", "other")
@@ -288,6 +295,7 @@ def read_catalog(
     ``genre_sep`` splits a genre cell; ``encoding`` forces a CSV encoding (default: UTF-8, falling
     back to cp1252/latin-1 with a warning).
     """
+    layout = LAYOUT_ALIASES.get(layout, layout)
     if layout not in LAYOUTS:
         raise CatalogError(
             f"Unknown catalog layout {layout!r}; choose one of {', '.join(LAYOUTS)}."

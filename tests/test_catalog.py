@@ -163,9 +163,7 @@ def test_csv_without_poster_column_finds_posters_by_id(tmp_path):
 def test_column_mapping_and_separator(tmp_path):
     csv_path = write(
         tmp_path / "other.csv",
-        "movie_id;x\n"
-        if False
-        else "movie_id,name,tags,story,img\n"
+        "movie_id,name,tags,story,img\n"
         "42,Answer,action;thriller,Deep thought,img/42.jpg\n"
         "43,Question,comedy,,img/43.jpg\n",
     )
@@ -366,3 +364,9 @@ def test_bad_paths_and_options(tmp_path):
     with pytest.raises(CatalogError, match="top_genres must be a positive integer"):
         read_catalog(tmp_path / "a.csv", top_genres=0)
     assert issubclass(CatalogError, EmbedgenreError)
+
+
+def test_layout_aliases(fixture_dir):
+    assert read_catalog(fixture_dir, layout="movies-csv").layout == "csv"
+    with pytest.raises(CatalogError, match="Cannot find a catalog"):
+        read_catalog(fixture_dir / "posters", layout="csv")
