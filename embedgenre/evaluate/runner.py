@@ -1,0 +1,682 @@
+"""Run every method x modality x embedding set on one split and score it.
+
+The flow: :class:`~embedgenre.evaluate.data.EvalData` -> split (train / validation / test) ->
+for each embedding set and method: fit on train, choose thresholds on validation, predict test
+-> fusion (early: concatenated vectors; late: averaged probabilities) -> scratch CNN on pixels ->
+trivial baselines -> metrics on the "all" and "with_plot" test subsets -> few-shot refits.
+
+On the "all" subset, plot and fusion predictions of items without a plot come from the same
+method on the default poster set, so every row scores the same test items.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from embedgenre.errors import EmbedgenreError
+from embedgenre.evaluate.baselines import TRIVIAL_KINDS, TrivialBaseline
+from embedgenre.evaluate.data import EmbeddingView, EvalData
+from embedgenre.evaluate.fewshot import sample_k_per_genre
+from embedgenre.evaluate.metrics import per_genre_metrics, summary_metrics
+
+logger = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("zeroshot", "knn", "mlknn", "linear", "mlp")
+TRAINABLE: tuple[str, ...] = ("knn", "mlknn", "linear", "mlp")
+MODALITIES: tuple[str, ...] = ("poster", "plot", "early_fusion", "late_fusion")
+SCRATCH_ENCODER = "pixels:64x96"
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate. ``shots``: k values (None = all training data); ``split``: a split
+    document (``{"train": ids, "test": ids, "validation"?: ids}``) or None to draw one."""
+
+    methods: tuple[str, ...] = METHODS
+    modalities: tuple[str, ...] = MODALITIES
+    image_encoders: tuple[str, ...] | None = None
+    test_size: float = 0.2
+    val_size: float = 0.15
+    split: dict | None = None
+    seed: int = 0
+    shots: tuple[int | None, ...] = (1, 2, 4, 8, 16, 32, None)
+    fewshot_seeds: int = 3
+    scratch_cnn: bool = True
+    cnn_epochs: int = 6
+    threshold_mode: str = "per_genre"
+
+    def check(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise EmbedgenreError(
+                f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}."
+            )
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad:
+            raise EmbedgenreError(
+                f"unknown modality(ies) {', '.join(bad)}; choose from {', '.join(MODALITIES)}."
+            )
+        if not 0.0 < self.test_size < 1.0:
+            raise EmbedgenreError(f"--test-size must be in (0, 1), got {self.test_size}.")
+        if self.fewshot_seeds < 1:
+            raise EmbedgenreError(f"few-shot seeds must be >= 1, got {self.fewshot_seeds}.")
+        if self.cnn_epochs < 1:
+            raise EmbedgenreError(f"--cnn-epochs must be >= 1, got {self.cnn_epochs}.")
+
+
+@dataclass
+class _Output:
+    """Predictions of one (method, modality, encoder) on the test items it covers."""
+
+    items: np.ndarray  # int64 (m,), item positions (sorted)
+    P: np.ndarray  # float (m, g) scores
+    D: np.ndarray  # uint8 (m, g) decisions
+    has_scores: bool = True
+    fit_s: float = 0.0
+    predict_s: float = 0.0
+
+    def take(self, items: np.ndarray) -> _Output:
+        pos = np.searchsorted(self.items, items)
+        if (pos >= len(self.items)).any() or (
+            self.items[np.minimum(pos, len(self.items) - 1)] != items
+        ).any():
+            raise ValueError("requested items the output does not cover")
+        return _Output(items, self.P[pos], self.D[pos], self.has_scores, self.fit_s, self.predict_s)
+
+
+@dataclass
+class Evaluation:
+    """``result``: the JSON-able report document; ``labels``: all items' labels (n, g);
+    ``test_outputs``: (method, modality, encoder) -> (Y_test, scores) on the "all" subset."""
+
+    result: dict
+    labels: np.ndarray
+    test_outputs: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
+
+
+# ---------------------------------------------------------------------------- predictors
+
+
+def make_predictor(
+    method: str,
+    n_train: int,
+    seed: int,
+    genres: list[str],
+    encoder=None,
+    prompt_modality: str = "poster",
+):
+    """A fresh, unfitted predictor of ``method`` sized for ``n_train`` training items."""
+    from embedgenre import predictors as P
+
+    if method == "knn":
+        return P.neighbors.KNNVotePredictor(k=max(1, min(20, n_train)), classes=genres)
+    if method == "mlknn":
+        return P.neighbors.MLKNNPredictor(k=max(1, min(10, n_train - 1)), classes=genres)
+    if method == "linear":
+        return P.linear.LinearPredictor(classes=genres)
+    if method == "mlp":
+        return P.mlp.MLPPredictor(seed=seed, classes=genres)
+    if method == "zeroshot":
+        return P.zeroshot.ZeroShotPredictor(
+            encoder=encoder, modality=prompt_modality, classes=genres
+        )
+    raise EmbedgenreError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
+
+
+def _import_predictors() -> None:
+    import embedgenre.predictors.linear  # noqa: F401
+    import embedgenre.predictors.mlp  # noqa: F401
+    import embedgenre.predictors.neighbors  # noqa: F401
+    import embedgenre.predictors.zeroshot  # noqa: F401
+
+
+def top_r(P: np.ndarray, r: int) -> np.ndarray:
+    """Decisions uint8 (n, g): each item's ``r`` highest-scoring genres (ties: lower column)."""
+    order = np.argsort(-np.asarray(P, dtype=np.float64), axis=1, kind="stable")[:, :r]
+    D = np.zeros(np.shape(P), dtype=np.uint8)
+    np.put_along_axis(D, order, 1, axis=1)
+    return D
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+class _Run:
+    def __init__(self, data: EvalData, config: EvalConfig):
+        config.check()
+        self.data = data
+        self.cfg = config
+        self.Y = np.asarray(data.labels, dtype=np.uint8)
+        self.genres = list(data.genres)
+        self.outputs: dict[tuple[str, str, str], _Output] = {}
+        self.skipped: list[dict] = []
+        self.timings: dict[str, dict] = {}
+        self._models: dict[tuple[str, str, str], Any] = {}
+        self.step = 0
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _select_sets(self) -> None:
+        posters = [v for v in self.data.sets if v.modality == "poster"]
+        if self.cfg.image_encoders:
+            names = {v.encoder for v in posters}
+            bad = [e for e in self.cfg.image_encoders if e not in names]
+            if bad:
+                raise EmbedgenreError(
+                    f"image encoder(s) {', '.join(bad)} not in the index; it holds poster "
+                    f"embeddings by: {', '.join(sorted(names)) or 'none'}."
+                )
+            posters = [v for v in posters if v.encoder in self.cfg.image_encoders]
+        self.posters = posters
+        default = self.data.default_set("poster")
+        self.poster0 = default if default in posters else (posters[0] if posters else None)
+        self.plot0 = self.data.default_set("plot")
+        if self.poster0 is None and self.plot0 is None:
+            raise EmbedgenreError(
+                f"index {self.data.source} holds no poster or plot embeddings to evaluate; build "
+                "them with `embedgenre index CATALOG --out DIR`."
+            )
+
+    def _universe(self) -> np.ndarray:
+        n = len(self.data.ids)
+        keep = np.zeros(n, dtype=bool)
+        if self.posters:
+            keep[:] = True
+            for v in self.posters:
+                has = np.zeros(n, dtype=bool)
+                has[v.rows] = True
+                keep &= has
+        else:
+            keep[self.plot0.rows] = True
+        keep &= self.Y.sum(axis=1) > 0
+        dropped = n - int(keep.sum())
+        if dropped:
+            logger.info("%d of %d items lack a poster embedding or genres; left out", dropped, n)
+        self.has_plot = np.zeros(n, dtype=bool)
+        if self.plot0 is not None:
+            self.has_plot[self.plot0.rows] = True
+        return np.flatnonzero(keep).astype(np.int64)
+
+    def _split(self, universe: np.ndarray) -> None:
+        from embedgenre.catalog import iterative_split
+
+        cfg = self.cfg
+        if cfg.split is not None:
+            pos = {item_id: i for i, item_id in enumerate(self.data.ids)}
+            inside = set(universe.tolist())
+
+            def rows(name: str) -> np.ndarray:
+                ids = cfg.split.get(name) or []
+                missing = [i for i in ids if i not in pos]
+                if missing:
+                    raise EmbedgenreError(
+                        f"split file names {len(missing)} {name} id(s) the index does not hold "
+                        f"(first: {missing[0]}); make the split from this index's ids."
+                    )
+                got = np.array(sorted(pos[i] for i in ids if pos[i] in inside), dtype=np.int64)
+                return got
+
+            train, test = rows("train"), rows("test")
+            if np.intersect1d(train, test).size:
+                raise EmbedgenreError("split file puts some ids in both 'train' and 'test'.")
+            if len(train) < 2 or len(test) < 1:
+                raise EmbedgenreError("split file needs at least 2 train ids and 1 test id.")
+            val = rows("validation") if cfg.split.get("validation") else None
+            if val is not None and np.setdiff1d(val, train).size:
+                raise EmbedgenreError("split file's 'validation' ids must be part of 'train'.")
+        else:
+            a, b = iterative_split(self.Y[universe], test_size=cfg.test_size, seed=cfg.seed)
+            train, test = universe[a], universe[b]
+            val = None
+        if val is None:
+            a, b = iterative_split(self.Y[train], test_size=cfg.val_size, seed=cfg.seed + 1)
+            val = train[b]
+        self.train, self.test, self.val = train, test, val
+        self.fit_rows = np.setdiff1d(train, val)
+        self.test_plot = test[self.has_plot[test]]
+        self.split_doc = {
+            "seed": cfg.seed,
+            "test_size": cfg.test_size if cfg.split is None else None,
+            "train": [self.data.ids[i] for i in train],
+            "validation": [self.data.ids[i] for i in val],
+            "test": [self.data.ids[i] for i in test],
+        }
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def _log(self, what: str) -> None:
+        self.step += 1
+        logger.info("[%d] %s", self.step, what)
+
+    def _thresholded(self, model, P_val: np.ndarray, Y_val: np.ndarray) -> None:
+        from embedgenre.predictors.thresholds import fit_thresholds
+
+        thr, rule, _ = fit_thresholds(P_val, Y_val, mode=self.cfg.threshold_mode)
+        model.set_thresholds(thr, rule)
+
+    def _fit_eval(self, key, make, X_of, fit_rows, val_rows, test_rows, fit_with_labels=True):
+        """Fit ``make()`` on ``X_of(fit_rows)``, threshold on validation, predict test."""
+        self._log(" · ".join(key))
+        t0 = time.perf_counter()
+        model = make()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if fit_with_labels and "X_val" in inspect.signature(model.fit).parameters:
+                # early stopping on the same validation part that picks the thresholds
+                model.fit(
+                    X_of(fit_rows), self.Y[fit_rows], X_val=X_of(val_rows), Y_val=self.Y[val_rows]
+                )
+            elif fit_with_labels:
+                model.fit(X_of(fit_rows), self.Y[fit_rows])
+            else:
+                model.fit(X_of(fit_rows))
+        self._thresholded(model, model.predict_proba(X_of(val_rows)), self.Y[val_rows])
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        X_test = X_of(test_rows)
+        P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
+        D = np.asarray(model.predict(X_test), dtype=np.uint8)
+        out = _Output(test_rows, P, D, True, fit_s, time.perf_counter() - t1)
+        self.outputs[key] = out
+        if key[1] in ("poster", "plot"):
+            self._models[key] = model
+        return model, out
+
+    def _skip(self, method: str, modality: str, encoder: str, reason: str) -> None:
+        logger.info("skipping %s · %s · %s: %s", method, modality, encoder, reason)
+        self.skipped.append(
+            {"method": method, "modality": modality, "encoder": encoder, "reason": reason}
+        )
+
+    def _single(self, view: EmbeddingView) -> None:
+        """Every selected method on one embedding set (poster or plot)."""
+        rows_ok = np.zeros(len(self.data.ids), dtype=bool)
+        rows_ok[view.rows] = True
+        fit_rows = self.fit_rows[rows_ok[self.fit_rows]]
+        val_rows = self.val[rows_ok[self.val]]
+        test_rows = self.test[rows_ok[self.test]]
+        if len(fit_rows) < 2 or len(val_rows) < 1 or len(test_rows) < 1:
+            for m in self.cfg.methods:
+                self._skip(
+                    m,
+                    view.modality,
+                    view.encoder,
+                    f"too few items with {view.modality} embeddings in the split",
+                )
+            return
+        for method in self.cfg.methods:
+            key = (method, view.modality, view.encoder)
+            encoder = None
+            if method == "zeroshot":
+                if not view.has_text_side:
+                    self._skip(
+                        *key,
+                        f"{view.encoder} has no text side in its embedding space "
+                        "(image-only encoder), so genre prompts cannot be embedded",
+                    )
+                    continue
+                if self.data.load_encoder is None:
+                    self._skip(*key, "no encoder available to embed genre prompts")
+                    continue
+                try:
+                    encoder = self.data.load_encoder(view)
+                except EmbedgenreError as e:
+                    self._skip(*key, f"cannot load {view.encoder} to embed prompts: {e}")
+                    continue
+            try:
+                self._fit_eval(
+                    key,
+                    lambda m=method, e=encoder, n=len(fit_rows): make_predictor(
+                        m, n, self.cfg.seed, self.genres, e, view.modality
+                    ),
+                    view.matrix,
+                    fit_rows,
+                    val_rows,
+                    test_rows,
+                    fit_with_labels=method != "zeroshot",
+                )
+            except EmbedgenreError as e:
+                self._skip(*key, str(e))
+
+    def _early_fusion(self) -> None:
+        pv, tv = self.poster0, self.plot0
+        enc = f"{pv.encoder}+{tv.encoder}"
+
+        def X_of(rows: np.ndarray) -> np.ndarray:
+            X = np.hstack([pv.matrix(rows), tv.matrix(rows)]) / np.float32(math.sqrt(2.0))
+            return np.ascontiguousarray(X, dtype=np.float32)
+
+        fit_rows = self.fit_rows[self.has_plot[self.fit_rows]]
+        val_rows = self.val[self.has_plot[self.val]]
+        for method in self.cfg.methods:
+            if method == "zeroshot":
+                self._skip(
+                    method,
+                    "early_fusion",
+                    enc,
+                    "concatenated poster+plot vectors have "
+                    "no text side to embed prompts; see late_fusion for zero-shot fusion",
+                )
+                continue
+            try:
+                self._fit_eval(
+                    (method, "early_fusion", enc),
+                    lambda m=method, n=len(fit_rows): make_predictor(
+                        m, n, self.cfg.seed, self.genres
+                    ),
+                    X_of,
+                    fit_rows,
+                    val_rows,
+                    self.test_plot,
+                )
+            except EmbedgenreError as e:
+                self._skip(method, "early_fusion", enc, str(e))
+
+    def _late_fusion(self) -> None:
+        """Mean of the poster and plot probabilities; thresholds refit on validation."""
+        from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
+
+        pv, tv = self.poster0, self.plot0
+        enc = f"{pv.encoder}+{tv.encoder}"
+        for method in self.cfg.methods:
+            a = self.outputs.get((method, "poster", pv.encoder))
+            b = self.outputs.get((method, "plot", tv.encoder))
+            if a is None or b is None or not len(self._val_plot):
+                self._skip(
+                    method,
+                    "late_fusion",
+                    enc,
+                    "needs the method on both the default poster and plot sets",
+                )
+                continue
+            self._log(f"{method} · late_fusion · {enc}")
+            # validation probabilities: refit is not needed, the val scores are recomputed from
+            # the stored models' outputs on validation items with a plot
+            Pa, Pb = self._val_scores[(method, "poster")], self._val_scores[(method, "plot")]
+            thr, rule, _ = fit_thresholds(
+                (Pa + Pb) / 2, self.Y[self._val_plot], mode=self.cfg.threshold_mode
+            )
+            a_t, b_t = a.take(self.test_plot), b.take(self.test_plot)
+            P = (a_t.P + b_t.P) / 2
+            D = apply_thresholds(P, thr, rule)
+            self.outputs[(method, "late_fusion", enc)] = _Output(
+                self.test_plot, P, np.asarray(D, np.uint8), True, a.fit_s + b.fit_s, 0.0
+            )
+
+    def _scratch(self) -> None:
+        from embedgenre.evaluate.scratch_cnn import ScratchCNN, load_poster_pixels
+
+        key = ("scratch_cnn", "poster", SCRATCH_ENCODER)
+        rows = np.concatenate([self.fit_rows, self.val, self.test])
+        paths = [self.data.posters[i] for i in rows]
+        if not any(paths):
+            self._skip(*key, "no poster paths in the index")
+            return
+        self._log(f"scratch CNN: decoding {len(rows)} posters at 64x96")
+        t0 = time.perf_counter()
+        pixels, ok = load_poster_pixels(paths)
+        at = {int(r): i for i, r in enumerate(rows)}
+
+        def X_of(r: np.ndarray) -> np.ndarray:
+            return pixels[[at[int(i)] for i in r]]
+
+        self._log(
+            f"scratch CNN: training {self.cfg.cnn_epochs} epochs on {len(self.fit_rows)} posters"
+        )
+        model = ScratchCNN(epochs=self.cfg.cnn_epochs, seed=self.cfg.seed, classes=self.genres)
+        model.fit(
+            X_of(self.fit_rows),
+            self.Y[self.fit_rows],
+            progress=lambda e, n, loss: logger.info("  epoch %d/%d loss %.4f", e, n, loss),
+        )
+        from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
+
+        thr, rule, _ = fit_thresholds(
+            model.predict_proba(X_of(self.val)), self.Y[self.val], mode=self.cfg.threshold_mode
+        )
+        fit_s = time.perf_counter() - t0
+        P = model.predict_proba(X_of(self.test))
+        self.outputs[key] = _Output(self.test, P, apply_thresholds(P, thr, rule), True, fit_s)
+
+    def _trivial(self) -> None:
+        for kind in TRIVIAL_KINDS:
+            model = TrivialBaseline(kind, classes=self.genres).fit(None, self.Y[self.train])
+            P = model.predict_proba(self.test)
+            self.outputs[(kind, "labels", "-")] = _Output(
+                self.test, P, model.predict(self.test), model.has_scores
+            )
+        self.top_k = int(TrivialBaseline("top_k").fit(None, self.Y[self.train]).k_)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def _compose_all(self, key, out: _Output) -> _Output | None:
+        """``out`` extended to every test item: items without a plot take the poster output."""
+        if len(out.items) == len(self.test):
+            return out
+        if self.poster0 is None:
+            return None
+        fallback = self.outputs.get((key[0], "poster", self.poster0.encoder))
+        if fallback is None:
+            return None
+        rest = np.setdiff1d(self.test, out.items)
+        fb = fallback.take(rest)
+        items = np.concatenate([out.items, rest])
+        order = np.argsort(items, kind="stable")
+        return _Output(
+            items[order],
+            np.vstack([out.P, fb.P])[order],
+            np.vstack([out.D, fb.D])[order],
+            out.has_scores and fb.has_scores,
+            out.fit_s,
+            out.predict_s,
+        )
+
+    def _score(self, key, out: _Output, subset: str) -> None:
+        Y = self.Y[out.items]
+        row = {
+            "method": key[0],
+            "modality": key[1],
+            "encoder": key[2],
+            "subset": subset,
+            "n_test": int(len(out.items)),
+        }
+        row.update(summary_metrics(Y, out.D, out.P if out.has_scores else None))
+        self.rows.append(row)
+        for p in per_genre_metrics(Y, out.D, self.genres):
+            self.per_genre.append(
+                {"method": key[0], "modality": key[1], "encoder": key[2], "subset": subset, **p}
+            )
+
+    def _score_all(self) -> dict:
+        self.rows: list[dict] = []
+        self.per_genre: list[dict] = []
+        test_outputs = {}
+        for key, out in self.outputs.items():
+            full = self._compose_all(key, out)
+            if full is not None:
+                self._score(key, full, "all")
+                if full.has_scores:
+                    test_outputs[key] = (self.Y[full.items], full.P)
+            else:
+                self._skip(
+                    key[0],
+                    key[1],
+                    key[2],
+                    "not scored on all test items: no poster fallback for items "
+                    "without a plot (scored on the with-plot subset only)",
+                )
+            if len(self.test_plot) and self.plot0 is not None:
+                self._score(
+                    key,
+                    out.take(self.test_plot) if len(out.items) != len(self.test_plot) else out,
+                    "with_plot",
+                )
+            self.timings[" · ".join(key)] = {
+                "fit_s": round(out.fit_s, 3),
+                "predict_s": round(out.predict_s, 3),
+            }
+        return test_outputs
+
+    # -- few-shot ------------------------------------------------------------------------
+
+    def _fewshot(self) -> list[dict]:
+        """Refit each trainable method on k examples per genre; decisions = top-r genres."""
+        r = self.top_k
+        out: list[dict] = []
+        shots = [k for k in self.cfg.shots]
+        for view in (self.poster0, self.plot0):
+            if view is None or view.modality not in self.cfg.modalities:
+                continue
+            rows_ok = np.zeros(len(self.data.ids), dtype=bool)
+            rows_ok[view.rows] = True
+            pool = self.train[rows_ok[self.train]]
+            test_rows = self.test[rows_ok[self.test]]
+            X_test = view.matrix(test_rows)
+            Y_test = self.Y[test_rows]
+            zs = self.outputs.get(("zeroshot", view.modality, view.encoder))
+            if zs is not None:
+                out.append(self._fs_row("zeroshot", view, 0, 0, 0, Y_test, zs.take(test_rows).P, r))
+            for method in [m for m in self.cfg.methods if m in TRAINABLE]:
+                for k in shots:
+                    seeds = range(self.cfg.fewshot_seeds) if k is not None else [0]
+                    for s in seeds:
+                        sample = pool[sample_k_per_genre(self.Y[pool], k, seed=self.cfg.seed + s)]
+                        self._log(
+                            f"few-shot {method} · {view.modality} · k={k or 'all'} "
+                            f"seed {s} ({len(sample)} items)"
+                        )
+                        model = make_predictor(method, len(sample), self.cfg.seed + s, self.genres)
+                        try:
+                            with warnings.catch_warnings():
+                                warnings.simplefilter("ignore", UserWarning)
+                                model.fit(view.matrix(sample), self.Y[sample])
+                        except EmbedgenreError as e:
+                            logger.warning("few-shot %s k=%s failed: %s", method, k, e)
+                            continue
+                        P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
+                        out.append(self._fs_row(method, view, k, s, len(sample), Y_test, P, r))
+        return out
+
+    def _fs_row(self, method, view, k, seed, n_train, Y, P, r) -> dict:
+        m = summary_metrics(Y, top_r(P, r), P)
+        return {
+            "method": method,
+            "modality": view.modality,
+            "encoder": view.encoder,
+            "k": "all" if k is None else int(k),
+            "seed": int(seed),
+            "n_train": int(n_train),
+            "micro_f1": m["micro_f1"],
+            "macro_f1": m["macro_f1"],
+            "map": m["map"],
+        }
+
+    # -- driver --------------------------------------------------------------------------
+
+    def run(self) -> Evaluation:
+        t_start = time.perf_counter()
+        _import_predictors()
+        cfg = self.cfg
+        self._select_sets()
+        universe = self._universe()
+        self._split(universe)
+        logger.info(
+            "split: %d train (%d fit + %d validation), %d test (%d with a plot), seed %d",
+            len(self.train),
+            len(self.fit_rows),
+            len(self.val),
+            len(self.test),
+            len(self.test_plot),
+            cfg.seed,
+        )
+        self._trivial()
+        if (
+            "poster" in cfg.modalities
+            or "early_fusion" in cfg.modalities
+            or ("late_fusion" in cfg.modalities)
+        ):
+            for view in self.posters:
+                if view is self.poster0 or "poster" in cfg.modalities:
+                    self._single(view)
+        if self.plot0 is not None and {"plot", "late_fusion"} & set(cfg.modalities):
+            for view in [v for v in self.data.sets if v.modality == "plot"]:
+                if view is self.plot0 or "plot" in cfg.modalities:
+                    self._single(view)
+        if self.poster0 is not None and self.plot0 is not None:
+            if "early_fusion" in cfg.modalities:
+                self._early_fusion()
+            if "late_fusion" in cfg.modalities:
+                self._late_fusion_prepare()
+                self._late_fusion()
+        elif {"early_fusion", "late_fusion"} & set(cfg.modalities):
+            for mod in ("early_fusion", "late_fusion"):
+                self._skip("*", mod, "-", "fusion needs both poster and plot embeddings")
+        if cfg.scratch_cnn and self.posters:
+            self._scratch()
+        # rows asked for only as inputs of fusion are not reported
+        for key in list(self.outputs):
+            if (
+                key[1] in ("poster", "plot")
+                and key[1] not in cfg.modalities
+                and key[0] != ("scratch_cnn")
+            ):
+                del self.outputs[key]
+        fewshot = self._fewshot() if cfg.shots else []
+        test_outputs = self._score_all()
+        self.timings["total_s"] = round(time.perf_counter() - t_start, 2)
+        info = {
+            "index": self.data.source,
+            "n_items": int(len(self.data.ids)),
+            "n_genres": len(self.genres),
+            "genres": self.genres,
+            "n_train": int(len(self.train)),
+            "n_val": int(len(self.val)),
+            "n_test": int(len(self.test)),
+            "n_test_with_plot": int(len(self.test_plot)),
+            "seed": cfg.seed,
+            "top_k": self.top_k,
+            "poster_sets": [v.encoder for v in self.posters],
+            "plot_sets": [v.encoder for v in self.data.sets if v.modality == "plot"],
+        }
+        config = asdict(cfg)
+        config["split"] = "file" if cfg.split is not None else "iterative"
+        config["shots"] = ["all" if k is None else k for k in cfg.shots]
+        result = {
+            "info": info,
+            "config": config,
+            "rows": self.rows,
+            "per_genre": self.per_genre,
+            "skipped": self.skipped,
+            "fewshot": fewshot,
+            "split": self.split_doc,
+            "timings": self.timings,
+        }
+        return Evaluation(result=result, labels=self.Y, test_outputs=test_outputs)
+
+    def _late_fusion_prepare(self) -> None:
+        """Validation scores of each method on validation items with a plot, both modalities."""
+        self._val_plot = self.val[self.has_plot[self.val]]
+        self._val_scores = {}
+        # recompute by refitting would double the cost; instead _fit_eval keeps the models
+        for (method, modality, enc), model in self._models.items():
+            view = self.poster0 if modality == "poster" else self.plot0
+            if view is None or enc != view.encoder:
+                continue
+            self._val_scores[(method, modality)] = np.asarray(
+                model.predict_proba(view.matrix(self._val_plot)), dtype=np.float64
+            )
+
+
+def evaluate(data: EvalData, config: EvalConfig | None = None) -> Evaluation:
+    """Run the whole comparison on ``data``; see the module doc for the flow."""
+    return _Run(data, config or EvalConfig()).run()
