@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli.common import console, emit_json, err_console, fail
@@ -44,12 +46,16 @@ def download(
             "--column", help="Map a field to a CSV column: FIELD=COLUMN (e.g. poster=url)."
         ),
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The CSV's text encoding (default: UTF-8, else cp1252 with a warning)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Download posters (resumable) and write a catalog that `embedgenre index OUT` reads."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from embedgenre.catalog import parse_columns
+    from embedgenre.catalog import CatalogWarning, parse_columns
     from embedgenre.download import download_posters
 
     progress = Progress(
@@ -61,7 +67,8 @@ def download(
         disable=as_json,
         transient=True,
     )
-    with progress:
+    with progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CatalogWarning)
         task = progress.add_task("posters", total=None)
 
         def tick(done: int, total: int, status: str) -> None:
@@ -74,8 +81,11 @@ def download(
             retries=retries,
             timeout=timeout,
             columns=parse_columns(column),
+            encoding=encoding,
             progress=tick,
         )
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
     summary = report.to_dict()
     if as_json:
         emit_json(summary)

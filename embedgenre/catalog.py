@@ -412,10 +412,10 @@ def _decode(raw: bytes, path: Path, encoding: str | None) -> tuple[str, str]:
             continue
         message = (
             f"{path} is not valid UTF-8 (first bad byte at offset {first_bad}); read it as "
-            f"{fallback}. Fix: re-save it as UTF-8, or pass encoding= to choose the encoding."
+            f"{fallback}. Fix: re-save it as UTF-8, or name its encoding (encoding= or "
+            "--encoding) to silence this warning."
         )
-        warnings.warn(message, CatalogWarning, stacklevel=4)
-        logger.warning(message)
+        warnings.warn(message, CatalogWarning, stacklevel=5)
         return text, fallback
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
 
@@ -595,8 +595,7 @@ def _warn_if_separator_looks_wrong(items, rows, cols, genre_sep, source) -> None
                 f"{source}: no movie has more than one genre, but most genre cells contain "
                 f"{other!r}. Fix: pass genre_sep={other!r}."
             )
-            warnings.warn(message, CatalogWarning, stacklevel=4)
-            logger.warning(message)
+            warnings.warn(message, CatalogWarning, stacklevel=5)
             return
 
 

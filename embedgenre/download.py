@@ -257,7 +257,7 @@ def download_posters(
     report.present.sort(key=order.__getitem__)
     _write_catalog(catalog_path, [s for s in sources if s.id in on_disk], on_disk)
     _write_atomic(out_dir / REPORT_NAME, json.dumps(_report_json(report), indent=2) + "\n")
-    logger.info(
+    logger.debug(
         "posters: %d downloaded, %d already present, %d failed %s",
         len(report.downloaded), len(report.present), len(report.failed), report.failed_by_reason(),
     )  # fmt: skip

@@ -280,7 +280,10 @@ def test_bad_inputs(tmp_path):
 def test_cli_download_json_and_table(server, tmp_path):
     from cli.app import app
 
-    csv_path = kaggle_csv(tmp_path / "m.csv", with_base(server, GOOD[:2] + BAD[:1]))
+    rows = with_base(server, GOOD[:2] + BAD[:1])
+    csv_path = kaggle_csv(
+        tmp_path / "m.csv", [(*rows[0][:1], "Año (1999)", *rows[0][2:]), *rows[1:]], "latin-1"
+    )
     out = tmp_path / "out"
     runner = CliRunner()
     args = ["posters", "download", str(csv_path), "--out", str(out), "--workers", "2"]
@@ -293,6 +296,10 @@ def test_cli_download_json_and_table(server, tmp_path):
     res = runner.invoke(app, [*args, "--retries", "0"])
     assert res.exit_code == 0, res.output
     assert "already present" in res.stdout and "failed: http_404" in res.stdout
+    assert "warning: " in res.stderr and "not valid UTF-8" in res.stderr
+    res = runner.invoke(app, [*args, "--encoding", "latin-1", "--json"])
+    assert res.exit_code == 0 and "warning" not in res.stderr
+    assert json.loads(res.stdout)["already_present"] == 2
 
     bad = kaggle_csv(tmp_path / "bad.csv", with_base(server, BAD[:1]))
     res = runner.invoke(app, ["posters", "download", str(bad), "--out", str(tmp_path / "o2")])
