@@ -47,3 +47,29 @@ def prompts_for(genre: str, modality: str) -> list[str]:
         raise ValueError(f"Unknown modality {modality!r}; choose one of {', '.join(TEMPLATES)}.")
     word = GENRE_WORDS.get(genre, genre.lower())
     return [t.format(genre=word) for t in TEMPLATES[modality]]
+
+
+# Used by zero-shot when an index has no genre vocabulary at all (a catalog without labels).
+DEFAULT_GENRES: tuple[str, ...] = (
+    "Drama",
+    "Comedy",
+    "Romance",
+    "Action",
+    "Crime",
+    "Thriller",
+    "Adventure",
+    "Documentary",
+    "Horror",
+    "Mystery",
+    "Fantasy",
+    "Family",
+    "Biography",
+    "Sci-Fi",
+    "Music",
+    "Animation",
+    "History",
+    "Sport",
+    "War",
+    "Musical",
+    "Western",
+)

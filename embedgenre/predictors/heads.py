@@ -1,0 +1,503 @@
+"""Heads: predictors trained on an index's embeddings and saved inside it (``heads/<name>/``).
+
+A head's ``head.json`` records the method, params, genre vocabulary, the embedding sets it was
+trained on (modality -> encoder name, dim, space, set key), the thresholds and validation scores;
+``arrays.npz`` its fitted arrays. kNN / ML-kNN heads store their training vectors and labels in
+``arrays.npz`` so a head is self-contained (no reference back into the embedding set).
+
+Inputs of a ``both`` head are ``[poster | plot]`` rows with zeros for a missing modality.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedgenre.errors import PredictorError
+from embedgenre.predictors.factory import fit_with_validation, make_predictor
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("poster", "plot", "both")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class Head:
+    """A fitted predictor plus what it was trained on."""
+
+    name: str
+    predictor: object
+    modality: str
+    encoders: dict[str, dict]  # modality -> {encoder, dim, space, key}
+    genres: list[str]
+    metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # everything else from head.json
+    saved: bool = True
+
+    @property
+    def method(self) -> str:
+        return self.info.get("method", getattr(self.predictor, "method", "?"))
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "method": self.method,
+            "modality": self.modality,
+            "fusion": self.info.get("fusion"),
+            "encoders": {m: e["encoder"] for m, e in self.encoders.items()},
+            "validation": self.metrics,
+            "saved": self.saved,
+        }
+
+
+# ------------------------------------------------------------------------------- sets / data
+
+
+def _sets_for(index, modality: str, image_encoder: str | None, text_encoder: str | None) -> dict:
+    if modality not in MODALITIES:
+        raise PredictorError(
+            f"Unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}."
+        )
+    wanted = ["poster", "plot"] if modality == "both" else [modality]
+    return {m: index.get_set(m, image_encoder if m == "poster" else text_encoder) for m in wanted}
+
+
+def _set_info(s) -> dict:
+    return {"encoder": s.encoder, "dim": int(s.dim), "space": s.space, "key": s.key}
+
+
+def training_data(index, sets: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X float32 (m, d), Y uint8 (m, g), item rows int64 (m,)) for the given embedding sets.
+
+    One modality: its vectors. Both: ``[poster | plot]`` over items with either, zeros where
+    a modality is missing.
+    """
+    if len(sets) == 1:
+        (s,) = sets.values()
+        rows = np.asarray(s.rows, dtype=np.int64)
+        return np.ascontiguousarray(s.vectors, dtype=np.float32), index.labels[rows], rows
+    sp, st = sets["poster"], sets["plot"]
+    rows = np.union1d(sp.rows, st.rows).astype(np.int64)
+    pos = {int(r): i for i, r in enumerate(rows)}
+    X = np.zeros((len(rows), sp.dim + st.dim), dtype=np.float32)
+    X[[pos[int(r)] for r in sp.rows], : sp.dim] = sp.vectors
+    X[[pos[int(r)] for r in st.rows], sp.dim :] = st.vectors
+    return X, index.labels[rows], rows
+
+
+def _check_zeroshot_sets(sets: dict) -> None:
+    from embedgenre.predictors.zeroshot import require_text_side
+
+    for s in sets.values():
+        mods = tuple(s.describe.get("modalities", ()))
+        require_text_side(type("SetEncoder", (), {"name": s.encoder, "modalities": mods})(), s.key)
+
+
+def _zeroshot_params(index, sets: dict, params: dict) -> dict:
+    """Zero-shot needs the text side of each set's space: the set's own encoder."""
+    per = {m: {"encoder": index.load_encoder(s), "modality": m} for m, s in sets.items()}
+    if len(sets) == 1:
+        return {**params, **next(iter(per.values()))}
+    return {**params, "poster_params": per["poster"], "plot_params": per["plot"]}
+
+
+def default_head_name(method: str, modality: str, fusion: str | None) -> str:
+    return f"{method}-{modality}" + (f"-{fusion}" if modality == "both" else "")
+
+
+# ------------------------------------------------------------------------------- training
+
+
+def train_head(
+    index,
+    method: str,
+    modality: str = "poster",
+    image_encoder: str | None = None,
+    text_encoder: str | None = None,
+    fusion: str | None = None,
+    params: dict | None = None,
+    name: str | None = None,
+    seed: int = 0,
+    val_size: float = 0.2,
+    threshold: str = "per_genre",
+    metric: str = "micro_f1",
+    save: bool = True,
+) -> Head:
+    """Fit ``method`` on the index's labelled items (validation split for thresholds) and save it.
+
+    ``modality`` "both" needs ``fusion`` "early" or "late" (default late). Zero-shot also works
+    on an index without labels (default thresholds then). Returns the :class:`Head`.
+    """
+    params = dict(params or {})
+    if method == "mlp":
+        params.setdefault("seed", seed)
+    sets = _sets_for(index, modality, image_encoder, text_encoder)
+    if modality == "both":
+        fusion = fusion or "late"
+    elif fusion is not None:
+        raise PredictorError("--fusion applies to --modality both only.")
+    if method == "zeroshot":
+        _check_zeroshot_sets(sets)
+        if modality == "both" and fusion == "early":
+            raise PredictorError("Zero-shot fuses poster and plot late only; use --fusion late.")
+    name = name or default_head_name(method, modality, fusion)
+    if not _NAME.match(name):
+        raise PredictorError(
+            f"Head name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (max 64)."
+        )
+    genres = index.genres
+    X, Y, rows = training_data(index, sets)
+    labelled = Y.sum(axis=1) > 0
+    if method == "zeroshot":
+        params = _zeroshot_params(index, sets, params)
+    dims = tuple(s.dim for s in sets.values()) if modality == "both" else None
+    pred = make_predictor(
+        method, fusion=fusion if modality == "both" else None, dims=dims, **params
+    )
+    t0 = time.perf_counter()
+    if not labelled.any() or not genres:
+        if method != "zeroshot":
+            raise PredictorError(
+                f"Index {index.path} has no genre labels, so {method} cannot be trained; only "
+                "--method zeroshot works without labels (or re-index a catalog with genres)."
+            )
+        if not genres:
+            from embedgenre.predictors.templates import DEFAULT_GENRES
+
+            genres = list(DEFAULT_GENRES)
+            Y = np.zeros((len(X), len(genres)), np.uint8)
+        pred.fit(X, None, classes=genres)
+        metrics = {}
+    else:
+        X, Y = X[labelled], Y[labelled]
+        if len(X) < 10:
+            raise PredictorError(
+                f"Only {len(X)} labelled items with {modality} embeddings; need at least 10 "
+                "to train and validate."
+            )
+        fit_with_validation(
+            pred,
+            X,
+            Y,
+            classes=genres,
+            val_size=val_size,
+            seed=seed,
+            threshold=threshold,
+            metric=metric,
+        )
+        metrics = pred.validation_
+    fit_s = time.perf_counter() - t0
+    info = {
+        "name": name,
+        "method": method,
+        "modality": modality,
+        "fusion": fusion,
+        "encoders": {m: _set_info(s) for m, s in sets.items()},
+        "genres": list(genres),
+        "metrics": metrics,
+        "seed": seed,
+        "threshold": threshold,
+        "metric": metric,
+        "n_items": int(len(X)),
+        "fit_seconds": round(fit_s, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    head = Head(name, pred, modality, info["encoders"], list(genres), metrics, info, saved=save)
+    if save:
+        from embedgenre.predictors.persist import save_predictor
+
+        index.heads_dir.mkdir(parents=True, exist_ok=True)
+        save_predictor(pred, index.heads_dir / name, extra=info)
+        logger.info("saved head %s to %s", name, index.heads_dir / name)
+    return head
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def list_heads(index) -> list[dict]:
+    """head.json documents (without arrays) of every head saved in the index, by name."""
+    from embedgenre.predictors.persist import read_head_json
+
+    out = []
+    if index.heads_dir.is_dir():
+        for d in sorted(index.heads_dir.iterdir()):
+            if d.is_dir() and not d.name.startswith(".") and (d / "head.json").exists():
+                try:
+                    out.append(read_head_json(d))
+                except PredictorError as e:
+                    logger.warning("skipping head %s: %s", d.name, e)
+    return out
+
+
+def check_compatible(index, info: dict) -> None:
+    """Raise PredictorError if a head does not fit the index (genres, encoders, dims)."""
+    name = info.get("name", "?")
+    if index.genres and list(info.get("genres", [])) != index.genres:
+        raise PredictorError(
+            f"Head {name!r} was trained on another genre vocabulary ({len(info.get('genres', []))} "
+            f"genres) than index {index.path} ({len(index.genres)}); retrain it with "
+            f"`embedgenre train {index.path} --method {info.get('method')} --name {name}`."
+        )
+    for modality, enc in info.get("encoders", {}).items():
+        have = [s for s in index.sets if s.modality == modality]
+        match = [s for s in have if s.encoder == enc["encoder"] and s.dim == enc["dim"]]
+        if not match:
+            held = ", ".join(f"{s.encoder} ({s.dim}-d)" for s in have) or "none"
+            raise PredictorError(
+                f"Head {name!r} was trained on {modality} embeddings by {enc['encoder']} "
+                f"({enc['dim']}-d), but index {index.path} holds {modality} embeddings by: {held}. "
+                f"Retrain it with `embedgenre train {index.path} --method {info.get('method')}`."
+            )
+
+
+def load_head(index, name: str) -> Head:
+    """Load saved head ``name`` from the index, checking it matches the index."""
+    from embedgenre.predictors.persist import load_predictor
+
+    directory = index.heads_dir / name
+    if not (directory / "head.json").exists():
+        names = ", ".join(h["name"] for h in list_heads(index)) or "none"
+        raise PredictorError(
+            f"No head named {name!r} in {index.path} (saved heads: {names}). "
+            f"Train one with `embedgenre train {index.path} --method linear --name {name}`."
+        )
+    pred, doc = load_predictor(directory)
+    check_compatible(index, doc)
+    return Head(
+        doc["name"],
+        pred,
+        doc["modality"],
+        doc["encoders"],
+        doc["genres"],
+        doc.get("metrics", {}),
+        doc,
+        saved=True,
+    )
+
+
+def choose_head(index, has_poster: bool, has_plot: bool, name: str | None = None) -> Head:
+    """The named head, else the best saved head (validation micro-F1) that can score the inputs,
+    preferring heads that use every input given; else an unsaved zero-shot head when possible."""
+    if name:
+        head = load_head(index, name)
+        needed = {"poster"} if has_poster else set()
+        needed |= {"plot"} if has_plot and not has_poster else set()
+        if not needed <= set(head.encoders):
+            raise PredictorError(
+                f"Head {name!r} uses {', '.join(head.encoders)} embeddings; it cannot score "
+                f"{' and '.join(sorted(needed))} input. Choose another head or give the "
+                f"{' and '.join(head.encoders)} input."
+            )
+        return head
+    given = {m for m, ok in (("poster", has_poster), ("plot", has_plot)) if ok}
+    ranked = []
+    for doc in list_heads(index):
+        mods = set(doc.get("encoders", {}))
+        if not mods & given or (has_poster and "poster" not in mods):
+            continue
+        try:
+            check_compatible(index, doc)
+        except PredictorError as e:
+            logger.info("not using head %s: %s", doc.get("name"), e)
+            continue
+        covers = given <= mods
+        ranked.append((covers, doc.get("metrics", {}).get("micro_f1", -1.0), doc["name"]))
+    if ranked:
+        best = max(ranked)
+        logger.info("using head %s (validation micro-F1 %.3f)", best[2], best[1])
+        return load_head(index, best[2])
+    modality = "both" if len(given) == 2 else next(iter(given))
+    logger.info("no saved head fits the inputs; trying zero-shot on %s", modality)
+    try:
+        head = train_head(index, "zeroshot", modality=modality, save=False)
+    except PredictorError as e:
+        raise PredictorError(
+            f"No trained head in {index.path} can score {' + '.join(sorted(given))} input, and "
+            f"zero-shot is not possible: {e} Train one with "
+            f"`embedgenre train {index.path} --method linear --modality {modality}`."
+        ) from e
+    head.name = f"zeroshot-{modality} (unsaved)"
+    return head
+
+
+# ------------------------------------------------------------------------------- predicting
+
+
+@dataclass
+class QueryEncoders:
+    """Encoders loaded for a head's embedding sets (kept for repeated calls)."""
+
+    head: Head
+    poster: object | None = None
+    plot: object | None = None
+
+
+def load_query_encoders(index, head: Head) -> QueryEncoders:
+    q = QueryEncoders(head)
+    for modality, enc in head.encoders.items():
+        setattr(q, modality, index.load_encoder(index.get_set(modality, enc["encoder"])))
+    return q
+
+
+def head_input(head: Head, poster_vecs: np.ndarray | None, plot_vecs: np.ndarray | None, n: int):
+    """The (n, d) input of ``head`` from per-item poster / plot vectors (None rows = missing)."""
+    if head.modality == "both":
+        dp, dt = head.encoders["poster"]["dim"], head.encoders["plot"]["dim"]
+        X = np.zeros((n, dp + dt), dtype=np.float32)
+        if poster_vecs is not None:
+            X[:, :dp] = poster_vecs
+        if plot_vecs is not None:
+            X[:, dp:] = plot_vecs
+        return X
+    vecs = poster_vecs if head.modality == "poster" else plot_vecs
+    if vecs is None:
+        raise PredictorError(f"Head {head.name!r} needs a {head.modality} input.")
+    return vecs
+
+
+def check_plot(plot: str | None) -> str | None:
+    if plot is None:
+        return None
+    if not plot.strip():
+        raise PredictorError(
+            'The plot text is empty; give a synopsis with --plot "..." or omit --plot.'
+        )
+    return plot.strip()
+
+
+def rank(head: Head, P: np.ndarray, top: int | None = None) -> list[list[dict]]:
+    """Per row: genres best first as {genre, score, threshold, predicted} (top ``top`` if given)."""
+    from embedgenre.predictors.thresholds import apply_thresholds
+
+    pred = head.predictor
+    D = apply_thresholds(P, pred.thresholds_, pred.at_least_one_)
+    out = []
+    for p, d in zip(P, D):
+        order = np.argsort(-p, kind="stable")[: top or len(p)]
+        out.append(
+            [
+                {
+                    "genre": head.genres[j],
+                    "score": round(float(p[j]), 4),
+                    "threshold": round(float(pred.thresholds_[j]), 4),
+                    "predicted": bool(d[j]),
+                }
+                for j in order
+            ]
+        )
+    return out
+
+
+def predict_inputs(
+    q: QueryEncoders, posters: list | None = None, plot: str | None = None, top: int | None = None
+) -> list[dict]:
+    """Genres for each poster (the same ``plot`` used with each), or the plot alone.
+
+    Returns one dict per poster (or one for a plot-only query): input, genres (predicted, best
+    first), ranking (top genres with scores and thresholds).
+    """
+    head = q.head
+    plot = check_plot(plot)
+    posters = list(posters or [])
+    if not posters and plot is None:
+        raise PredictorError("Give at least one poster or a --plot text.")
+    n = max(1, len(posters))
+    pv = tv = None
+    if posters:
+        if q.poster is None:
+            raise PredictorError(f"Head {head.name!r} uses no poster embeddings; give --plot only.")
+        pv = q.poster.encode_images(posters)
+    if plot is not None and q.plot is not None:
+        tv = np.repeat(q.plot.encode_texts([plot]), n, axis=0)
+    elif plot is not None and not posters:
+        raise PredictorError(f"Head {head.name!r} uses no plot embeddings; give a poster.")
+    P = head.predictor.predict_proba(head_input(head, pv, tv, n))
+    ranking = rank(head, P, top)
+    labels = [str(p) for p in posters] or ["(plot)"]
+    return [
+        {"input": lab, "genres": [r["genre"] for r in rk if r["predicted"]], "ranking": rk}
+        for lab, rk in zip(labels, ranking)
+    ]
+
+
+def _encode_posters(encoder, paths: list) -> tuple[np.ndarray, list[str | None]]:
+    """Encode a batch; if one poster is bad, encode one by one and report each failure."""
+    from embedgenre.errors import PosterError
+
+    try:
+        return encoder.encode_images(paths), [None] * len(paths)
+    except PosterError:
+        vecs = np.zeros((len(paths), encoder.dim), dtype=np.float32)
+        errors: list[str | None] = [None] * len(paths)
+        for i, p in enumerate(paths):
+            try:
+                vecs[i] = encoder.encode_images([p])[0]
+            except PosterError as e:
+                errors[i] = str(e)
+        return vecs, errors
+
+
+def predict_catalog(q: QueryEncoders, catalog, batch_size: int = 64, top: int | None = 5):
+    """Predict every item of a catalog in batches. Yields one dict per item: id, genres
+    (predicted, best first), scores ({genre: score} of the ``top`` best), error (or None)."""
+    head = q.head
+    items = list(catalog.items)
+    use_poster, use_plot = q.poster is not None, q.plot is not None
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        n = len(batch)
+        pv = np.zeros((n, q.poster.dim), np.float32) if use_poster else None
+        tv = np.zeros((n, q.plot.dim), np.float32) if use_plot else None
+        has = np.zeros(n, dtype=bool)
+        errors: list[str | None] = [None] * n
+        if use_poster:
+            idx = [i for i, it in enumerate(batch) if it.poster is not None]
+            if idx:
+                vecs, errs = _encode_posters(q.poster, [batch[i].poster for i in idx])
+                for i, v, e in zip(idx, vecs, errs):
+                    if e is None:
+                        pv[i], has[i] = v, True
+                    else:
+                        errors[i] = e
+        if use_plot:
+            idx = [i for i, it in enumerate(batch) if it.plot and it.plot.strip()]
+            if idx:
+                tv[idx] = q.plot.encode_texts([batch[i].plot for i in idx])
+                if head.modality != "poster":
+                    has[idx] = True
+        if head.modality == "plot":
+            has = np.array([bool(it.plot and it.plot.strip()) for it in batch])
+        if head.modality == "poster" and pv is None:
+            has[:] = False
+        ok = np.flatnonzero(has)
+        P = np.zeros((n, len(head.genres)), np.float32)
+        if len(ok):
+            X = head_input(
+                head, None if pv is None else pv[ok], None if tv is None else tv[ok], len(ok)
+            )
+            P[ok] = head.predictor.predict_proba(X)
+        ranking = rank(head, P, top)
+        for i, it in enumerate(batch):
+            if not has[i]:
+                need = {"poster": "a readable poster", "plot": "a plot"}.get(
+                    head.modality, "a readable poster or a plot"
+                )
+                yield {
+                    "id": it.id,
+                    "genres": [],
+                    "scores": {},
+                    "error": errors[i] or f"no input: head {head.name} needs {need}",
+                }
+                continue
+            yield {
+                "id": it.id,
+                "genres": [r["genre"] for r in ranking[i] if r["predicted"]],
+                "scores": {r["genre"]: r["score"] for r in ranking[i]},
+                "error": None,
+            }
