@@ -21,6 +21,7 @@ app = typer.Typer(
 # (module in cli/, group name or None to merge its commands into the root)
 COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("cli.index", None),  # index, info
+    ("cli.evaluate", None),  # evaluate
     ("cli.posters", "posters"),  # posters download
 ]
 

@@ -1,0 +1,114 @@
+"""`embedgenre evaluate`: every method on one split of an index; report tables and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, emit_json, err_console
+
+app = typer.Typer()
+
+
+def _names(values: list[str] | None) -> tuple[str, ...] | None:
+    """Accept both ``--methods a,b`` and ``--methods a --methods b``."""
+    if not values:
+        return None
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+@app.command()
+def evaluate(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory built by `embedgenre index`.")],
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--methods", help="Comma-separated: zeroshot,knn,mlknn,linear,mlp (default all)."),
+    ] = None,
+    modalities: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--modalities", help="Comma-separated: poster,plot,early_fusion,late_fusion (default all)."
+        ),
+    ] = None,
+    image_encoders: Annotated[
+        list[str] | None,
+        typer.Option("--image-encoders", help="Poster embedding sets to compare (default: all)."),
+    ] = None,
+    test_size: Annotated[float, typer.Option(help="Share of items held out for testing.")] = 0.2,
+    split: Annotated[
+        Path | None,
+        typer.Option("--split", exists=True, dir_okay=False,
+                     help="Split file (split.json of an earlier report) to reuse instead."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split, models and few-shot samples.")] = 0,
+    shots: Annotated[
+        str, typer.Option(help="Few-shot k values per genre, e.g. 1,2,4,8,16,32,all; 'none' to skip.")
+    ] = "1,2,4,8,16,32,all",
+    fewshot_seeds: Annotated[int, typer.Option(min=1, help="Few-shot repeats per k.")] = 3,
+    scratch_cnn: Annotated[
+        bool, typer.Option("--scratch-cnn/--no-scratch-cnn", help="Train the from-scratch CNN.")
+    ] = True,
+    cnn_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the scratch CNN.")] = 6,
+    thresholds: Annotated[
+        str, typer.Option(help="Threshold mode chosen on validation: per_genre or global.")
+    ] = "per_genre",
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Report directory (default: reports/<index name>).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Train and score every method x modality x embedding set on one split, with baselines."""
+    from embedgenre.errors import EmbedgenreError
+    from embedgenre.evaluate import EvalConfig, evaluate_index
+    from embedgenre.evaluate.fewshot import parse_shots
+    from embedgenre.evaluate.report import accuracy_caveat, read_split, summary_table
+
+    if thresholds not in ("per_genre", "global"):
+        raise EmbedgenreError(f"--thresholds must be per_genre or global, got {thresholds!r}.")
+    try:
+        shot_values = () if shots.strip().lower() == "none" else tuple(parse_shots(shots))
+    except ValueError as e:
+        raise EmbedgenreError(str(e)) from None
+    config = EvalConfig(
+        test_size=test_size,
+        split=read_split(split) if split else None,
+        seed=seed,
+        shots=shot_values,
+        fewshot_seeds=fewshot_seeds,
+        scratch_cnn=scratch_cnn,
+        cnn_epochs=cnn_epochs,
+        threshold_mode=thresholds,
+        image_encoders=_names(image_encoders),
+    )
+    if _names(methods):
+        config.methods = _names(methods)
+    if _names(modalities):
+        config.modalities = _names(modalities)
+    report = report or Path("reports") / index_dir.resolve().name
+    ev = evaluate_index(index_dir, config, report_dir=report)
+    res = ev.result
+    if as_json:
+        emit_json({"report": str(report), "info": res["info"], "rows": res["rows"],
+                   "skipped": res["skipped"], "fewshot": res["fewshot"]})
+        return
+    from rich.table import Table
+
+    for subset, title in (("all", "all test items"), ("with_plot", "test items with a plot")):
+        headers, body = summary_table(res["rows"], subset)
+        if not body:
+            continue
+        table = Table(title=f"Genre prediction, {title} (sorted by micro-F1)", header_style="bold")
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="right" if i >= 3 else "left")
+        for cells in body:
+            table.add_row(*cells)
+        console.print(table)
+    caveat = accuracy_caveat(res["rows"])
+    if caveat:
+        console.print(caveat, soft_wrap=True)
+    for s in res["skipped"]:
+        err_console.print(f"skipped {s['method']} · {s['modality']} · {s['encoder']}: {s['reason']}",
+                          soft_wrap=True, highlight=False)
+    console.print(f"report: {report}/summary.md (figures, per-genre table, split.json)")
