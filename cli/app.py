@@ -21,6 +21,8 @@ app = typer.Typer(
 # (module in cli/, group name or None to merge its commands into the root)
 COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("cli.index", None),  # index, info
+    ("cli.models", "models"),  # models [--json], models import PATH --as NAME
+    ("cli.predict", None),  # train, predict
     ("cli.evaluate", None),  # evaluate
     ("cli.posters", "posters"),  # posters download
 ]

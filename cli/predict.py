@@ -1,0 +1,318 @@
+"""`embedgenre train` and `embedgenre predict`: fit a head on an index; predict genres."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, emit_json, err_console
+
+app = typer.Typer()
+
+
+class Method(str, Enum):
+    zeroshot = "zeroshot"
+    knn = "knn"
+    mlknn = "mlknn"
+    linear = "linear"
+    mlp = "mlp"
+
+
+class Modality(str, Enum):
+    poster = "poster"
+    plot = "plot"
+    both = "both"
+
+
+class Fusion(str, Enum):
+    early = "early"
+    late = "late"
+
+
+class ThresholdMode(str, Enum):
+    global_ = "global"
+    per_genre = "per_genre"
+
+
+# CLI option -> (predictor param, methods it applies to)
+HYPER = {
+    "k": ("k", ("knn", "mlknn")),
+    "s": ("s", ("mlknn",)),
+    "power": ("power", ("knn",)),
+    "c": ("C", ("linear",)),
+    "class_weight": ("class_weight", ("linear",)),
+    "hidden": ("hidden", ("mlp",)),
+    "dropout": ("dropout", ("mlp",)),
+    "optimizer": ("optimizer", ("mlp",)),
+    "lr": ("lr", ("mlp",)),
+    "weight_decay": ("weight_decay", ("mlp",)),
+    "batch_size": ("batch_size", ("mlp",)),
+    "epochs": ("epochs", ("mlp",)),
+    "patience": ("patience", ("mlp",)),
+    "pos_weight": ("pos_weight", ("mlp",)),
+    "oversample": ("oversample", ("mlp",)),
+    "temperature": ("temperature", ("zeroshot",)),
+}
+
+
+@contextmanager
+def _show_warnings():
+    """Print library warnings (e.g. a genre with no positive example) as one stderr line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+
+
+def _hyperparams(method: str, given: dict) -> dict:
+    params = {}
+    for opt, value in given.items():
+        if value is None:
+            continue
+        name, methods = HYPER[opt]
+        if method not in methods:
+            flag = "--" + opt.replace("_", "-")
+            raise typer.BadParameter(
+                f"{flag} does not apply to --method {method} (it is for {', '.join(methods)})."
+            )
+        if name == "hidden":
+            try:
+                value = tuple(int(h) for h in str(value).split(","))
+            except ValueError:
+                raise typer.BadParameter(
+                    f"--hidden {value!r}: expected sizes like 512 or 512,256."
+                ) from None
+        if name == "class_weight" and value == "none":
+            value = None
+        if name == "pos_weight" and value == "none":
+            value = None
+        params[name] = value
+    return params
+
+
+@app.command()
+def train(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory built by `embedgenre index`.")],
+    method: Annotated[Method, typer.Option(help="How to predict.")] = Method.linear,
+    modality: Annotated[Modality, typer.Option(help="Which embeddings to use.")] = Modality.poster,
+    image_encoder: Annotated[
+        str | None, typer.Option(help="Poster embedding set (default: the index's).")
+    ] = None,
+    text_encoder: Annotated[
+        str | None, typer.Option(help="Plot embedding set (default: the index's).")
+    ] = None,
+    fusion: Annotated[
+        Fusion | None, typer.Option(help="With --modality both: early or late (default).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Head name (default: METHOD-MODALITY[-FUSION]).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split and the MLP.")] = 0,
+    val_size: Annotated[
+        float, typer.Option(min=0.05, max=0.5, help="Share of items for validation.")
+    ] = 0.2,
+    threshold: Annotated[
+        ThresholdMode, typer.Option(help="Threshold search: global or per_genre.")
+    ] = ThresholdMode.per_genre,
+    metric: Annotated[
+        str, typer.Option(help="Metric the thresholds maximise: micro_f1, macro_f1, samples_f1.")
+    ] = "micro_f1",
+    k: Annotated[int | None, typer.Option(help="knn/mlknn: neighbours.")] = None,
+    s: Annotated[float | None, typer.Option(help="mlknn: smoothing.")] = None,
+    power: Annotated[float | None, typer.Option(help="knn: similarity weight exponent.")] = None,
+    c: Annotated[
+        float | None, typer.Option("--C", "--c", help="linear: inverse regularisation.")
+    ] = None,
+    class_weight: Annotated[str | None, typer.Option(help="linear: none or balanced.")] = None,
+    hidden: Annotated[
+        str | None, typer.Option(help="mlp: hidden sizes, e.g. 512 or 512,256.")
+    ] = None,
+    dropout: Annotated[float | None, typer.Option(help="mlp: dropout.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="mlp: adam, adamw or sgd.")] = None,
+    lr: Annotated[float | None, typer.Option(help="mlp: learning rate.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="mlp: weight decay.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="mlp: batch size.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="mlp: maximum epochs.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="mlp: early-stopping patience (epochs).")
+    ] = None,
+    pos_weight: Annotated[str | None, typer.Option(help="mlp: none, sqrt or balanced.")] = None,
+    oversample: Annotated[
+        bool | None, typer.Option(help="mlp: MLSMOTE oversampling of rare genres.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="zeroshot: temperature without labels.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Fit a head on the index's items (validation split for thresholds) and save it in the index."""
+    from embedgenre.predictors.heads import train_head
+    from embedgenre.store import GenreIndex
+
+    params = _hyperparams(
+        method.value,
+        dict(
+            k=k,
+            s=s,
+            power=power,
+            c=c,
+            class_weight=class_weight,
+            hidden=hidden,
+            dropout=dropout,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            epochs=epochs,
+            patience=patience,
+            pos_weight=pos_weight,
+            oversample=oversample,
+            temperature=temperature,
+        ),
+    )
+    index = GenreIndex.open(index_dir)
+    with _show_warnings():
+        head = train_head(
+            index,
+            method.value,
+            modality=modality.value,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            fusion=fusion.value if fusion else None,
+            params=params,
+            name=name,
+            seed=seed,
+            val_size=val_size,
+            threshold=threshold.value,
+            metric=metric,
+        )
+    out = {**head.describe(), "path": str(index.heads_dir / head.name), "params": params}
+    if as_json:
+        emit_json(out)
+        return
+    m = head.metrics
+    console.print(
+        f"saved head [bold]{head.name}[/] ({head.method}, {head.modality}) to {out['path']}"
+    )
+    if m:
+        console.print(
+            f"validation ({m['n_val']} items): micro-F1 {m['micro_f1']:.3f}  "
+            f"macro-F1 {m['macro_f1']:.3f}  mAP {m['map']:.3f}"
+        )
+    else:
+        console.print("no labels: zero-shot with default thresholds (no validation scores)")
+
+
+@app.command()
+def predict(
+    posters: Annotated[list[Path] | None, typer.Argument(help="Poster image file(s).")] = None,
+    index_dir: Annotated[
+        Path, typer.Option("--index", help="Index directory with trained heads.")
+    ] = ...,
+    plot: Annotated[
+        str | None, typer.Option(help="Plot synopsis (with or without posters).")
+    ] = None,
+    head: Annotated[
+        str | None, typer.Option(help="Head name (default: the best that fits the inputs).")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Show the K best genres.")] = 5,
+    catalog: Annotated[
+        Path | None, typer.Option(help="Predict every item of this catalog.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="With --catalog: write rows to FILE.csv or FILE.json.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="With --catalog: items per batch.")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Genres of posters and/or a plot, best first, with scores and decision thresholds."""
+    from embedgenre.errors import PredictorError
+    from embedgenre.predictors import heads as H
+    from embedgenre.store import GenreIndex
+
+    if catalog is not None and (posters or plot):
+        raise PredictorError("Give either --catalog or posters/--plot, not both.")
+    if out is not None and catalog is None:
+        raise PredictorError("--out is for --catalog; print single predictions with --json.")
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise PredictorError(f"--out {out}: the file name must end in .csv or .json.")
+    index = GenreIndex.open(index_dir)
+    if catalog is not None:
+        _predict_catalog(index, catalog, head, top, out, batch_size, as_json)
+        return
+    H.check_plot(plot)
+    if not posters and plot is None:
+        raise PredictorError("Give at least one poster file or --plot TEXT (or --catalog).")
+    with _show_warnings():
+        chosen = H.choose_head(
+            index, has_poster=bool(posters), has_plot=plot is not None, name=head
+        )
+    q = H.load_query_encoders(index, chosen)
+    results = H.predict_inputs(q, [str(p) for p in posters or []], plot, top=top)
+    if as_json:
+        emit_json({"head": chosen.describe(), "results": results})
+        return
+    err_console.print(f"head: {chosen.name} ({chosen.method}, {chosen.modality})", highlight=False)
+    for r in results:
+        console.print(
+            f"[bold]{r['input']}[/]: {', '.join(r['genres']) or '(none)'}", highlight=False
+        )
+        for g in r["ranking"]:
+            mark = "*" if g["predicted"] else " "
+            console.print(
+                f"  {mark} {g['genre']:<12} {g['score']:.3f}  (threshold {g['threshold']:.2f})",
+                highlight=False,
+            )
+
+
+def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_json) -> None:
+    import csv
+    import json
+
+    from embedgenre.catalog import read_catalog
+    from embedgenre.predictors import heads as H
+
+    cat = read_catalog(catalog_path)
+    has_plot = any(it.plot for it in cat.items)
+    has_poster = any(it.poster is not None for it in cat.items)
+    with _show_warnings():
+        chosen = H.choose_head(index, has_poster=has_poster, has_plot=has_plot, name=head_name)
+    q = H.load_query_encoders(index, chosen)
+    rows = list(H.predict_catalog(q, cat, batch_size=batch_size, top=top))
+    failed = sum(r["error"] is not None for r in rows)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps({"head": chosen.describe(), "items": rows}, indent=2) + "\n")
+        else:
+            with out.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "genres", "scores", "error"])
+                for r in rows:
+                    scores = "|".join(f"{g}:{s:.4f}" for g, s in r["scores"].items())
+                    w.writerow([r["id"], "|".join(r["genres"]), scores, r["error"] or ""])
+    summary = {
+        "head": chosen.describe(),
+        "items": len(rows),
+        "failed": failed,
+        "out": str(out) if out else None,
+    }
+    if as_json:
+        emit_json(summary if out else {**summary, "rows": rows})
+        return
+    err_console.print(f"head: {chosen.name} ({chosen.method}, {chosen.modality})", highlight=False)
+    if out is None:
+        for r in rows:
+            console.print(f"{r['id']}\t{'|'.join(r['genres']) or r['error']}", highlight=False)
+    console.print(
+        f"{len(rows)} items predicted ({failed} without usable input)"
+        + (f"; wrote {out}" if out else ""),
+        highlight=False,
+    )
