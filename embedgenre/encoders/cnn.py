@@ -197,3 +197,10 @@ class CnnFamily(Family):
             raise search.error(fix)
         backend = resolve_backend(backend, device, onnx_supported=True, name=name)
         return CnnEncoder(name, variant, located, device, backend, threads=options.get("threads"))
+
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+        variant, explicit = self._parse(name)
+        if explicit:
+            raise EmbedgenreError(f"import name '{name}' must not contain a path")
+        build_model(variant, path)  # strict load: raises with the reason if it does not fit
+        return {}

@@ -70,7 +70,10 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=path.parent)
     os.close(fd)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        # The fused attention fast path has no ONNX form; export the plain ops.
+        torch.backends.mha.set_fastpath_enabled(False)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -86,6 +89,7 @@ def export_onnx(
             )
         os.replace(tmp_name, path)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     for old in path.parent.glob("*.onnx"):

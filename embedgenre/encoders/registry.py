@@ -14,10 +14,11 @@ import fnmatch
 import importlib
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from embedgenre.encoders.base import Encoder
-from embedgenre.errors import UnknownEncoderError
+from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 _FAMILY_MODULES = (
     "embedgenre.encoders.cnn",
     "embedgenre.encoders.text",
+    "embedgenre.encoders.clip",
+    "embedgenre.encoders.timm_models",
 )
 _FAMILIES: dict[str, Family] = {}
 
@@ -69,6 +72,21 @@ class Family:
 
     def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
         raise NotImplementedError
+
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+        """Check that ``path`` holds weights for ``name`` (raise EmbedgenreError otherwise);
+        return extra files to store beside it (destination name -> source path)."""
+        from embedgenre.encoders.weights import read_state_dict
+
+        if config is not None:
+            raise EmbedgenreError(f"--config is only used by clip encoders, not '{name}'")
+        try:
+            read_state_dict(path)
+        except Exception as e:
+            raise EmbedgenreError(
+                f"{path} is not a readable torch or safetensors state dict ({str(e)[:200]})"
+            ) from e
+        return {}
 
 
 def register(cls: type[Family]) -> type[Family]:
@@ -154,6 +172,33 @@ def create_encoder(
         enc.weights_path,
     )
     return enc
+
+
+def import_weights(path: str | Path, name: str, config: str | Path | None = None) -> EncoderSpec:
+    """Copy a downloaded checkpoint (file, or model directory for st:) into the cache as ``name``.
+
+    The weights are checked first (a state dict that loads into the named architecture, where
+    the family can tell), the copy is atomic, and afterwards ``create_encoder(name)`` finds them.
+    config: an open_clip config JSON for a CLIP architecture open_clip does not ship.
+    Returns the spec of ``name`` (now available, source "cache").
+    """
+    from embedgenre.encoders.weights import write_import
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EmbedgenreError(f"cannot import {path}: no such file or directory")
+    if "@" in name and any(c in name.split("@", 1)[1] for c in "/\\"):
+        raise EmbedgenreError(
+            f"import name '{name}' contains a path; choose a plain name like clip:ViT-B-32@mytag"
+        )
+    fam, name = _split(name)
+    extra = fam.check_import(name, path, Path(config).expanduser() if config else None)
+    write_import(name, path, extra)
+    spec = fam.spec(name)
+    if not spec.available:
+        raise EmbedgenreError(f"imported {path} as '{name}' but the resolver cannot find it")
+    logger.debug("imported %s as %s (%s)", path, name, spec.location)
+    return spec
 
 
 def default_image_encoder_name() -> str:

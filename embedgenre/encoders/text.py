@@ -262,13 +262,30 @@ class SentenceFamily(Family):
                 f"(from `huggingface-cli download {_repo_id(body)}`); or unset "
                 "EMBEDGENRE_OFFLINE/HF_HUB_OFFLINE to download it"
                 if not _is_path(body)
-                else f"check that {body} is a sentence-transformers model dir"
+                else f"check that {body} is a sentence-transformers model dir",
+                hub=not _is_path(body),
             )
         onnx_ok = _pooling_mode(Path(located.path)) is not None
         backend = resolve_backend(backend, device, onnx_supported=onnx_ok, name=name)
         return SentenceEncoder(
             name, located, device, backend, threads=options.get("threads"), dim=KNOWN.get(body)
         )
+
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise EmbedgenreError(
+                f"{path} is not a sentence-transformers model directory (expected a folder with "
+                "config.json, modules.json and the weights, as `huggingface-cli download` makes)"
+            )
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            SentenceTransformer(str(path), device="cpu")
+        except Exception as e:
+            raise EmbedgenreError(
+                f"{path} does not load as a sentence-transformers model ({e})"
+            ) from e
+        return {}
 
     def _download(self, name: str, body: str, search: Search) -> Located | None:
         search.searched.append(f"hub: {_repo_id(body)}")

@@ -90,8 +90,12 @@ class Search:
                 return Located(source, Path(path))
         return None
 
-    def error(self, fix: str) -> WeightsNotFoundError:
-        places = "; ".join(self.searched) if self.searched else "nowhere"
+    def error(self, fix: str, hub: bool = False) -> WeightsNotFoundError:
+        """The error for weights found nowhere; hub=True notes a hub download was possible."""
+        searched = list(self.searched)
+        if hub and is_offline():
+            searched.append("hub: not tried (offline: EMBEDGENRE_OFFLINE or HF_HUB_OFFLINE set)")
+        places = "; ".join(searched) if searched else "nowhere"
         return WeightsNotFoundError(
             f"weights for encoder '{self.name}' are not on this machine. Searched: {places}. "
             f"Fix: {fix}"

@@ -1,0 +1,380 @@
+"""CLIP image + text towers through open_clip: ``clip:<arch>@<pretrained tag or checkpoint path>``.
+
+Both towers embed into one space, so a poster can be compared with a text prompt. Examples:
+``clip:ViT-B-32@laion2b_s34b_b79k`` (an open_clip tag), ``clip:ViT-B-32@/models/ckpt.bin``.
+
+Where weights are found (see weights.py for the order): an explicit checkpoint path; the
+embedgenre cache (``embedgenre models import open_clip_pytorch_model.bin --as clip:ARCH@TAG``);
+the Hugging Face cache of the tag's hub repo; a hub download when not offline.
+
+The architecture comes from, in order: ``open_clip_config.json`` beside the checkpoint (the
+Hugging Face open_clip layout: ``{"model_cfg": {...}, "preprocess_cfg": {...}}``), then open_clip's
+built-in config for ``<arch>``. So any architecture, even one open_clip does not ship, works if its
+config JSON travels with the checkpoint; ``models import`` stores it next to the imported file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedgenre.encoders.base import Encoder, ImageTransform
+from embedgenre.encoders.devices import make_runner, resolve_backend
+from embedgenre.encoders.registry import EncoderSpec, Family, register
+from embedgenre.encoders.weights import (
+    Located,
+    Search,
+    file_fingerprint,
+    hf_cached_file,
+    imported_weights,
+    is_offline,
+)
+from embedgenre.errors import EmbedgenreError, UnknownEncoderError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "open_clip_config.json"
+KNOWN = [
+    "clip:ViT-B-32@laion2b_s34b_b79k",
+    "clip:ViT-B-32@openai",
+    "clip:ViT-B-16@laion2b_s34b_b88k",
+    "clip:ViT-L-14@laion2b_s32b_b82k",
+]
+HF_FILES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
+
+
+def parse(name: str) -> tuple[str, str]:
+    """'clip:ARCH@TAG' -> (ARCH, TAG); UnknownEncoderError with the expected form otherwise."""
+    body = name.split(":", 1)[1]
+    arch, sep, tag = body.partition("@")
+    if not sep or not arch or not tag:
+        raise UnknownEncoderError(
+            f"unknown encoder '{name}': CLIP names are clip:<arch>@<pretrained tag or checkpoint "
+            "path>, e.g. clip:ViT-B-32@laion2b_s34b_b79k"
+        )
+    return arch, tag
+
+
+def _looks_like_path(tag: str) -> bool:
+    return "/" in tag or os.sep in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors"))
+
+
+def _pretrained_cfg(arch: str, tag: str) -> dict:
+    from open_clip.pretrained import get_pretrained_cfg
+
+    return dict(get_pretrained_cfg(arch, tag) or {})
+
+
+def _builtin_config(arch: str) -> dict | None:
+    import open_clip
+
+    return open_clip.get_model_config(arch)
+
+
+def read_config_file(path: Path) -> dict:
+    """Read an open_clip config JSON: the HF layout {"model_cfg", "preprocess_cfg"} or a bare
+    model config (open_clip's model_configs/*.json); returns the HF layout."""
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise EmbedgenreError(f"open_clip config {path} cannot be read as JSON ({e})") from e
+    if "model_cfg" not in cfg:
+        cfg = {"model_cfg": cfg, "preprocess_cfg": {}}
+    model_cfg = cfg["model_cfg"]
+    if not isinstance(model_cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(
+        model_cfg
+    ):
+        raise EmbedgenreError(
+            f"open_clip config {path} lacks embed_dim/vision_cfg/text_cfg; expected the "
+            "open_clip_config.json of an open_clip model"
+        )
+    return cfg
+
+
+def config_beside(weights: Path, arch: str) -> Path | None:
+    """An open_clip config that travels with a checkpoint: open_clip_config.json or <arch>.json."""
+    folder = weights if weights.is_dir() else weights.parent
+    for candidate in (folder / CONFIG_FILE, folder / f"{arch}.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_config(arch: str, tag: str, weights: Path | None) -> tuple[dict, str]:
+    """(HF-layout config, where it came from) for ``arch``; EmbedgenreError if none is found."""
+    if weights is not None:
+        found = config_beside(weights, arch)
+        if found is not None:
+            return read_config_file(found), str(found)
+    builtin = _builtin_config(arch)
+    if builtin is None:
+        import open_clip
+
+        beside = f" or {CONFIG_FILE} beside {weights}" if weights else ""
+        raise EmbedgenreError(
+            f"CLIP architecture '{arch}' is not an open_clip built-in config{beside}; "
+            f"known archs include {', '.join(open_clip.list_models()[:12])}, ... Fix: put the "
+            f"model's {CONFIG_FILE} next to the checkpoint, or `embedgenre models import CKPT "
+            f"--as clip:{arch}@{tag} --config CONFIG.json`"
+        )
+    pre = {
+        k: v
+        for k, v in _pretrained_cfg(arch, tag).items()
+        if k in ("mean", "std", "interpolation", "resize_mode")
+    }
+    return {"model_cfg": builtin, "preprocess_cfg": pre}, f"open_clip built-in {arch}"
+
+
+def build_model(arch: str, cfg: dict, weights: Path | None):
+    """An open_clip model from ``cfg`` (HF layout), with ``weights`` loaded strictly (CPU, fp32).
+
+    weights None gives a random-initialised model (only for making test checkpoints).
+    """
+    import open_clip
+
+    with tempfile.TemporaryDirectory(prefix="embedgenre-clip-") as tmp:
+        (Path(tmp) / CONFIG_FILE).write_text(json.dumps(cfg))
+        model = open_clip.create_model(
+            f"local-dir:{tmp}",
+            load_weights=False,
+            pretrained_text=False,
+            pretrained_image=False,
+            device="cpu",
+        )
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{tmp}")
+    if weights is not None:
+        try:
+            open_clip.load_checkpoint(model, str(weights), strict=True)
+        except Exception as e:
+            raise EmbedgenreError(
+                f"checkpoint {weights} does not fit CLIP architecture '{arch}' ({str(e)[:300]}); "
+                "import it under the name of the architecture it was trained as"
+            ) from e
+    return model.eval(), tokenizer
+
+
+def image_transform(model, cfg: dict) -> ImageTransform:
+    pre = dict(cfg.get("preprocess_cfg") or {})
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    from open_clip.transform import PreprocessCfg
+
+    default = PreprocessCfg()
+    mode = pre.get("resize_mode", default.resize_mode)
+    if mode not in ("shortest", "squash"):
+        raise EmbedgenreError(f"CLIP resize_mode '{mode}' is not supported (shortest, squash)")
+    return ImageTransform(
+        size=int(size),
+        mean=tuple(float(v) for v in pre.get("mean", default.mean)),
+        std=tuple(float(v) for v in pre.get("std", default.std)),
+        crop_pct=1.0,
+        interpolation=pre.get("interpolation", default.interpolation),
+        resize_mode=mode,
+    )
+
+
+def image_tower(model):
+    """torch module: (n, 3, H, W) -> (n, d) CLIP image features (not normalised)."""
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m.encode_image(x)
+
+    return ImageTower(model).eval()
+
+
+class ClipEncoder(Encoder):
+    family = "clip"
+    modalities = ("image", "text")
+    _versions = ("torch", "numpy", "pillow", "onnxruntime", "open_clip_torch")
+
+    def __init__(
+        self,
+        name: str,
+        arch: str,
+        cfg: dict,
+        config_source: str,
+        located: Located,
+        device: str,
+        backend: str,
+        threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.arch = arch
+        self.space = name
+        self.device = device
+        self.backend = backend
+        self.weights_source = located.source
+        self.weights_path = located.path
+        self.config_source = config_source
+        self.dim = int(cfg["model_cfg"]["embed_dim"])
+        model, self._tokenizer = build_model(arch, cfg, located.path)
+        self.transform = image_transform(model, cfg)
+        self.context_length = int(getattr(self._tokenizer, "context_length", 77) or 77)
+        size = self.transform.size
+
+        def build():
+            import torch
+
+            return (
+                image_tower(model),
+                (torch.zeros(2, 3, size, size),),
+                ["pixels"],
+                {"pixels": {0: "batch"}},
+            )
+
+        self._image_runner = make_runner(
+            name,
+            backend,
+            device,
+            build,
+            key_parts={"weights": file_fingerprint(located.path), "config": cfg},
+            threads=threads,
+        )
+        # The text tower stays in PyTorch (prompts and queries are few and short).
+        import torch
+
+        self._text_model = model.to(device=device, dtype=torch.float32)
+        if device.startswith("cuda"):
+            self._text_model = self._text_model.half()
+        if backend == "onnx":
+            self._text_model.visual = None  # the ONNX session holds the image tower
+
+    def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
+        return self._image_runner(pixels=batch)
+
+    def _forward_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        tokens = self._tokenizer(texts).to(self.device)
+        with torch.inference_mode():
+            out = self._text_model.encode_text(tokens)
+        return out.float().cpu().numpy()
+
+    def _text_description(self) -> dict[str, Any]:
+        return {"context_length": self.context_length, "tokenizer": type(self._tokenizer).__name__}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["architecture"] = {"arch": self.arch, "config_source": self.config_source}
+        return d
+
+
+@register
+class ClipFamily(Family):
+    prefix = "clip"
+    description = "open_clip CLIP, image and text towers in one space"
+    example = "clip:ViT-B-32@laion2b_s34b_b79k"
+
+    def known_names(self) -> list[str]:
+        return list(KNOWN)
+
+    def locate(self, name: str) -> tuple[Located | None, Search]:
+        arch, tag = parse(name)
+        search = Search(name)
+        if _looks_like_path(tag):
+            path = Path(tag).expanduser()
+            return search.first([("local file", str(path), lambda: path)]), search
+        candidates = [("cache", "embedgenre cache (models import)", lambda: imported_weights(name))]
+        pre = _pretrained_cfg(arch, tag)
+        repo = (pre.get("hf_hub") or "").strip("/")
+        if repo:
+            candidates.append(
+                ("hf cache", f"Hugging Face cache ({repo})", lambda: hf_cached_file(repo, HF_FILES))
+            )
+        if pre.get("url"):
+            legacy = Path.home() / ".cache" / "clip" / os.path.basename(pre["url"])
+            candidates.append(("hf cache", f"open_clip cache ({legacy})", lambda: legacy))
+        return search.first(candidates), search
+
+    def spec(self, name: str) -> EncoderSpec:
+        arch, tag = parse(name)
+        located, _ = self.locate(name)
+        dim = None
+        try:
+            cfg, _ = resolve_config(arch, tag, located.path if located else None)
+            dim = int(cfg["model_cfg"]["embed_dim"])
+        except EmbedgenreError:
+            pass
+        return EncoderSpec(
+            name=name,
+            family="clip",
+            modalities=("image", "text"),
+            dim=dim,
+            available=located is not None,
+            source=located.source if located else None,
+            location=str(located.path) if located else None,
+            description="open_clip CLIP (image + text, one space)",
+        )
+
+    def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
+        arch, tag = parse(name)
+        located, search = self.locate(name)
+        if located is None and not _looks_like_path(tag) and not is_offline():
+            located = self._download(arch, tag, search)
+        if located is None:
+            pre = _pretrained_cfg(arch, tag)
+            if _looks_like_path(tag):
+                fix = f"check the checkpoint path {tag}"
+            else:
+                where = (
+                    f"the Hugging Face repo {pre['hf_hub'].strip('/')}"
+                    if pre.get("hf_hub")
+                    else ("the open_clip release for this tag")
+                )
+                fix = (
+                    f"download open_clip_pytorch_model.bin from {where} and run "
+                    f"`embedgenre models import open_clip_pytorch_model.bin --as {name}`"
+                )
+                if not pre:
+                    fix += f" ('{tag}' is not an open_clip tag of {arch}; a custom name is fine)"
+            raise search.error(fix, hub=True)
+        cfg, config_source = resolve_config(arch, tag, located.path)
+        backend = resolve_backend(backend, device, onnx_supported=True, name=name)
+        return ClipEncoder(
+            name, arch, cfg, config_source, located, device, backend, threads=options.get("threads")
+        )
+
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+        arch, tag = parse(name)
+        if _looks_like_path(tag):
+            raise EmbedgenreError(f"import name '{name}' must not contain a path; use a tag")
+        if path.is_dir():
+            raise EmbedgenreError(f"{path} is a directory; import the checkpoint file inside it")
+        if config is not None:
+            cfg, _ = read_config_file(config), str(config)
+        else:
+            cfg, _ = resolve_config(arch, tag, path)
+        build_model(arch, cfg, path)  # strict load: raises with the reason if it does not fit
+        tmp = Path(tempfile.mkdtemp(prefix="embedgenre-import-")) / CONFIG_FILE
+        tmp.write_text(json.dumps(cfg, indent=2))
+        return {CONFIG_FILE: tmp}
+
+    def _download(self, arch: str, tag: str, search: Search) -> Located | None:
+        pre = _pretrained_cfg(arch, tag)
+        if not pre:
+            return None
+        search.searched.append(f"hub: open_clip tag {arch}@{tag}")
+        try:
+            from open_clip.pretrained import download_pretrained
+
+            logger.warning("downloading CLIP weights %s@%s", arch, tag)
+            return Located("hub", Path(download_pretrained(pre)))
+        except Exception as e:
+            logger.warning("download of %s@%s failed: %s", arch, tag, e)
+            return None
