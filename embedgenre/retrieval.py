@@ -1,0 +1,684 @@
+"""Similar posters and text search over a GenreIndex.
+
+How a query is answered
+-----------------------
+1. The query becomes one vector per modality: an indexed item's stored poster/plot embeddings
+   (``--id``), a poster file encoded by the encoder that built the poster set, or a text encoded by
+   a text tower (CLIP's when the poster set is CLIP, otherwise the plot encoder's).
+2. Each modality's FAISS index is asked for ``fetch`` candidates; the union is re-scored exactly
+   from the stored vectors (so an approximate index only decides which candidates are seen).
+3. Score. One modality: the cosine. ``by="both"``: each cosine is standardised against the
+   cosines of random pairs in its own embedding set, ``z = (cos - mean) / std``, and the score is
+   the weighted mean ``(1 - w) * z_poster + w * z_plot`` (``w = plot_weight``, default 0.5).
+   Standardising matters because the encoders' cosines live on different scales (EfficientNet
+   posters ~0.5-0.9, MiniLM plots ~0-0.6). An item without a plot (or without a poster) is scored by
+   the z of the modality it has; a query without a plot falls back to posters alone.
+4. Candidates are taken in score order: the query itself is skipped (same row, or a poster whose
+   cosine with the query poster is at least ``dedup_threshold``), genre filters are applied, and a
+   candidate whose poster has cosine >= ``dedup_threshold`` with an already accepted result is
+   folded into it as a duplicate (same image re-encoded) rather than shown again.
+5. If fewer than ``k`` results survive while some unseen item could still score higher (its score
+   is bounded by the lowest fetched score of each modality), ``fetch`` grows 4x and the search runs
+   again, so filters never cost results. Missing neighbours (FAISS id -1, score -inf) are dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedgenre.errors import EmbedgenreError
+
+logger = logging.getLogger(__name__)
+
+BY_CHOICES = ("poster", "plot", "both")
+DEFAULT_DEDUP_THRESHOLD = 0.995
+DEFAULT_PLOT_WEIGHT = 0.5
+
+
+class RetrievalError(EmbedgenreError):
+    """A similarity query that cannot be answered as asked (bad id, genre, mode)."""
+
+
+# ------------------------------------------------------------------------------ core ranking
+
+
+@dataclass
+class Source:
+    """One modality taking part in a query.
+
+    ``rows`` (m,) item rows of ``vectors`` (m, d); ``search(queries (1, d), k)`` returns
+    (scores, item rows) with -inf / -1 for missing; ``query`` (d,) the query vector; ``mean`` and
+    ``std`` the cosine statistics of random pairs used to put modalities on one scale.
+    """
+
+    name: str
+    rows: np.ndarray
+    vectors: np.ndarray
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    query: np.ndarray | None
+    weight: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+
+    def position_of(self, n_items: int) -> np.ndarray:
+        """int64 (n_items,): position of each item in ``vectors``, -1 where it has none."""
+        pos = np.full(n_items, -1, dtype=np.int64)
+        pos[self.rows] = np.arange(len(self.rows))
+        return pos
+
+
+@dataclass
+class Hit:
+    row: int
+    score: float
+    cosines: dict[str, float | None]
+    duplicates: list[int] = field(default_factory=list)
+
+
+def rank(
+    sources: Sequence[Source],
+    n_items: int,
+    k: int,
+    *,
+    keep: np.ndarray | None = None,
+    exclude: Sequence[int] = (),
+    dedup: Source | None = None,
+    dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD,
+    fetch: int | None = None,
+) -> list[Hit]:
+    """The ``k`` best items for the query held by ``sources`` (see the module docstring).
+
+    ``keep`` bool (n_items,): items the filters allow. ``exclude``: item rows never returned (the
+    query itself). ``dedup``: the poster source used for duplicate folding and for dropping
+    near-copies of the query (its ``query`` may be None when the query has no poster).
+    """
+    if k < 1:
+        raise RetrievalError(f"k must be at least 1, got {k}.")
+    active = [s for s in sources if s.weight > 0 and len(s.rows)]
+    if not active:
+        return []
+    fuse = len(active) > 1
+    pos = {s.name: s.position_of(n_items) for s in active}
+    dpos = dedup.position_of(n_items) if dedup is not None else None
+    excluded = np.zeros(n_items, dtype=bool)
+    excluded[list(exclude)] = True
+    if keep is not None:
+        excluded |= ~keep
+    largest = max(len(s.rows) for s in active)
+    fetch = min(largest, fetch or max(2 * k + len(exclude) + 8, 32))
+
+    while True:
+        seen, bounds = set(), []
+        for s in active:
+            want = min(fetch, len(s.rows))
+            scores, rows = s.search(s.query[None, :].astype(np.float32), want)
+            valid = rows[0] >= 0
+            seen.update(rows[0][valid].tolist())
+            # an approximate index may return fewer than asked: then it has nothing more to give
+            if want < len(s.rows) and valid.sum() == want:
+                last = float(scores[0][valid][-1])
+                bounds.append((last - s.mean) / s.std if fuse else last)
+        bound = max(bounds) if bounds else -np.inf
+        cand = np.fromiter(sorted(seen), dtype=np.int64, count=len(seen))
+        cos = {}
+        for s in active:
+            p = pos[s.name][cand]
+            c = np.full(len(cand), np.nan, dtype=np.float64)
+            has = p >= 0
+            c[has] = np.asarray(s.vectors[p[has]], dtype=np.float64) @ s.query.astype(np.float64)
+            cos[s.name] = c
+        score = _combine(active, cos, fuse)
+        order = np.lexsort((cand, -score))
+        hits = _accept(cand, score, cos, order, k, bound, excluded, dedup, dpos, dedup_threshold)
+        if len(hits) == k or not bounds:
+            return hits
+        fetch = min(largest, fetch * 4)
+        logger.debug("%d of %d results after filters; fetching %d candidates", len(hits), k, fetch)
+
+
+def _combine(active: Sequence[Source], cos: dict[str, np.ndarray], fuse: bool) -> np.ndarray:
+    if not fuse:
+        return cos[active[0].name]
+    num = 0.0
+    den = 0.0
+    for s in active:
+        c = cos[s.name]
+        has = ~np.isnan(c)
+        num = num + np.where(has, s.weight * (np.nan_to_num(c) - s.mean) / s.std, 0.0)
+        den = den + np.where(has, s.weight, 0.0)
+    return num / den
+
+
+def _accept(cand, score, cos, order, k, bound, excluded, dedup, dpos, threshold) -> list[Hit]:
+    """Walk candidates best first: skip excluded, fold duplicates, stop at k or the bound."""
+    hits: list[Hit] = []
+    kept_vecs: list[np.ndarray] = []
+    kept_hit: list[Hit] = []
+    query_poster = None
+    if dedup is not None and dedup.query is not None:
+        query_poster = dedup.query.astype(np.float64)
+    for i in order:
+        if score[i] < bound or len(hits) == k:
+            break
+        row = int(cand[i])
+        if excluded[row]:
+            continue
+        vec = None
+        if dpos is not None and dpos[row] >= 0:
+            vec = np.asarray(dedup.vectors[dpos[row]], dtype=np.float64)
+            if query_poster is not None and float(vec @ query_poster) >= threshold:
+                continue  # the query poster itself, re-encoded or under another id
+            if kept_vecs:
+                sims = np.stack(kept_vecs) @ vec
+                j = int(np.argmax(sims))
+                if sims[j] >= threshold:
+                    kept_hit[j].duplicates.append(row)
+                    continue
+        cosines = {name: (None if np.isnan(c[i]) else float(c[i])) for name, c in cos.items()}
+        hit = Hit(row=row, score=float(score[i]), cosines=cosines)
+        hits.append(hit)
+        if vec is not None:
+            kept_vecs.append(vec)
+            kept_hit.append(hit)
+    return hits
+
+
+def pair_statistics(vectors: np.ndarray, sample: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation of the cosine between distinct random pairs of ``vectors``."""
+    n = len(vectors)
+    if n < 2:
+        return 0.0, 1.0
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
+    x = np.asarray(vectors[rows], dtype=np.float64)
+    gram = x @ x.T
+    off = gram[~np.eye(len(x), dtype=bool)]
+    return float(off.mean()), float(max(off.std(), 1e-6))
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Neighbour:
+    rank: int
+    id: str
+    title: str | None
+    year: int | None
+    genres: list[str]
+    score: float
+    cosines: dict[str, float | None]
+    poster: str | None
+    duplicates: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RetrievalResult:
+    """What a query found. ``query`` describes the query (kind: item, poster or text)."""
+
+    query: dict[str, Any]
+    by: str
+    encoders: dict[str, str]
+    scoring: str
+    k: int
+    neighbours: list[Neighbour]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------ the retriever
+
+
+class Retriever:
+    """Answers similarity and text queries over one index.
+
+    ``image_encoder`` picks the poster embedding set (None: the index default); ``device`` is used
+    for query encoders and, when "cuda", for FAISS (faiss-gpu); ``nprobe`` / ``ef_search`` tune
+    approximate indexes (ignored for flat ones).
+    """
+
+    def __init__(
+        self,
+        index,
+        *,
+        image_encoder: str | None = None,
+        device: str = "cpu",
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ):
+        self.index = index
+        self.image_encoder = image_encoder
+        self.device = device
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self._stats: dict[str, tuple[float, float]] = {}
+        self._gpu: dict[str, Any] = {}
+
+    # -- pieces ------------------------------------------------------------------------
+
+    def _set(self, modality: str, required: bool = True):
+        encoder = self.image_encoder if modality == "poster" else None
+        if not required and not any(s.modality == modality for s in self.index.sets):
+            return None
+        return self.index.get_set(modality, encoder)
+
+    def _search_fn(self, emb):
+        from embedgenre import ann
+
+        if self.device.startswith("cuda"):
+            if emb.key not in self._gpu:
+                self._gpu[emb.key] = ann.to_device(emb.faiss_index, self.device)
+            index = self._gpu[emb.key]
+        else:
+            index = emb.faiss_index
+        ann.set_search_params(index, nprobe=self.nprobe, ef_search=self.ef_search)
+
+        def search(queries: np.ndarray, k: int):
+            scores, pos = ann.search(index, queries, k)
+            rows = np.where(pos >= 0, emb.rows[np.clip(pos, 0, None)], -1)
+            return scores, rows
+
+        return search
+
+    def _source(self, emb, query: np.ndarray, weight: float = 1.0) -> Source:
+        if emb.key not in self._stats:
+            self._stats[emb.key] = pair_statistics(emb.vectors)
+        mean, std = self._stats[emb.key]
+        return Source(
+            name=emb.modality,
+            rows=emb.rows,
+            vectors=emb.vectors,
+            search=self._search_fn(emb),
+            query=None if query is None else np.asarray(query, dtype=np.float32),
+            weight=weight,
+            mean=mean,
+            std=std,
+        )
+
+    def _stored_vector(self, emb, row: int) -> np.ndarray | None:
+        hit = np.flatnonzero(emb.rows == row)
+        return np.asarray(emb.vectors[hit[0]], dtype=np.float32) if len(hit) else None
+
+    def genre_mask(self, genres: Sequence[str] = (), exclude_genres: Sequence[str] = ()):
+        """bool (n_items,): items with at least one of ``genres`` and none of ``exclude_genres``."""
+        if not genres and not exclude_genres:
+            return None
+        vocab = {g.lower(): j for j, g in enumerate(self.index.genres)}
+
+        def cols(names):
+            out = []
+            for g in names:
+                if g.lower() not in vocab:
+                    raise RetrievalError(
+                        f"unknown genre {g!r}; this index knows: {', '.join(self.index.genres)}."
+                    )
+                out.append(vocab[g.lower()])
+            return out
+
+        labels = self.index.labels
+        keep = np.ones(len(labels), dtype=bool)
+        if genres:
+            keep &= labels[:, cols(genres)].any(axis=1)
+        if exclude_genres:
+            keep &= ~labels[:, cols(exclude_genres)].any(axis=1)
+        return keep
+
+    def _row_of_poster(self, path: Path) -> int | None:
+        target = path.resolve()
+        for row, item in enumerate(self.index.items):
+            if item.get("poster") and Path(item["poster"]).resolve() == target:
+                return row
+        return None
+
+    # -- queries -----------------------------------------------------------------------
+
+    def similar(
+        self,
+        *,
+        item_id: str | None = None,
+        poster: str | Path | None = None,
+        k: int = 10,
+        by: str = "poster",
+        genres: Sequence[str] = (),
+        exclude_genres: Sequence[str] = (),
+        dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD,
+        plot_weight: float = DEFAULT_PLOT_WEIGHT,
+    ) -> RetrievalResult:
+        """Items most like an indexed item (``item_id``) or a poster file (``poster``)."""
+        if by not in BY_CHOICES:
+            raise RetrievalError(f"unknown --by {by!r}; expected one of {', '.join(BY_CHOICES)}.")
+        if (item_id is None) == (poster is None):
+            raise RetrievalError("give either a poster file or --id IMDB_ID (exactly one).")
+        if not 0.0 <= plot_weight <= 1.0:
+            raise RetrievalError(f"plot weight must be within [0, 1], got {plot_weight}.")
+        notes: list[str] = []
+        poster_set = self._set("poster", required=by != "plot")
+        plot_set = self._set("plot", required=by != "poster")
+        row: int | None = None
+        query: dict[str, Any]
+        if item_id is not None:
+            row = self.index.row_of.get(item_id)
+            if row is None:
+                raise RetrievalError(
+                    f"no item with id {item_id!r} in {self.index.path}; ids look like "
+                    f"{self.index.ids[0]!r} (see `embedgenre info`)."
+                )
+            query = {"kind": "item", **self._describe_row(row)}
+        else:
+            path = Path(poster)
+            if not path.is_file():
+                raise RetrievalError(f"poster file {path} does not exist; give a JPEG/PNG path.")
+            row = self._row_of_poster(path)
+            query = {"kind": "poster", "path": str(path.resolve())}
+            if row is not None:
+                query["matched"] = self._describe_row(row)
+                notes.append(f"the poster file is item {self.index.ids[row]}'s own poster")
+
+        qpost = qplot = None
+        if poster_set is not None:
+            if row is not None:
+                qpost = self._stored_vector(poster_set, row)
+            if qpost is None and poster is not None:
+                enc = self.index.load_encoder(poster_set, device=self.device)
+                qpost = enc.encode_images([Path(poster)])[0]
+        if plot_set is not None and row is not None:
+            qplot = self._stored_vector(plot_set, row)
+
+        if poster is not None and row is None and poster_set is not None:
+            pos_scores, pos_rows = self._search_fn(poster_set)(qpost[None, :], 1)
+            if pos_rows[0, 0] >= 0 and pos_scores[0, 0] >= dedup_threshold:
+                row = int(pos_rows[0, 0])
+                query["matched"] = self._describe_row(row)
+                notes.append(
+                    f"the poster matches item {self.index.ids[row]} (cosine "
+                    f"{pos_scores[0, 0]:.4f}); it and its copies are left out"
+                )
+
+        sources = []
+        if by in ("poster", "both"):
+            if qpost is None:
+                if by == "poster":
+                    raise RetrievalError(
+                        f"item {item_id} has no poster embedding by {poster_set.encoder} (its "
+                        "poster was missing or unreadable); use --by plot."
+                    )
+                notes.append("the query has no poster embedding: ranked by plot alone")
+            else:
+                sources.append(self._source(poster_set, qpost, 1.0 - plot_weight))
+        if by in ("plot", "both"):
+            if qplot is None:
+                if by == "plot":
+                    what = f"item {item_id} has no plot" if item_id else "a poster file has no plot"
+                    raise RetrievalError(f"{what}, so --by plot cannot be used; use --by poster.")
+                notes.append("the query has no plot: ranked by poster alone")
+            else:
+                sources.append(self._source(plot_set, qplot, plot_weight))
+        if not sources:
+            raise RetrievalError("the query has neither a poster nor a plot embedding to compare.")
+        if len(sources) == 1:  # --by both falling back to the one modality the query has
+            sources[0].weight = 1.0
+
+        dedup = None
+        if poster_set is not None:
+            dedup = self._source(poster_set, qpost if qpost is not None else None)
+        hits = rank(
+            sources,
+            len(self.index.ids),
+            k,
+            keep=self.genre_mask(genres, exclude_genres),
+            exclude=[row] if row is not None else [],
+            dedup=dedup,
+            dedup_threshold=dedup_threshold,
+        )
+        sources = [s for s in sources if s.weight > 0]
+        fused = len(sources) > 1
+        scoring = (
+            f"weighted mean of standardised cosines: {1 - plot_weight:g} x poster + "
+            f"{plot_weight:g} x plot (items lacking one modality use the other)"
+            if fused
+            else f"cosine of {sources[0].name} embeddings"
+        )
+        encoders = {s.name: self._set(s.name).encoder for s in sources}
+        return self._result(query, by, encoders, scoring, k, hits, notes, genres, exclude_genres)
+
+    def search_text(
+        self,
+        text: str,
+        *,
+        k: int = 10,
+        genres: Sequence[str] = (),
+        exclude_genres: Sequence[str] = (),
+        dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD,
+    ) -> RetrievalResult:
+        """Items whose poster (CLIP text tower) or else plot (sentence encoder) matches ``text``."""
+        if not text or not text.strip():
+            raise RetrievalError("the search text is empty; give a few words to search for.")
+        poster_set = self._set("poster", required=False)
+        notes = []
+        if poster_set is not None and "text" in poster_set.describe.get("modalities", []):
+            enc = self.index.load_encoder(poster_set, device=self.device)
+            target, by = poster_set, "poster"
+            notes.append(
+                f"text -> posters through the text tower of {enc.name} ({poster_set.space})"
+            )
+        else:
+            plot_set = self._set("plot", required=False)
+            if plot_set is None:
+                raise RetrievalError(
+                    f"cannot search text in {self.index.path}: its poster encoder "
+                    f"({poster_set.encoder if poster_set else 'none'}) has no text tower and it "
+                    "holds no plot embeddings. Index posters with a CLIP encoder or add plots."
+                )
+            enc = self.index.load_encoder(plot_set, device=self.device)
+            target, by = plot_set, "plot"
+            why = (
+                f"the poster encoder {poster_set.encoder} has no text tower"
+                if poster_set is not None
+                else "the index has no poster embeddings"
+            )
+            notes.append(f"text -> plots through {enc.name} ({why})")
+        qvec = enc.encode_texts([text])[0]
+        dedup = self._source(poster_set, None) if poster_set is not None else None
+        hits = rank(
+            [self._source(target, qvec)],
+            len(self.index.ids),
+            k,
+            keep=self.genre_mask(genres, exclude_genres),
+            dedup=dedup,
+            dedup_threshold=dedup_threshold,
+        )
+        query = {"kind": "text", "text": text}
+        scoring = f"cosine of the text embedding with {by} embeddings"
+        return self._result(
+            query, by, {by: target.encoder}, scoring, k, hits, notes, genres, exclude_genres
+        )
+
+    # -- formatting --------------------------------------------------------------------
+
+    def _describe_row(self, row: int) -> dict[str, Any]:
+        item = self.index.items[row]
+        return {
+            "id": item["id"],
+            "title": item.get("title"),
+            "year": item.get("year"),
+            "genres": list(item.get("genres") or []),
+            "poster": item.get("poster"),
+        }
+
+    def _result(self, query, by, encoders, scoring, k, hits, notes, genres, exclude_genres):
+        neighbours = []
+        for i, h in enumerate(hits, start=1):
+            d = self._describe_row(h.row)
+            neighbours.append(
+                Neighbour(
+                    rank=i,
+                    id=d["id"],
+                    title=d["title"],
+                    year=d["year"],
+                    genres=d["genres"],
+                    score=h.score,
+                    cosines=h.cosines,
+                    poster=d["poster"],
+                    duplicates=[self.index.ids[r] for r in h.duplicates],
+                )
+            )
+        if genres:
+            notes.append("kept items with at least one of: " + ", ".join(genres))
+        if exclude_genres:
+            notes.append("left out items with any of: " + ", ".join(exclude_genres))
+        if len(neighbours) < k:
+            notes.append(f"only {len(neighbours)} items match (asked for {k})")
+        return RetrievalResult(query, by, encoders, scoring, k, neighbours, notes)
+
+
+def open_retriever(index_dir: str | Path, **kwargs) -> Retriever:
+    """``Retriever(GenreIndex.open(index_dir), **kwargs)``."""
+    from embedgenre.store import GenreIndex
+
+    return Retriever(GenreIndex.open(index_dir), **kwargs)
+
+
+# ------------------------------------------------------------------------------ HTML page
+
+THUMB_HEIGHT = 240  # px; posters are about 2:3, so thumbnails are about 160 x 240
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
+h1{font-size:20px;margin:0 0 4px}.meta{color:#555;font-size:13px;margin:2px 0}
+.query{display:flex;gap:16px;align-items:flex-start;padding:12px;background:#fff;
+border:1px solid #ddd;border-radius:8px;margin-bottom:20px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:14px}
+.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px;font-size:13px}
+.card img,.query img{display:block;height:240px;max-width:100%;object-fit:contain;
+background:#eee;margin:0 auto 6px}
+.title{font-weight:600}.score{font-variant-numeric:tabular-nums;color:#06c}
+.genres{color:#666}.broken{outline:3px solid #c00}
+"""
+
+# Marks every image once the page has loaded: data-loaded="1" when it decoded, "0" (and a red
+# outline) when it did not, so a broken thumbnail is visible to a person and to a test.
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    var good = imgs[i].complete && imgs[i].naturalWidth > 0;
+    imgs[i].setAttribute('data-loaded', good ? '1' : '0');
+    if (good) { ok++; } else { imgs[i].classList.add('broken'); }
+  }
+  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+});
+"""
+
+
+def thumbnail_data_uri(path: str | Path | None, height: int = THUMB_HEIGHT) -> str | None:
+    """A poster downscaled to ``height`` px as a ``data:image/jpeg;base64,...`` URI (None if unreadable)."""
+    if not path:
+        return None
+    from embedgenre.images import load_image
+
+    try:
+        img = load_image(path)
+    except EmbedgenreError as e:
+        logger.warning("no thumbnail for %s: %s", path, e)
+        return None
+    if img.height > height:
+        img = img.resize((max(1, round(img.width * height / img.height)), height))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(path, alt: str) -> str:
+    uri = thumbnail_data_uri(path)
+    if uri is None:
+        return '<div class="meta">(no poster)</div>'
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _label(d: dict) -> str:
+    title = d.get("title") or d.get("id")
+    return f"{title} ({d['year']})" if d.get("year") else str(title)
+
+
+def render_html(result: RetrievalResult) -> str:
+    """A self-contained HTML page: the query on top, then a grid of results.
+
+    Thumbnails are embedded as base64 JPEG data URIs (downscaled to ``THUMB_HEIGHT`` px, ~10 KB
+    each), so the page can be moved, mailed or opened anywhere without the catalog beside it.
+    """
+    q = result.query
+    e = html.escape
+    if q["kind"] == "text":
+        head = f"<div><h1>“{e(q['text'])}”</h1></div>"
+    else:
+        shown = q if q["kind"] == "item" else q.get("matched", {"poster": q["path"]})
+        title = _label(shown) if shown.get("id") else Path(q["path"]).name
+        head = (
+            _img(shown.get("poster") or q.get("path"), title)
+            + f"<div><h1>{e(title)}</h1>"
+            + (
+                f'<p class="meta">{e(", ".join(shown["genres"]))}</p>'
+                if shown.get("genres")
+                else ""
+            )
+            + (f'<p class="meta">{e(q["path"])}</p>' if q["kind"] == "poster" else "")
+            + "</div>"
+        )
+    enc = ", ".join(f"{m}: {name}" for m, name in result.encoders.items())
+    lines = [f"by {result.by} ({enc})", result.scoring, *result.notes]
+    meta = "".join(f'<p class="meta">{e(line)}</p>' for line in lines)
+    cards = []
+    for n in result.neighbours:
+        dup = f'<div class="meta">also: {e(", ".join(n.duplicates))}</div>' if n.duplicates else ""
+        cards.append(
+            f'<div class="card">{_img(n.poster, _label(asdict(n)))}'
+            f'<div class="title">{n.rank}. {e(_label(asdict(n)))}</div>'
+            f'<div class="genres">{e(", ".join(n.genres))}</div>'
+            f'<div class="score">score {n.score:.3f}</div>'
+            f'<div class="meta">{e(n.id)}</div>{dup}</div>'
+        )
+    title = "Similar to " + (q.get("text") or q.get("title") or q.get("id") or Path(q["path"]).name)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title><style>{_CSS}</style><script>{_SCRIPT}</script></head>"
+        f'<body><div class="query">{head}<div>{meta}</div></div>'
+        f'<div class="grid">{"".join(cards)}</div></body></html>\n'
+    )
+
+
+def write_html(result: RetrievalResult, path: str | Path) -> Path:
+    """Write :func:`render_html` to ``path`` (parent directories created); returns the path."""
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise RetrievalError(
+            f"--html {path} is a directory; give a file name such as similar.html."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(result), encoding="utf-8")
+    return path
+
+
+__all__ = [
+    "BY_CHOICES",
+    "Hit",
+    "Neighbour",
+    "RetrievalError",
+    "RetrievalResult",
+    "Retriever",
+    "Source",
+    "open_retriever",
+    "pair_statistics",
+    "rank",
+    "render_html",
+    "write_html",
+]
