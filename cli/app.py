@@ -25,6 +25,7 @@ COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("cli.predict", None),  # train, predict
     ("cli.evaluate", None),  # evaluate
     ("cli.posters", "posters"),  # posters download
+    ("cli.similar", None),  # similar, search
 ]
 
 

@@ -1,0 +1,175 @@
+"""`embedgenre similar` and `embedgenre search`: more like this poster / movie, and text search."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import console, emit_json, err_console
+
+app = typer.Typer()
+
+IndexOpt = Annotated[
+    Path,
+    typer.Option("--index", "-i", help="Index directory built by `embedgenre index`."),
+]
+KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many results.")]
+GenreOpt = Annotated[
+    list[str] | None,
+    typer.Option("--genre", "-g", help="Keep items with at least one of these genres (repeatable)."),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--exclude-genre", "-x", help="Leave out items with any of these genres (repeatable)."),
+]
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option(help="Also write a self-contained HTML page with thumbnails to this file."),
+]
+OpenOpt = Annotated[bool, typer.Option("--open", help="Open the --html page in a browser.")]
+DedupOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0, max=1.0, help="Posters with cosine at or above this are copies of each other."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or cuda:N (query encoder and faiss-gpu).")]
+NprobeOpt = Annotated[
+    int | None, typer.Option(min=1, help="IVF cells to scan (approximate indexes only).")
+]
+EfOpt = Annotated[
+    int | None, typer.Option(min=1, help="HNSW search breadth (approximate indexes only).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
+
+
+@app.command()
+def similar(
+    poster: Annotated[
+        Path | None,
+        typer.Argument(help="Poster image to find look-alikes of (or use --id).", dir_okay=False),
+    ] = None,
+    index: IndexOpt = ...,
+    item_id: Annotated[
+        str | None, typer.Option("--id", help="IMDb id of an indexed movie to start from.")
+    ] = None,
+    k: KOpt = 10,
+    by: Annotated[
+        str,
+        typer.Option(help="Compare posters, plots, or both (weighted; see --plot-weight)."),
+    ] = "poster",
+    image_encoder: Annotated[
+        str | None,
+        typer.Option(help="Which poster embedding set to use (default: the index's first)."),
+    ] = None,
+    genre: GenreOpt = None,
+    exclude_genre: ExcludeOpt = None,
+    plot_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="--by both: score = (1-w) z_poster + w z_plot, z = cosine standardised per "
+            "embedding set; items without a plot use z_poster.",
+        ),
+    ] = 0.5,
+    dedup_threshold: DedupOpt = 0.995,
+    device: DeviceOpt = "cpu",
+    nprobe: NprobeOpt = None,
+    ef_search: EfOpt = None,
+    html: HtmlOpt = None,
+    open_page: OpenOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Movies most like a poster file or an indexed movie (never the query itself)."""
+    from embedgenre.retrieval import open_retriever
+
+    retriever = open_retriever(
+        index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
+    )
+    result = retriever.similar(
+        item_id=item_id,
+        poster=poster,
+        k=k,
+        by=by,
+        genres=genre or (),
+        exclude_genres=exclude_genre or (),
+        dedup_threshold=dedup_threshold,
+        plot_weight=plot_weight,
+    )
+    _show(result, html, open_page, as_json)
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help='What to look for, e.g. "a haunted house at night".')],
+    index: IndexOpt = ...,
+    k: KOpt = 10,
+    image_encoder: Annotated[
+        str | None, typer.Option(help="Which poster embedding set to search (CLIP only).")
+    ] = None,
+    genre: GenreOpt = None,
+    exclude_genre: ExcludeOpt = None,
+    dedup_threshold: DedupOpt = 0.995,
+    device: DeviceOpt = "cpu",
+    nprobe: NprobeOpt = None,
+    ef_search: EfOpt = None,
+    html: HtmlOpt = None,
+    open_page: OpenOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Text to posters (CLIP text tower) or, without CLIP posters, text to plots; says which."""
+    from embedgenre.retrieval import open_retriever
+
+    retriever = open_retriever(
+        index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
+    )
+    result = retriever.search_text(
+        text,
+        k=k,
+        genres=genre or (),
+        exclude_genres=exclude_genre or (),
+        dedup_threshold=dedup_threshold,
+    )
+    _show(result, html, open_page, as_json)
+
+
+def _show(result, html: Path | None, open_page: bool, as_json: bool) -> None:
+    from embedgenre.retrieval import write_html
+
+    page = write_html(result, html) if html else None
+    if as_json:
+        out = result.to_dict()
+        if page:
+            out["html"] = str(page.resolve())
+        emit_json(out)
+    else:
+        q = result.query
+        what = {
+            "item": lambda: f"{q['id']} {q.get('title') or ''}".strip(),
+            "poster": lambda: q["path"],
+            "text": lambda: repr(q["text"]),
+        }[q["kind"]]()
+        encoders = ", ".join(f"{m}: {name}" for m, name in result.encoders.items())
+        console.print(f"[bold]{what}[/] — by {result.by} ({encoders})", highlight=False)
+        console.print(f"score: {result.scoring}", highlight=False)
+        for note in result.notes:
+            console.print(f"note: {note}", highlight=False)
+        table = Table("#", "score", "id", "title", "year", "genres")
+        for n in result.neighbours:
+            title = n.title or ""
+            if n.duplicates:
+                title += f" (+{len(n.duplicates)} copies)"
+            table.add_row(
+                str(n.rank), f"{n.score:.3f}", n.id, title, str(n.year or ""), ", ".join(n.genres)
+            )
+        console.print(table)
+        if page:
+            console.print(f"wrote {page}", highlight=False)
+    if page and open_page:
+        if not webbrowser.open(page.resolve().as_uri()):
+            err_console.print(f"could not open a browser; open {page} yourself")
