@@ -29,6 +29,11 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+    # warnings.warn(...) from the library (e.g. a catalog decoded as cp1252) become one log line
+    logging.captureWarnings(True)
+    py_warnings = logging.getLogger("py.warnings")
+    py_warnings.handlers = [handler]
+    py_warnings.propagate = False
 
 
 def emit_json(obj: Any) -> None:

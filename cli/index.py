@@ -13,18 +13,6 @@ from cli.common import console, emit_json, err_console
 app = typer.Typer()
 
 
-def _parse_columns(pairs: list[str]) -> dict[str, str] | None:
-    if not pairs:
-        return None
-    mapping = {}
-    for pair in pairs:
-        field, sep, column = pair.partition("=")
-        if not sep or not field or not column:
-            raise typer.BadParameter(f"{pair!r}: expected FIELD=COLUMN, e.g. id=movie_id")
-        mapping[field.strip()] = column.strip()
-    return mapping
-
-
 @app.command()
 def index(
     catalog: Annotated[Path, typer.Argument(help="Catalog directory (movies.csv + posters) or CSV file.")],
@@ -47,6 +35,10 @@ def index(
         int | None, typer.Option(help="Genres with fewer movies are folded per --rare.")
     ] = None,
     rare: Annotated[str, typer.Option(help="What happens to rare genres: drop or other.")] = "drop",
+    genre_sep: Annotated[str, typer.Option(help="Separator between genres in a CSV cell.")] = "|",
+    encoding: Annotated[
+        str | None, typer.Option(help="CSV text encoding (default: UTF-8, else cp1252 with a warning).")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     chunk_size: Annotated[
@@ -56,16 +48,18 @@ def index(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Encode a catalog's posters and plots into an index directory (incremental, resumable)."""
-    from embedgenre.catalog import read_catalog
+    from embedgenre.catalog import parse_columns, read_catalog
     from embedgenre.indexing import build_index
 
     cat = read_catalog(
         catalog,
         layout=layout,
-        columns=_parse_columns(column or []),
+        columns=parse_columns(column),
         top_genres=top_genres,
         min_genre_count=min_genre_count,
         rare=rare,
+        genre_sep=genre_sep,
+        encoding=encoding,
     )
     summary = build_index(
         cat,

@@ -154,6 +154,7 @@ def build_index(
     _write_items(out / items_file, items, poster_hash, plot_hash)
     manifest["items_file"] = items_file
     manifest["sets"] = [e for e in (old.manifest["sets"] if old else [])]
+    manifest["encoders"] = [{"modality": m, "name": n} for m, n in wanted]
     skipped: dict[str, dict] = {item_id: rec for item_id, rec in missing.items()}
     _commit(out, manifest, skipped)
 
@@ -189,6 +190,9 @@ def build_index(
                 job.keep_hashes.append(hs)
                 summary.encoded += len(ids)
         entry = _consolidate(out, job, items, gen, encoder, name, modality, key)
+        if entry is None:  # e.g. a catalog without plots: no set to write
+            logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
+            continue
         manifest["sets"] = [e for e in manifest["sets"] if e["key"] != key] + [entry]
         manifest.setdefault("defaults", {}).setdefault(modality, key)
         _commit(out, manifest, skipped)
@@ -235,11 +239,16 @@ def _open_existing(out: Path) -> GenreIndex | None:
 
 
 def _choose_encoders(old, image_encoders, text_encoders, add, registry) -> list[tuple[str, str]]:
-    existing = [(e["modality"], e["encoder"]["name"]) for e in old.manifest["sets"]] if old else []
+    existing = []
+    if old is not None:  # the encoders asked for before, whether or not they produced a set
+        recorded = old.manifest.get("encoders") or [
+            {"modality": e["modality"], "name": e["encoder"]["name"]} for e in old.manifest["sets"]
+        ]
+        existing = [(e["modality"], e["name"]) for e in recorded]
     asked: list[tuple[str, str]] = []
     asked += [("poster", n) for n in image_encoders or ()]
     asked += [("plot", n) for n in text_encoders or ()]
-    if old is None:
+    if not existing:  # a new index, or one killed before its first set was committed
         if not image_encoders:
             asked.insert(0, ("poster", registry.default_image_encoder_name()))
         if not text_encoders:
@@ -274,8 +283,9 @@ def _check_compatible(old_entry: dict | None, encoder, out: Path) -> None:
 
 def _plan(out, old, modality, name, key, items, hashes, skipped, old_skipped) -> _Job:
     job = _Job(modality, name, key, [], [], [], [])
+    unreadable = skipped if modality == "poster" else {}
     current = {
-        it.id: h for it, h in zip(items, hashes) if h is not None and it.id not in skipped
+        it.id: h for it, h in zip(items, hashes) if h is not None and it.id not in unreadable
     }
     done: set[str] = set()
     if old is not None:
@@ -365,13 +375,16 @@ def _encode_posters(encoder, items, positions, hashes, batch_size):
 
     paths = [items[p].poster for p in positions]
     vecs, ok, bad = [], [], []
-    for batch, ok_idx, failures in iter_image_batches(paths, encoder.preprocess, batch_size):
+    transform = getattr(encoder, "transform", None)
+    draft = transform.draft_size if transform is not None else None
+    batches = iter_image_batches(paths, encoder.preprocess, batch_size, draft_size=draft)
+    for batch, ok_idx, failures in batches:
         if len(ok_idx):
             vecs.append(encoder.encode_pixels(batch))
             ok.extend(positions[i] for i in ok_idx)
-        for i, reason in failures:
+        for i, err in failures:
             p = positions[i]
-            rec = {"id": items[p].id, "path": str(items[p].poster), "reason": reason}
+            rec = {"id": items[p].id, "path": str(items[p].poster), "reason": str(err)}
             bad.append({**rec, "hash": hashes[p]})
     dim = encoder.dim
     return (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), ok, bad
@@ -421,15 +434,17 @@ def _clear_partial(out: Path, key: str) -> None:
         pass
 
 
-def _consolidate(out, job: _Job, items, gen, encoder, name, modality, key) -> dict:
+def _consolidate(out, job: _Job, items, gen, encoder, name, modality, key) -> dict | None:
     """Write the set in item order to a new generation directory; return its manifest entry."""
     order = {it.id: i for i, it in enumerate(items)}
     if job.keep_vectors:
         vecs = np.concatenate(job.keep_vectors)
         ids = np.concatenate(job.keep_ids)
         hs = np.concatenate(job.keep_hashes)
+    elif job.old_entry is None:
+        return None
     else:
-        dim = encoder.dim if encoder else job.old_entry["encoder"]["dim"]
+        dim = job.old_entry["encoder"]["dim"]
         vecs, ids, hs = np.zeros((0, dim), np.float32), np.array([], str), np.array([], str)
     perm = np.argsort([order[str(i)] for i in ids], kind="stable")
     vecs, ids, hs = np.ascontiguousarray(vecs[perm], np.float32), ids[perm], hs[perm]

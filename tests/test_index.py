@@ -344,3 +344,14 @@ def test_cli_reports_catalog_errors_without_traceback(tmp_path):
     res = CliRunner().invoke(app, ["index", str(root), "--out", str(tmp_path / "idx")])
     assert res.exit_code == 1
     assert "genres" in res.stderr and "Traceback" not in res.output + res.stderr
+
+
+def test_catalog_without_plots_writes_only_a_poster_set(small_catalog, tmp_path):
+    root, rows = small_catalog
+    make_catalog(root, [{**r, "plot": ""} for r in rows])
+    summary = build(root, tmp_path / "idx", Factory())
+    assert [(s.modality, s.count) for s in summary.sets] == [("poster", 20)]
+    idx = GenreIndex.open(tmp_path / "idx")
+    with pytest.raises(IndexStoreError, match="no plot embeddings"):
+        idx.get_set("plot")
+    assert build(root, tmp_path / "idx", Factory()).sets[0].reused == 20

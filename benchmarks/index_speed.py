@@ -1,0 +1,155 @@
+"""Index the shared poster catalog with the default offline encoders and time it.
+
+Measures, each as a fresh `embedgenre index` process (model loading included):
+
+1. first run on the whole catalog: wall time, peak RSS, posters/s and plots/s, and posters/s as a
+   fraction of the image encoder's FLOP-bound limit on this CPU (the model's FLOPs per poster,
+   counted by torch, against this machine's fp32 matmul rate measured in the same run);
+2. peak RSS on a catalog a quarter that size (memory must not grow with the catalog);
+3. re-run on the unchanged catalog (target: at least 50x faster than the first run);
+4. adding 100 new items to an index of the rest, vs encoding those 100 alone into a new index
+   (target: at most 2x).
+
+    python benchmarks/index_speed.py [--catalog ../shared/data/posters] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CATALOG = ROOT.parent / "shared" / "data" / "posters"
+
+
+def write_subset(catalog: Path, rows: list[dict], dest: Path) -> Path:
+    """A catalog folder whose movies.csv lists ``rows`` with absolute poster paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "movies.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "poster": str((catalog / r["poster"]).resolve())})
+    return dest
+
+
+def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, float, dict]:
+    """Run `embedgenre index` in a new process; (wall seconds, peak RSS MiB, JSON summary).
+
+    A small wrapper process runs it, so the peak RSS of its children is that run's alone.
+    """
+    code = (
+        "import resource, subprocess, sys, json, time;"
+        "t=time.perf_counter();"
+        "p=subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+        "w=time.perf_counter()-t;"
+        "r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024;"
+        "print(json.dumps({'rc':p.returncode,'wall':w,'rss':r,'out':p.stdout,'err':p.stderr[-3000:]}))"
+    )
+    cmd = [sys.executable, "-m", "cli.app", "-q", "index", str(catalog), "--out", str(out),
+           "--json", *extra]
+    proc = subprocess.run([sys.executable, "-c", code, *cmd], cwd=ROOT, capture_output=True,
+                          text=True)
+    res = json.loads(proc.stdout)
+    if res["rc"] != 0:
+        sys.exit(f"index failed:\n{res['err']}")
+    return res["wall"], res["rss"], json.loads(res["out"])
+
+
+def matmul_gflops(seconds: float = 2.0) -> float:
+    """This CPU's fp32 matmul rate through torch (all threads), GFLOP/s."""
+    import torch
+
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def encoder_gflops_per_image(name: str) -> float | None:
+    """FLOPs of one forward pass of the encoder's torch model, counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from embedgenre.encoders import create_encoder
+
+    enc = create_encoder(name, backend="torch")
+    model = getattr(enc, "model", None)
+    if model is None:
+        return None
+    size = enc.describe().get("preprocessing", {}).get("size", 224)
+    size = size if isinstance(size, int) else size[-1]
+    x = torch.zeros(1, 3, size, size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
+    ap.add_argument("--limit", type=int, default=None, help="index only the first N movies")
+    args = ap.parse_args()
+
+    with open(args.catalog / "movies.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[: args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        full = write_subset(args.catalog, rows, tmp / "full")
+        quarter = write_subset(args.catalog, rows[: len(rows) // 4], tmp / "quarter")
+        rest = write_subset(args.catalog, rows[:-100], tmp / "rest")
+        new100 = write_subset(args.catalog, rows[-100:], tmp / "new100")
+
+        wall1, rss1, s1 = run_index_measured(full, tmp / "idx")
+        _, rss_q, _ = run_index_measured(quarter, tmp / "idx-quarter")
+        wall_re, _, s_re = run_index_measured(full, tmp / "idx")
+        run_index_measured(rest, tmp / "idx-inc")
+        wall_add, _, s_add = run_index_measured(full, tmp / "idx-inc")
+        wall_100, _, _ = run_index_measured(new100, tmp / "idx-100")
+
+    sets = {s["modality"]: s for s in s1["sets"]}
+    poster, plot = sets["poster"], sets["plot"]
+    posters_s = poster["encoded"] / poster["seconds"]
+    plots_s = plot["encoded"] / plot["seconds"]
+    gflop = matmul_gflops()
+    per_img = encoder_gflops_per_image(poster["encoder"])
+    bound = gflop / per_img if per_img else float("nan")
+
+    encoded_again = sum(s["encoded"] for s in s_re["sets"])
+    encoded_add = {s["modality"]: s["encoded"] for s in s_add["sets"]}
+    lines = [
+        f"catalog: {args.catalog} ({len(rows)} movies); encoders: {poster['encoder']}, {plot['encoder']}",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| first index, wall time | {wall1:.1f} s | < 120 s |",
+        f"| first index, peak RSS | {rss1:.0f} MiB | < 2048 MiB |",
+        f"| peak RSS on a quarter of the catalog | {rss_q:.0f} MiB | flat in catalog size |",
+        f"| posters/s ({poster['encoder']}, incl. decode) | {posters_s:.1f} | |",
+        f"| plots/s ({plot['encoder']}) | {plots_s:.1f} | |",
+        f"| model GFLOP per poster (torch count) | {per_img:.3f} | |" if per_img else "| model GFLOP per poster | n/a | |",
+        f"| CPU fp32 matmul rate | {gflop:.1f} GFLOP/s | |",
+        f"| FLOP-bound posters/s / achieved | {bound:.1f} / {posters_s:.1f} = {posters_s / bound:.0%} | |",
+        f"| re-run unchanged, wall | {wall_re:.2f} s ({wall1 / wall_re:.0f}x faster; {encoded_again} encoded) | >= 50x |",
+        f"| add 100 items to index of the rest | {wall_add:.1f} s (encoded {encoded_add}) | |",
+        f"| encode those 100 alone, new index | {wall_100:.1f} s | |",
+        f"| add / alone | {wall_add / wall_100:.2f}x | <= 2x |",
+    ]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
