@@ -20,11 +20,15 @@ IndexOpt = Annotated[
 KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many results.")]
 GenreOpt = Annotated[
     list[str] | None,
-    typer.Option("--genre", "-g", help="Keep items with at least one of these genres (repeatable)."),
+    typer.Option(
+        "--genre", "-g", help="Keep items with at least one of these genres (repeatable)."
+    ),
 ]
 ExcludeOpt = Annotated[
     list[str] | None,
-    typer.Option("--exclude-genre", "-x", help="Leave out items with any of these genres (repeatable)."),
+    typer.Option(
+        "--exclude-genre", "-x", help="Leave out items with any of these genres (repeatable)."
+    ),
 ]
 HtmlOpt = Annotated[
     Path | None,
