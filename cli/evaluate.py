@@ -95,15 +95,19 @@ def evaluate(
         return
     from rich.table import Table
 
+    shown = ("method", "modality", "encoder", "n", "micro-F1", "macro-F1", "mAP", "label acc.")
     for subset, title in (("all", "all test items"), ("with_plot", "test items with a plot")):
         headers, body = summary_table(res["rows"], subset)
         if not body:
             continue
-        table = Table(title=f"Genre prediction, {title} (sorted by micro-F1)", header_style="bold")
-        for i, h in enumerate(headers):
-            table.add_column(h, justify="right" if i >= 3 else "left")
+        keep = [headers.index(h) for h in shown]
+        table = Table(title=f"Genre prediction, {title} (sorted by micro-F1; every metric in "
+                      f"{report}/summary.md)", header_style="bold", pad_edge=False)
+        for i in keep:
+            table.add_column(headers[i], justify="right" if i >= 3 else "left",
+                             overflow="fold", no_wrap=i >= 3)
         for cells in body:
-            table.add_row(*cells)
+            table.add_row(*(cells[i] for i in keep))
         console.print(table)
     caveat = accuracy_caveat(res["rows"])
     if caveat:

@@ -90,7 +90,7 @@ def accuracy_caveat(rows: list[dict], subset: str = "all") -> str | None:
         f"genre, and {nothing['hamming_loss']:.1%} of the label matrix is positive) while its "
         f"micro-F1 is {nothing['micro_f1']:.3f}"
         + (
-            f", and {beaten} of the {len(trained)} methods here score lower accuracy than it."
+            f"; {beaten} of the {len(trained)} methods in this table have lower per-label accuracy."
             if beaten
             else "; rank methods by F1 and mAP instead."
         )
@@ -164,6 +164,8 @@ def summary_markdown(result: dict) -> str:
         "",
     ]
     caveat = accuracy_caveat(rows)
+    if info["n_test_with_plot"] == info["n_test"]:
+        parts += ["Every test item has a plot, so the with-plot subset is the whole test set.", ""]
     for subset, title in (("all", "All test items"), ("with_plot", "Test items with a plot")):
         if not any(r["subset"] == subset for r in rows):
             continue

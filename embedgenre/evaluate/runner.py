@@ -25,7 +25,11 @@ from embedgenre.errors import EmbedgenreError
 from embedgenre.evaluate.baselines import TRIVIAL_KINDS, TrivialBaseline
 from embedgenre.evaluate.data import EmbeddingView, EvalData
 from embedgenre.evaluate.fewshot import sample_k_per_genre
-from embedgenre.evaluate.metrics import per_genre_metrics, summary_metrics
+from embedgenre.evaluate.metrics import (
+    mean_average_precision,
+    per_genre_metrics,
+    summary_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ METHODS: tuple[str, ...] = ("zeroshot", "knn", "mlknn", "linear", "mlp")
 TRAINABLE: tuple[str, ...] = ("knn", "mlknn", "linear", "mlp")
 MODALITIES: tuple[str, ...] = ("poster", "plot", "early_fusion", "late_fusion")
 SCRATCH_ENCODER = "pixels:64x96"
+LATE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
 
 
 @dataclass
@@ -107,37 +112,26 @@ class Evaluation:
 # ---------------------------------------------------------------------------- predictors
 
 
-def make_predictor(
-    method: str,
-    n_train: int,
-    seed: int,
-    genres: list[str],
-    encoder=None,
-    prompt_modality: str = "poster",
-):
+def make_predictor(method: str, n_train: int, seed: int, genres: list[str], encoder=None,
+                   prompt_modality: str = "poster"):
     """A fresh, unfitted predictor of ``method`` sized for ``n_train`` training items."""
-    from embedgenre import predictors as P
+    from embedgenre.predictors import make_predictor as make
 
     if method == "knn":
-        return P.neighbors.KNNVotePredictor(k=max(1, min(20, n_train)), classes=genres)
+        return make("knn", k=max(1, min(20, n_train)), classes=genres)
     if method == "mlknn":
-        return P.neighbors.MLKNNPredictor(k=max(1, min(10, n_train - 1)), classes=genres)
+        return make("mlknn", k=max(1, min(10, n_train - 1)), classes=genres)
     if method == "linear":
-        return P.linear.LinearPredictor(classes=genres)
+        return make("linear", classes=genres)
     if method == "mlp":
-        return P.mlp.MLPPredictor(seed=seed, classes=genres)
+        return make("mlp", seed=seed, classes=genres)
     if method == "zeroshot":
-        return P.zeroshot.ZeroShotPredictor(
-            encoder=encoder, modality=prompt_modality, classes=genres
-        )
+        return make("zeroshot", encoder=encoder, modality=prompt_modality, classes=genres)
     raise EmbedgenreError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
 
 
 def _import_predictors() -> None:
-    import embedgenre.predictors.linear  # noqa: F401
-    import embedgenre.predictors.mlp  # noqa: F401
-    import embedgenre.predictors.neighbors  # noqa: F401
-    import embedgenre.predictors.zeroshot  # noqa: F401
+    import embedgenre.predictors  # noqa: F401  (fail early, before any work, if missing)
 
 
 def top_r(P: np.ndarray, r: int) -> np.ndarray:
@@ -162,6 +156,7 @@ class _Run:
         self.skipped: list[dict] = []
         self.timings: dict[str, dict] = {}
         self._models: dict[tuple[str, str, str], Any] = {}
+        self.late_weights: dict[str, float] = {}
         self.step = 0
 
     # -- setup ---------------------------------------------------------------------------
@@ -383,7 +378,8 @@ class _Run:
                 self._skip(method, "early_fusion", enc, str(e))
 
     def _late_fusion(self) -> None:
-        """Mean of the poster and plot probabilities; thresholds refit on validation."""
+        """``w * p_poster + (1 - w) * p_plot``, w chosen on validation (best mAP), then
+        thresholds chosen on validation; the poster and plot models are the ones already fit."""
         from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
 
         pv, tv = self.poster0, self.plot0
@@ -515,7 +511,7 @@ class _Run:
                     "not scored on all test items: no poster fallback for items "
                     "without a plot (scored on the with-plot subset only)",
                 )
-            if len(self.test_plot) and self.plot0 is not None:
+            if 0 < len(self.test_plot) < len(self.test) and self.plot0 is not None:
                 self._score(
                     key,
                     out.take(self.test_plot) if len(out.items) != len(self.test_plot) else out,
@@ -548,6 +544,13 @@ class _Run:
                 out.append(self._fs_row("zeroshot", view, 0, 0, 0, Y_test, zs.take(test_rows).P, r))
             for method in [m for m in self.cfg.methods if m in TRAINABLE]:
                 for k in shots:
+                    main = self.outputs.get((method, view.modality, view.encoder))
+                    if k is None and main is not None:
+                        # "all" = the main-table model (every training item but validation)
+                        n_fit = int(rows_ok[self.fit_rows].sum())
+                        out.append(self._fs_row(method, view, None, 0, n_fit, Y_test,
+                                                main.take(test_rows).P, r))
+                        continue
                     seeds = range(self.cfg.fewshot_seeds) if k is not None else [0]
                     for s in seeds:
                         sample = pool[sample_k_per_genre(self.Y[pool], k, seed=self.cfg.seed + s)]
@@ -647,6 +650,7 @@ class _Run:
             "top_k": self.top_k,
             "poster_sets": [v.encoder for v in self.posters],
             "plot_sets": [v.encoder for v in self.data.sets if v.modality == "plot"],
+            "late_fusion_poster_weight": self.late_weights,
         }
         config = asdict(cfg)
         config["split"] = "file" if cfg.split is not None else "iterative"

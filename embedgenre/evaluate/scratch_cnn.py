@@ -152,7 +152,7 @@ class ScratchCNN:
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
                 seen += len(idx)
             logger.debug("scratch CNN epoch %d/%d loss %.4f", epoch + 1, self.epochs, total / seen)
             if progress is not None:

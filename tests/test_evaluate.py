@@ -1,0 +1,276 @@
+"""Evaluation: closed-form baselines, metrics, few-shot sampling, full runs (synthetic + CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedgenre.evaluate.baselines import TrivialBaseline
+from embedgenre.evaluate.data import EmbeddingView, EvalData
+from embedgenre.evaluate.fewshot import parse_shots, sample_k_per_genre
+from embedgenre.evaluate.metrics import mean_average_precision, summary_metrics
+
+# ---------------------------------------------------------------------------- closed forms
+
+# 4 genres; training frequencies 4/5, 3/5, 1/5, 0 -> most frequent = genre 0, mean labels
+# per movie = 8/5 = 1.6 -> k = 2 -> top-k = genres {0, 1}; prior > 0.5 -> genres {0, 1}.
+Y_TRAIN = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]])
+# 6 test movies, 10 positive labels out of 24 -> density 10/24.
+Y_TEST = np.array(
+    [[1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]]
+)
+
+
+def _baseline(kind: str) -> dict:
+    m = TrivialBaseline(kind).fit(None, Y_TRAIN)
+    scores = m.predict_proba(Y_TEST) if m.has_scores else None
+    return summary_metrics(Y_TEST, m.predict(Y_TEST), scores)
+
+
+def test_predict_nothing_closed_form():
+    r = _baseline("none")
+    assert r["micro_f1"] == 0.0 and r["macro_f1"] == 0.0 and r["samples_f1"] == 0.0
+    assert r["hamming_loss"] == pytest.approx(10 / 24)  # Hamming = label density
+    assert r["label_accuracy"] == pytest.approx(14 / 24)
+    assert r["subset_accuracy"] == 0.0  # every test movie has a genre
+    assert math.isnan(r["map"])  # no scores, no mAP
+
+
+def test_most_frequent_and_all_closed_form():
+    r = _baseline("most_frequent")  # genre 0 for all 6: TP = 3, predicted 6, positives 10
+    assert r["micro_f1"] == pytest.approx(2 * 3 / (6 + 10))
+    # per-genre F1: genre 0 = 2*3/(6+3); others 0 -> macro = that / 4
+    assert r["macro_f1"] == pytest.approx((6 / 9) / 4)
+    assert r["hamming_loss"] == pytest.approx((3 + 7) / 24)  # 3 false positives + 7 misses
+    r = _baseline("all")  # precision = density, recall = 1
+    d = 10 / 24
+    assert r["micro_f1"] == pytest.approx(2 * d / (1 + d))
+    assert r["hamming_loss"] == pytest.approx(1 - d)
+
+
+def test_top_k_and_prior_closed_form():
+    m = TrivialBaseline("top_k").fit(None, Y_TRAIN)
+    assert m.k_ == 2 and m.predict(Y_TEST[:1]).tolist() == [[1, 1, 0, 0]]
+    r = _baseline("top_k")  # genres {0,1}: TP = 3 + 3 = 6, predicted 12, positives 10
+    assert r["micro_f1"] == pytest.approx(2 * 6 / (12 + 10))
+    assert r["hamming_loss"] == pytest.approx((6 + 4) / 24)  # 6 false positives, 4 misses
+    # subset accuracy: only movie 2 is exactly {0, 1}
+    assert r["subset_accuracy"] == pytest.approx(1 / 6)
+    r = _baseline("prior")
+    # constant scores per genre: AP of genre j = its test prevalence (all 4 genres present)
+    prevalence = Y_TEST.mean(axis=0)
+    assert r["map"] == pytest.approx(prevalence.mean())
+
+
+def test_map_skips_genres_absent_from_test():
+    Y = np.array([[1, 0], [0, 0], [1, 0]])
+    P = np.array([[0.9, 0.5], [0.1, 0.9], [0.8, 0.2]])
+    assert mean_average_precision(Y, P) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        summary_metrics(Y, Y[:, :1])
+
+
+def test_unknown_baseline_kind():
+    with pytest.raises(ValueError, match="Unknown trivial baseline 'median'"):
+        TrivialBaseline("median").fit(None, Y_TRAIN)
+
+
+# ---------------------------------------------------------------------------- few-shot
+
+
+def test_sample_k_per_genre_covers_every_genre():
+    rng = np.random.default_rng(3)
+    Y = (rng.random((300, 8)) < np.linspace(0.6, 0.02, 8)).astype(np.uint8)
+    counts = Y.sum(axis=0)
+    for k in (1, 2, 4):
+        rows = sample_k_per_genre(Y, k, seed=1)
+        got = Y[rows].sum(axis=0)
+        assert (got >= np.minimum(k, counts)).all()
+        assert len(rows) <= k * Y.shape[1]  # each pick serves at least one genre's quota
+        assert np.array_equal(rows, sample_k_per_genre(Y, k, seed=1))  # seeded
+    assert not np.array_equal(sample_k_per_genre(Y, 4, seed=1), sample_k_per_genre(Y, 4, seed=2))
+    assert len(sample_k_per_genre(Y, None)) == 300
+
+
+def test_parse_shots():
+    assert parse_shots("8, 1,2,all,2") == [1, 2, 8, None]
+    with pytest.raises(ValueError, match="Bad shot count 'x'"):
+        parse_shots("1,x")
+    with pytest.raises(ValueError, match=">= 1"):
+        parse_shots("0,1")
+
+
+# ---------------------------------------------------------------------------- full runs
+
+
+class _FakeTextSide:
+    """Hashing "text tower" in the fake CLIP space (16-d), for zero-shot prompts."""
+
+    name = "fake:clip"
+    modalities = ("image", "text")
+
+    def encode_texts(self, texts, batch_size=64, progress=False):
+        out = np.stack(
+            [np.random.default_rng(zlib.crc32(t.encode())).normal(size=16) for t in texts]
+        )
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_data(tmp: Path, n: int = 120, g: int = 5, seed: int = 0) -> EvalData:
+    """Labels, tiny PNG posters and two poster sets + one plot set that carry label signal."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Y = (rng.random((n, g)) < np.linspace(0.5, 0.1, g)).astype(np.uint8)
+    Y[Y.sum(axis=1) == 0, 0] = 1
+    A = rng.normal(size=(g, 16))
+
+    def vectors(noise: float) -> np.ndarray:
+        V = Y @ A + noise * rng.normal(size=(n, 16))
+        return (V / np.linalg.norm(V, axis=1, keepdims=True)).astype(np.float32)
+
+    posters = []
+    for i in range(n):
+        arr = np.zeros((48, 32, 3), np.uint8)
+        arr[..., :3] = Y[i, :3] * 200 + 20
+        path = tmp / f"p{i}.png"
+        Image.fromarray(arr).save(path)
+        posters.append(str(path))
+    plot_rows = np.flatnonzero(rng.random(n) < 0.6)
+    sets = [
+        EmbeddingView("poster", "fake:clip", np.arange(n), vectors(2.0), ("image", "text"), True),
+        EmbeddingView("poster", "fake:cnn", np.arange(n), vectors(1.5), ("image",)),
+        EmbeddingView("plot", "fake:st", plot_rows, vectors(1.0)[plot_rows], ("text",), True),
+    ]
+    return EvalData(
+        ids=[f"tt{i:07d}" for i in range(n)],
+        genres=[f"genre{j}" for j in range(g)],
+        labels=Y,
+        posters=posters,
+        sets=sets,
+        load_encoder=lambda view: _FakeTextSide(),
+    )
+
+
+def fast_config(**kw):
+    from embedgenre.evaluate import EvalConfig
+
+    base = dict(methods=("zeroshot", "knn", "linear"), shots=(2, None), fewshot_seeds=2,
+                cnn_epochs=1, threshold_mode="global")
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from embedgenre.evaluate import evaluate
+    from embedgenre.evaluate.report import write_report
+
+    tmp = tmp_path_factory.mktemp("evaluate")
+    data = synthetic_data(tmp)
+    ev = evaluate(data, fast_config())
+    write_report(ev.result, tmp / "run1")
+    return data, ev, tmp
+
+
+def test_table_has_every_expected_row(synthetic):
+    _, ev, _ = synthetic
+    rows = {(r["method"], r["modality"], r["encoder"], r["subset"]) for r in ev.result["rows"]}
+    expected = set()
+    for subset in ("all", "with_plot"):
+        for kind in ("none", "most_frequent", "top_k", "all", "prior"):
+            expected.add((kind, "labels", "-", subset))
+        for m in ("knn", "linear"):
+            expected |= {(m, "poster", "fake:clip", subset), (m, "poster", "fake:cnn", subset),
+                         (m, "plot", "fake:st", subset),
+                         (m, "early_fusion", "fake:clip+fake:st", subset),
+                         (m, "late_fusion", "fake:clip+fake:st", subset)}
+        expected |= {("zeroshot", "poster", "fake:clip", subset),
+                     ("zeroshot", "plot", "fake:st", subset),
+                     ("zeroshot", "late_fusion", "fake:clip+fake:st", subset),
+                     ("scratch_cnn", "poster", "pixels:64x96", subset)}
+    assert rows == expected
+    skipped = {(s["method"], s["modality"], s["encoder"]): s["reason"] for s in ev.result["skipped"]}
+    assert "no text side" in skipped[("zeroshot", "poster", "fake:cnn")]
+    assert ("zeroshot", "early_fusion", "fake:clip+fake:st") in skipped
+    # the with-plot subset really is smaller, and trained methods beat predict-nothing
+    by = {(r["method"], r["modality"], r["encoder"], r["subset"]): r for r in ev.result["rows"]}
+    assert by[("linear", "plot", "fake:st", "with_plot")]["n_test"] < by[
+        ("linear", "plot", "fake:st", "all")]["n_test"]
+    assert by[("linear", "poster", "fake:cnn", "all")]["micro_f1"] > by[
+        ("top_k", "labels", "-", "all")]["micro_f1"]
+
+
+def test_split_is_disjoint_and_thresholds_never_see_test(synthetic):
+    _, ev, _ = synthetic
+    split = ev.result["split"]
+    train, val, test = set(split["train"]), set(split["validation"]), set(split["test"])
+    assert not train & test and val <= train and len(test) == ev.result["info"]["n_test"]
+
+
+def test_fewshot_rows(synthetic):
+    _, ev, _ = synthetic
+    fs = ev.result["fewshot"]
+    ks = {(r["method"], r["modality"], r["k"]) for r in fs}
+    assert ("zeroshot", "poster", 0) in ks and ("knn", "plot", 2) in ks
+    assert ("linear", "poster", "all") in ks
+    assert len([r for r in fs if r["method"] == "knn" and r["modality"] == "poster"
+                and r["k"] == 2]) == 2  # one per seed
+
+
+def test_seeded_run_is_reproducible_bit_for_bit(synthetic):
+    from embedgenre.evaluate import evaluate
+    from embedgenre.evaluate.report import write_report
+
+    data, _, tmp = synthetic
+    write_report(evaluate(data, fast_config()).result, tmp / "run2")
+    assert (tmp / "run1" / "results.json").read_bytes() == (tmp / "run2" / "results.json").read_bytes()
+
+
+def test_split_file_is_honoured(synthetic):
+    from embedgenre.evaluate import evaluate
+    from embedgenre.evaluate.report import read_split
+
+    data, ev, tmp = synthetic
+    doc = read_split(tmp / "run1" / "split.json")
+    doc["test"], doc["train"] = doc["test"][:-3], doc["train"] + doc["test"][-3:]
+    again = evaluate(data, fast_config(split=doc, shots=(), scratch_cnn=False,
+                                       methods=("linear",)))
+    assert again.result["split"]["test"] == doc["test"]
+    bad = dict(doc, test=doc["test"] + ["tt9999999"])
+    from embedgenre.errors import EmbedgenreError
+
+    with pytest.raises(EmbedgenreError, match="does not hold"):
+        evaluate(data, fast_config(split=bad, shots=(), scratch_cnn=False))
+
+
+def test_report_files_and_figures(synthetic):
+    from embedgenre.evaluate import make_plots
+
+    data, ev, tmp = synthetic
+    paths = make_plots(ev, tmp / "run1")
+    for name in ("per_genre_f1", "pr_curves", "cooccurrence", "fewshot"):
+        assert paths[name].stat().st_size > 10_000
+        assert paths[name].read_bytes()[:4] == b"\x89PNG"
+    summary = (tmp / "run1" / "summary.md").read_text()
+    assert "Per-label accuracy alone misleads" in summary and "## Skipped" in summary
+    csv_lines = (tmp / "run1" / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(ev.result["rows"])
+    doc = json.loads((tmp / "run1" / "results.json").read_text())
+    assert doc["rows"][0].keys() >= {"micro_f1", "map", "label_accuracy", "subset_accuracy"}
+
+
+def test_bad_config_is_refused(synthetic):
+    from embedgenre.errors import EmbedgenreError
+    from embedgenre.evaluate import evaluate
+
+    data, _, _ = synthetic
+    with pytest.raises(EmbedgenreError, match="unknown method.*svm.*choose from"):
+        evaluate(data, fast_config(methods=("svm",)))
+    with pytest.raises(EmbedgenreError, match="image encoder.*clip:nope.*fake:clip"):
+        evaluate(data, fast_config(image_encoders=("clip:nope",)))
