@@ -110,13 +110,36 @@ def config_beside(weights: Path, arch: str) -> Path | None:
     return None
 
 
+def _shape(model_cfg: dict) -> tuple:
+    """The numbers that tell two CLIP architectures apart."""
+    v, t = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    return (
+        model_cfg.get("embed_dim"),
+        v.get("image_size"),
+        v.get("layers"),
+        v.get("width"),
+        v.get("patch_size"),
+        v.get("timm_model_name"),
+        t.get("layers"),
+        t.get("width"),
+        t.get("hf_model_name"),
+    )
+
+
 def resolve_config(arch: str, tag: str, weights: Path | None) -> tuple[dict, str]:
     """(HF-layout config, where it came from) for ``arch``; EmbedgenreError if none is found."""
+    builtin = _builtin_config(arch)
     if weights is not None:
         found = config_beside(weights, arch)
         if found is not None:
-            return read_config_file(found), str(found)
-    builtin = _builtin_config(arch)
+            cfg = read_config_file(found)
+            if builtin is not None and _shape(cfg["model_cfg"]) != _shape(builtin):
+                raise EmbedgenreError(
+                    f"{found} describes a different architecture than open_clip's '{arch}' "
+                    f"({_shape(cfg['model_cfg'])} vs {_shape(builtin)}); name the encoder after "
+                    "the architecture the checkpoint was trained as"
+                )
+            return cfg, str(found)
     if builtin is None:
         import open_clip
 
@@ -135,6 +158,11 @@ def resolve_config(arch: str, tag: str, weights: Path | None) -> tuple[dict, str
     return {"model_cfg": builtin, "preprocess_cfg": pre}, f"open_clip built-in {arch}"
 
 
+class _DropOpenClipLogs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open_clip" not in record.pathname
+
+
 def build_model(arch: str, cfg: dict, weights: Path | None):
     """An open_clip model from ``cfg`` (HF layout), with ``weights`` loaded strictly (CPU, fp32).
 
@@ -142,16 +170,24 @@ def build_model(arch: str, cfg: dict, weights: Path | None):
     """
     import open_clip
 
-    with tempfile.TemporaryDirectory(prefix="embedgenre-clip-") as tmp:
-        (Path(tmp) / CONFIG_FILE).write_text(json.dumps(cfg))
-        model = open_clip.create_model(
-            f"local-dir:{tmp}",
-            load_weights=False,
-            pretrained_text=False,
-            pretrained_image=False,
-            device="cpu",
-        )
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{tmp}")
+    # open_clip logs to the root logger that this model starts random: true and expected here
+    # (the weights are loaded just below), but alarming to a user, so those records are dropped.
+    quiet = _DropOpenClipLogs()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="embedgenre-clip-") as tmp:
+            (Path(tmp) / CONFIG_FILE).write_text(json.dumps(cfg))
+            model = open_clip.create_model(
+                f"local-dir:{tmp}",
+                load_weights=False,
+                pretrained_text=False,
+                pretrained_image=False,
+                device="cpu",
+            )
+            tokenizer = open_clip.get_tokenizer(f"local-dir:{tmp}")
+    finally:
+        root.removeFilter(quiet)
     if weights is not None:
         try:
             open_clip.load_checkpoint(model, str(weights), strict=True)

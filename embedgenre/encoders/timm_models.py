@@ -69,16 +69,21 @@ def _hf_repo(model: str) -> str | None:
 
 
 def build_model(model: str, weights: Path):
-    """timm model with num_classes=0 and the weights in ``weights`` (classifier dropped)."""
+    """timm model with num_classes=0 and the weights in ``weights`` (classifier keys dropped).
+
+    Loads strictly: every parameter of the feature extractor must come from the file.
+    """
     import timm
 
+    from embedgenre.encoders.weights import read_state_dict
+
+    net = timm.create_model(model, pretrained=False, num_classes=0)
+    classifier = (net.pretrained_cfg or {}).get("classifier") or ""
+    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     try:
-        net = timm.create_model(
-            model,
-            pretrained=True,
-            num_classes=0,
-            pretrained_cfg_overlay={"file": str(weights), "hf_hub_id": None, "url": None},
-        )
+        sd = read_state_dict(weights)
+        sd = {k: v for k, v in sd.items() if not any(k.startswith(h + ".") for h in heads if h)}
+        net.load_state_dict(sd, strict=True)
     except Exception as e:
         raise EmbedgenreError(
             f"weights file {weights} cannot be loaded into timm model '{model}' ({str(e)[:300]}); "
