@@ -24,12 +24,15 @@ def evaluate(
     index_dir: Annotated[Path, typer.Argument(help="Index directory built by `embedgenre index`.")],
     methods: Annotated[
         list[str] | None,
-        typer.Option("--methods", help="Comma-separated: zeroshot,knn,mlknn,linear,mlp (default all)."),
+        typer.Option(
+            "--methods", help="Comma-separated: zeroshot,knn,mlknn,linear,mlp (default all)."
+        ),
     ] = None,
     modalities: Annotated[
         list[str] | None,
         typer.Option(
-            "--modalities", help="Comma-separated: poster,plot,early_fusion,late_fusion (default all)."
+            "--modalities",
+            help="Comma-separated: poster,plot,early_fusion,late_fusion (default all).",
         ),
     ] = None,
     image_encoders: Annotated[
@@ -39,12 +42,17 @@ def evaluate(
     test_size: Annotated[float, typer.Option(help="Share of items held out for testing.")] = 0.2,
     split: Annotated[
         Path | None,
-        typer.Option("--split", exists=True, dir_okay=False,
-                     help="Split file (split.json of an earlier report) to reuse instead."),
+        typer.Option(
+            "--split",
+            exists=True,
+            dir_okay=False,
+            help="Split file (split.json of an earlier report) to reuse instead.",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, models and few-shot samples.")] = 0,
     shots: Annotated[
-        str, typer.Option(help="Few-shot k values per genre, e.g. 1,2,4,8,16,32,all; 'none' to skip.")
+        str,
+        typer.Option(help="Few-shot k values per genre, e.g. 1,2,4,8,16,32,all; 'none' to skip."),
     ] = "1,2,4,8,16,32,all",
     fewshot_seeds: Annotated[int, typer.Option(min=1, help="Few-shot repeats per k.")] = 3,
     scratch_cnn: Annotated[
@@ -55,7 +63,8 @@ def evaluate(
         str, typer.Option(help="Threshold mode chosen on validation: per_genre or global.")
     ] = "per_genre",
     report: Annotated[
-        Path | None, typer.Option("--report", help="Report directory (default: reports/<index name>).")
+        Path | None,
+        typer.Option("--report", help="Report directory (default: reports/<index name>)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
@@ -90,8 +99,15 @@ def evaluate(
     ev = evaluate_index(index_dir, config, report_dir=report)
     res = ev.result
     if as_json:
-        emit_json({"report": str(report), "info": res["info"], "rows": res["rows"],
-                   "skipped": res["skipped"], "fewshot": res["fewshot"]})
+        emit_json(
+            {
+                "report": str(report),
+                "info": res["info"],
+                "rows": res["rows"],
+                "skipped": res["skipped"],
+                "fewshot": res["fewshot"],
+            }
+        )
         return
     from rich.table import Table
 
@@ -101,11 +117,16 @@ def evaluate(
         if not body:
             continue
         keep = [headers.index(h) for h in shown]
-        table = Table(title=f"Genre prediction, {title} (sorted by micro-F1; every metric in "
-                      f"{report}/summary.md)", header_style="bold", pad_edge=False)
+        table = Table(
+            title=f"Genre prediction, {title} (sorted by micro-F1; every metric in "
+            f"{report}/summary.md)",
+            header_style="bold",
+            pad_edge=False,
+        )
         for i in keep:
-            table.add_column(headers[i], justify="right" if i >= 3 else "left",
-                             overflow="fold", no_wrap=i >= 3)
+            table.add_column(
+                headers[i], justify="right" if i >= 3 else "left", overflow="fold", no_wrap=i >= 3
+            )
         for cells in body:
             table.add_row(*(cells[i] for i in keep))
         console.print(table)
@@ -113,6 +134,9 @@ def evaluate(
     if caveat:
         console.print(caveat, soft_wrap=True)
     for s in res["skipped"]:
-        err_console.print(f"skipped {s['method']} · {s['modality']} · {s['encoder']}: {s['reason']}",
-                          soft_wrap=True, highlight=False)
+        err_console.print(
+            f"skipped {s['method']} · {s['modality']} · {s['encoder']}: {s['reason']}",
+            soft_wrap=True,
+            highlight=False,
+        )
     console.print(f"report: {report}/summary.md (figures, per-genre table, split.json)")

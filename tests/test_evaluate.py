@@ -160,8 +160,13 @@ def synthetic_data(tmp: Path, n: int = 120, g: int = 5, seed: int = 0) -> EvalDa
 def fast_config(**kw):
     from embedgenre.evaluate import EvalConfig
 
-    base = dict(methods=("zeroshot", "knn", "linear"), shots=(2, None), fewshot_seeds=2,
-                cnn_epochs=1, threshold_mode="global")
+    base = dict(
+        methods=("zeroshot", "knn", "linear"),
+        shots=(2, None),
+        fewshot_seeds=2,
+        cnn_epochs=1,
+        threshold_mode="global",
+    )
     base.update(kw)
     return EvalConfig(**base)
 
@@ -186,24 +191,35 @@ def test_table_has_every_expected_row(synthetic):
         for kind in ("none", "most_frequent", "top_k", "all", "prior"):
             expected.add((kind, "labels", "-", subset))
         for m in ("knn", "linear"):
-            expected |= {(m, "poster", "fake:clip", subset), (m, "poster", "fake:cnn", subset),
-                         (m, "plot", "fake:st", subset),
-                         (m, "early_fusion", "fake:clip+fake:st", subset),
-                         (m, "late_fusion", "fake:clip+fake:st", subset)}
-        expected |= {("zeroshot", "poster", "fake:clip", subset),
-                     ("zeroshot", "plot", "fake:st", subset),
-                     ("zeroshot", "late_fusion", "fake:clip+fake:st", subset),
-                     ("scratch_cnn", "poster", "pixels:64x96", subset)}
+            expected |= {
+                (m, "poster", "fake:clip", subset),
+                (m, "poster", "fake:cnn", subset),
+                (m, "plot", "fake:st", subset),
+                (m, "early_fusion", "fake:clip+fake:st", subset),
+                (m, "late_fusion", "fake:clip+fake:st", subset),
+            }
+        expected |= {
+            ("zeroshot", "poster", "fake:clip", subset),
+            ("zeroshot", "plot", "fake:st", subset),
+            ("zeroshot", "late_fusion", "fake:clip+fake:st", subset),
+            ("scratch_cnn", "poster", "pixels:64x96", subset),
+        }
     assert rows == expected
-    skipped = {(s["method"], s["modality"], s["encoder"]): s["reason"] for s in ev.result["skipped"]}
+    skipped = {
+        (s["method"], s["modality"], s["encoder"]): s["reason"] for s in ev.result["skipped"]
+    }
     assert "no text side" in skipped[("zeroshot", "poster", "fake:cnn")]
     assert ("zeroshot", "early_fusion", "fake:clip+fake:st") in skipped
     # the with-plot subset really is smaller, and trained methods beat predict-nothing
     by = {(r["method"], r["modality"], r["encoder"], r["subset"]): r for r in ev.result["rows"]}
-    assert by[("linear", "plot", "fake:st", "with_plot")]["n_test"] < by[
-        ("linear", "plot", "fake:st", "all")]["n_test"]
-    assert by[("linear", "poster", "fake:cnn", "all")]["micro_f1"] > by[
-        ("top_k", "labels", "-", "all")]["micro_f1"]
+    assert (
+        by[("linear", "plot", "fake:st", "with_plot")]["n_test"]
+        < by[("linear", "plot", "fake:st", "all")]["n_test"]
+    )
+    assert (
+        by[("linear", "poster", "fake:cnn", "all")]["micro_f1"]
+        > by[("top_k", "labels", "-", "all")]["micro_f1"]
+    )
 
 
 def test_split_is_disjoint_and_thresholds_never_see_test(synthetic):
@@ -219,8 +235,10 @@ def test_fewshot_rows(synthetic):
     ks = {(r["method"], r["modality"], r["k"]) for r in fs}
     assert ("zeroshot", "poster", 0) in ks and ("knn", "plot", 2) in ks
     assert ("linear", "poster", "all") in ks
-    assert len([r for r in fs if r["method"] == "knn" and r["modality"] == "poster"
-                and r["k"] == 2]) == 2  # one per seed
+    assert (
+        len([r for r in fs if r["method"] == "knn" and r["modality"] == "poster" and r["k"] == 2])
+        == 2
+    )  # one per seed
 
 
 def test_seeded_run_is_reproducible_bit_for_bit(synthetic):
@@ -229,7 +247,9 @@ def test_seeded_run_is_reproducible_bit_for_bit(synthetic):
 
     data, _, tmp = synthetic
     write_report(evaluate(data, fast_config()).result, tmp / "run2")
-    assert (tmp / "run1" / "results.json").read_bytes() == (tmp / "run2" / "results.json").read_bytes()
+    assert (tmp / "run1" / "results.json").read_bytes() == (
+        tmp / "run2" / "results.json"
+    ).read_bytes()
 
 
 def test_split_file_is_honoured(synthetic):
@@ -239,8 +259,7 @@ def test_split_file_is_honoured(synthetic):
     data, ev, tmp = synthetic
     doc = read_split(tmp / "run1" / "split.json")
     doc["test"], doc["train"] = doc["test"][:-3], doc["train"] + doc["test"][-3:]
-    again = evaluate(data, fast_config(split=doc, shots=(), scratch_cnn=False,
-                                       methods=("linear",)))
+    again = evaluate(data, fast_config(split=doc, shots=(), scratch_cnn=False, methods=("linear",)))
     assert again.result["split"]["test"] == doc["test"]
     bad = dict(doc, test=doc["test"] + ["tt9999999"])
     from embedgenre.errors import EmbedgenreError
@@ -274,3 +293,92 @@ def test_bad_config_is_refused(synthetic):
         evaluate(data, fast_config(methods=("svm",)))
     with pytest.raises(EmbedgenreError, match="image encoder.*clip:nope.*fake:clip"):
         evaluate(data, fast_config(image_encoders=("clip:nope",)))
+
+
+# ---------------------------------------------------------------------------- CLI on the fixture
+
+
+def test_cli_on_fixture_index(fixture_index_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    report = tmp_path / "report"
+    args = [
+        "evaluate",
+        str(fixture_index_dir),
+        "--methods",
+        "linear",
+        "--shots",
+        "2,all",
+        "--fewshot-seeds",
+        "1",
+        "--cnn-epochs",
+        "1",
+        "--thresholds",
+        "global",
+        "--report",
+        str(report),
+    ]
+    res = CliRunner().invoke(app, args + ["--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout[res.stdout.index("{") :])
+    assert doc["info"]["n_items"] == 110 and 20 <= doc["info"]["n_test"] <= 24
+    rows = {(r["method"], r["modality"], r["subset"]) for r in doc["rows"]}
+    for m in ("linear",):
+        for mod in ("poster", "plot", "early_fusion", "late_fusion"):
+            assert (m, mod, "all") in rows
+    assert ("scratch_cnn", "poster", "all") in rows and ("none", "labels", "all") in rows
+    reasons = " ".join(s["reason"] for s in doc["skipped"])
+    assert doc["skipped"] == [] or "text side" in reasons
+    for name in (
+        "results.json",
+        "results.csv",
+        "summary.md",
+        "per_genre.md",
+        "split.json",
+        "per_genre_f1.png",
+        "pr_curves.png",
+        "cooccurrence.png",
+        "fewshot.png",
+    ):
+        assert (report / name).exists(), name
+    # the saved split is accepted back
+    res = CliRunner().invoke(
+        app,
+        args[:2]
+        + [
+            "--methods",
+            "linear",
+            "--modalities",
+            "plot",
+            "--shots",
+            "none",
+            "--no-scratch-cnn",
+            "--split",
+            str(report / "split.json"),
+            "--report",
+            str(tmp_path / "r2"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "micro-F1" in res.stdout
+    assert (
+        json.loads((tmp_path / "r2" / "split.json").read_text())["test"]
+        == json.loads((report / "split.json").read_text())["test"]
+    )
+
+
+def test_cli_bad_input(fixture_index_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    res = CliRunner().invoke(app, ["evaluate", str(fixture_index_dir), "--methods", "svm"])
+    assert res.exit_code == 1 and "unknown method(s) svm" in res.output
+    bad = tmp_path / "split.json"
+    bad.write_text('{"train": []}')
+    res = CliRunner().invoke(app, ["evaluate", str(fixture_index_dir), "--split", str(bad)])
+    assert res.exit_code == 1 and "'train' and 'test'" in res.output
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nowhere")])
+    assert res.exit_code == 1 and "no index at" in res.output

@@ -65,8 +65,13 @@ def plot_per_genre_f1(
     ax.set_ylabel("genre (test positives)")
     ax.set_title("Per-genre F1 by method")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08 - 2.0 / max(n, 4) / 4), ncol=2,
-              fontsize=8, frameon=False)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.08 - 2.0 / max(n, 4) / 4),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -112,8 +112,14 @@ class Evaluation:
 # ---------------------------------------------------------------------------- predictors
 
 
-def make_predictor(method: str, n_train: int, seed: int, genres: list[str], encoder=None,
-                   prompt_modality: str = "poster"):
+def make_predictor(
+    method: str,
+    n_train: int,
+    seed: int,
+    genres: list[str],
+    encoder=None,
+    prompt_modality: str = "poster",
+):
     """A fresh, unfitted predictor of ``method`` sized for ``n_train`` training items."""
     from embedgenre.predictors import make_predictor as make
 
@@ -396,14 +402,17 @@ class _Run:
                 )
                 continue
             self._log(f"{method} · late_fusion · {enc}")
-            # validation probabilities: refit is not needed, the val scores are recomputed from
-            # the stored models' outputs on validation items with a plot
+            # the poster and plot models already fit score the validation items with a plot
             Pa, Pb = self._val_scores[(method, "poster")], self._val_scores[(method, "plot")]
-            thr, rule, _ = fit_thresholds(
-                (Pa + Pb) / 2, self.Y[self._val_plot], mode=self.cfg.threshold_mode
+            Yv = self.Y[self._val_plot]
+            w = max(
+                LATE_WEIGHTS,
+                key=lambda w: (mean_average_precision(Yv, w * Pa + (1 - w) * Pb), -abs(w - 0.5)),
             )
+            thr, rule, _ = fit_thresholds(w * Pa + (1 - w) * Pb, Yv, mode=self.cfg.threshold_mode)
             a_t, b_t = a.take(self.test_plot), b.take(self.test_plot)
-            P = (a_t.P + b_t.P) / 2
+            P = w * a_t.P + (1 - w) * b_t.P
+            self.late_weights[method] = float(w)
             D = apply_thresholds(P, thr, rule)
             self.outputs[(method, "late_fusion", enc)] = _Output(
                 self.test_plot, P, np.asarray(D, np.uint8), True, a.fit_s + b.fit_s, 0.0
@@ -548,8 +557,11 @@ class _Run:
                     if k is None and main is not None:
                         # "all" = the main-table model (every training item but validation)
                         n_fit = int(rows_ok[self.fit_rows].sum())
-                        out.append(self._fs_row(method, view, None, 0, n_fit, Y_test,
-                                                main.take(test_rows).P, r))
+                        out.append(
+                            self._fs_row(
+                                method, view, None, 0, n_fit, Y_test, main.take(test_rows).P, r
+                            )
+                        )
                         continue
                     seeds = range(self.cfg.fewshot_seeds) if k is not None else [0]
                     for s in seeds:
