@@ -102,10 +102,17 @@ class MLPPredictor(GenrePredictor):
             logger.info("oversampling added %d synthetic items for rare genres", len(X_new))
             X, Y = np.concatenate([X, X_new]), np.concatenate([Y, Y_new])
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = self._build(torch, X.shape[1], hidden, Y.shape[1])
-            best, self.n_epochs_ = self._train(torch, net, X, Y, X_val, Y_val, rng)
+        # One thread: reductions happen in a fixed order (deterministic), and for heads this
+        # small thread hand-offs cost more than they save on a busy CPU.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                net = self._build(torch, X.shape[1], hidden, Y.shape[1])
+                best, self.n_epochs_ = self._train(torch, net, X, Y, X_val, Y_val, rng)
+        finally:
+            torch.set_num_threads(threads)
         net.load_state_dict(best)
         linears = [m for m in net if isinstance(m, torch.nn.Linear)]
         self.weights_ = [m.weight.detach().numpy().T.copy() for m in linears]  # (in, out)

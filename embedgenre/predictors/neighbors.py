@@ -108,7 +108,7 @@ class KNNVotePredictor(_NeighbourBase):
         sims, rows = self._neighbours(X)
         w = np.maximum(sims, 0.0) ** float(self.power) + 1e-6
         votes = np.einsum("qk,qkg->qg", w, self.Y_[rows].astype(np.float32))
-        return (votes / w.sum(axis=1, keepdims=True)).astype(np.float32)
+        return np.clip(votes / w.sum(axis=1, keepdims=True), 0.0, 1.0).astype(np.float32)
 
     def _state(self):
         return {}, self._base_state()

@@ -1,0 +1,268 @@
+"""Predictors on seeded synthetic embeddings: contracts, references, persistence, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from embedgenre.errors import PredictorError
+from embedgenre.predictors import (
+    fit_thresholds,
+    fit_with_validation,
+    load_predictor,
+    make_predictor,
+    save_predictor,
+)
+from embedgenre.predictors.neighbors import MLKNNPredictor, build_index, reference_mlknn, search
+from embedgenre.predictors.oversample import mlsmote
+from embedgenre.predictors.thresholds import apply_thresholds
+from embedgenre.predictors.zeroshot import ZeroShotPredictor
+
+
+def _norm(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic(n=400, d=24, g=6, seed=0, noise=1.5):
+    """Labels Y (n, g) and embeddings X = normalise(Y @ centres + noise)."""
+    rng = np.random.default_rng(seed)
+    Y = (rng.random((n, g)) < 0.3).astype(np.uint8)
+    Y[Y.sum(1) == 0, 0] = 1
+    centres = rng.standard_normal((g, d))
+    X = _norm(Y @ centres + noise * rng.standard_normal((n, d)))
+    return X, Y, centres
+
+
+@pytest.mark.parametrize("k,s", [(5, 1.0), (10, 0.5)])
+def test_mlknn_equals_reference(k, s):
+    X, Y, _ = synthetic(n=150, seed=k)
+    Q = _norm(X[:40] + 0.2 * np.random.default_rng(1).standard_normal(X[:40].shape))
+    fast = MLKNNPredictor(k=k, s=s).fit(X, Y).predict_proba(Q)
+    ref = reference_mlknn(X, Y, Q, k, s)
+    np.testing.assert_allclose(fast, ref, atol=1e-6)
+
+
+def test_self_excluded_even_with_duplicates():
+    X, _, _ = synthetic(n=30)
+    X[5] = X[6]  # exact duplicates tie with each other
+    sims, rows = search(build_index(X), X, 3, exclude_self=True)
+    assert rows.shape == (30, 3)
+    assert not (rows == np.arange(30)[:, None]).any()
+    assert rows[5, 0] == 6 and rows[6, 0] == 5
+
+
+def test_k_larger_than_index():
+    X, Y, _ = synthetic(n=20)
+    with pytest.raises(PredictorError, match=r"k=20 is larger than the 19 training items"):
+        MLKNNPredictor(k=20).fit(X, Y)
+    with pytest.raises(PredictorError, match=r"k=50 is larger than the 20 indexed items"):
+        make_predictor("knn", k=50).fit(X, Y)
+
+
+def test_knn_vote_is_weighted_share():
+    X = _norm(np.array([[1, 0], [1, 0.1], [0, 1]], dtype=np.float32))
+    Y = np.array([[1, 0], [1, 1], [0, 1]], dtype=np.uint8)
+    knn = make_predictor("knn", k=2).fit(X, Y)
+    P = knn.predict_proba(_norm(np.array([[1, 0.05]], dtype=np.float32)))
+    assert P[0, 0] == pytest.approx(1.0, abs=1e-5)  # both neighbours carry genre 0
+    assert 0.4 < P[0, 1] < 0.6  # one of two similar neighbours carries genre 1
+
+
+@pytest.mark.parametrize("method", ["knn", "mlknn", "linear", "mlp"])
+def test_contract_and_learning(method):
+    X, Y, _ = synthetic()
+    params = {"hidden": 32, "epochs": 40, "patience": 5} if method == "mlp" else {}
+    pred = make_predictor(method, **params)
+    assert clone(pred).get_params() == pred.get_params()  # __init__ stores params only
+    genres = [f"g{i}" for i in range(Y.shape[1])]
+    assert fit_with_validation(pred, X, Y, classes=genres) is pred
+    assert pred.classes_ == genres
+    P = pred.predict_proba(X[:50])
+    D = pred.predict(X[:50])
+    assert P.shape == D.shape == (50, 6) and D.dtype == np.uint8
+    assert ((P >= 0) & (P <= 1)).all()
+    v = pred.validation_
+    assert v["micro_f1"] > 0.55 and v["map"] > 0.6  # trivial top-2 scores ~0.45 here
+    assert v["n_train"] + v["n_val"] == len(X)
+
+
+def test_fit_errors_are_clear():
+    X, Y, _ = synthetic(n=50)
+    with pytest.raises(PredictorError, match="Unknown method 'svm'"):
+        make_predictor("svm")
+    with pytest.raises(PredictorError, match="Unknown parameter.*gamma"):
+        make_predictor("linear", gamma=1)
+    with pytest.raises(PredictorError, match="class_weight must be None or 'balanced'"):
+        make_predictor("linear", class_weight="heavy").fit(X, Y)
+    with pytest.raises(PredictorError, match="X has 50 rows but Y has 49"):
+        make_predictor("linear").fit(X, Y[:49])
+    with pytest.raises(PredictorError, match="reshape"):
+        make_predictor("linear").fit(X, Y).predict_proba(X[0])
+    with pytest.raises(PredictorError, match="not fitted"):
+        make_predictor("mlp").predict(X)
+    with pytest.raises(PredictorError, match="Unknown optimizer 'rmsprop'"):
+        make_predictor("mlp", optimizer="rmsprop").fit(X, Y)
+
+
+def test_genre_without_positives_warns_and_is_never_predicted():
+    X, Y, _ = synthetic(n=120)
+    Y[:, 2] = 0
+    for method in ("linear", "mlp", "knn"):
+        with pytest.warns(UserWarning, match="No positive training examples for genre.*g2"):
+            pred = make_predictor(method, **({"epochs": 3} if method == "mlp" else {}))
+            pred.fit(X, Y, classes=[f"g{i}" for i in range(6)])
+        assert (pred.predict_proba(X)[:, 2] == 0).all()
+
+
+def test_mlp_is_deterministic_with_a_seed():
+    X, Y, _ = synthetic(n=200)
+    kw = dict(hidden=(32, 16), dropout=0.2, epochs=15, patience=3, seed=3)
+    a = make_predictor("mlp", **kw).fit(X, Y).predict_proba(X)
+    b = make_predictor("mlp", **kw).fit(X, Y).predict_proba(X)
+    c = make_predictor("mlp", **{**kw, "seed": 4}).fit(X, Y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_mlp_variants_train(optimizer):
+    X, Y, _ = synthetic(n=200)
+    pred = make_predictor(
+        "mlp",
+        hidden=16,
+        optimizer=optimizer,
+        lr=0.01,
+        epochs=10,
+        pos_weight="sqrt",
+        oversample=True,
+    ).fit(X, Y)
+    assert pred.n_epochs_ >= 1 and pred.predict_proba(X).shape == (200, 6)
+
+
+def test_mlsmote_adds_normalised_minority_items():
+    X, Y, _ = synthetic(n=300)
+    Y[:, 5] = 0
+    Y[:12, 5] = 1  # a rare genre
+    X_new, Y_new = mlsmote(X, Y, k=3, seed=0)
+    assert len(X_new) >= 12 and Y_new[:, 5].sum() >= 12
+    np.testing.assert_allclose(np.linalg.norm(X_new, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(mlsmote(X, Y, k=3, seed=0)[0], X_new)
+
+
+def test_thresholds_global_per_genre_and_at_least_one():
+    rng = np.random.default_rng(0)
+    Y = (rng.random((300, 4)) < 0.3).astype(np.uint8)
+    # genre 0 is separable at 0.3, genre 1 at 0.7
+    P = np.where(Y, 0.5, 0.1).astype(np.float32)
+    P[:, 1] = np.where(Y[:, 1], 0.9, 0.6)
+    thr_g, _, score_g = fit_thresholds(P, Y, mode="global")
+    thr_p, _, score_p = fit_thresholds(P, Y, mode="per_genre")
+    assert np.unique(thr_g).size == 1
+    assert score_p == pytest.approx(1.0) and score_p >= score_g
+    assert 0.6 < thr_p[1] <= 0.9 and 0.1 < thr_p[0] <= 0.5
+    D = apply_thresholds(np.array([[0.1, 0.3, 0.2, 0.0]]), np.full(4, 0.5), at_least_one=True)
+    assert D.tolist() == [[0, 1, 0, 0]]
+    with pytest.raises(PredictorError, match="Unknown threshold mode 'best'"):
+        fit_thresholds(P, Y, mode="best")
+
+
+class FakeTextEncoder:
+    """Embeds a prompt as the centre of the genre word it contains (tests zero-shot wiring)."""
+
+    name = "fake:text"
+    modalities = ("image", "text")
+
+    def __init__(self, centres, genres):
+        self.centres, self.genres = centres, genres
+
+    def encode_texts(self, texts):
+        rows = [next(i for i, g in enumerate(self.genres) if g in t) for t in texts]
+        return _norm(self.centres[rows] + 0.01)
+
+
+def test_zeroshot_without_and_with_labels():
+    X, Y, centres = synthetic(n=400, noise=1.0)
+    genres = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    enc = FakeTextEncoder(centres, genres)
+    zs = ZeroShotPredictor(encoder=enc, modality="poster").fit(X, None, classes=genres)
+    assert zs.W_.shape == (24, 6)
+    np.testing.assert_allclose(np.linalg.norm(zs.W_, axis=0), 1.0, atol=1e-5)
+    from embedgenre.predictors.metrics import f1, mean_average_precision
+
+    P = zs.predict_proba(X)
+    assert mean_average_precision(Y, P) > 0.6
+    assert zs.predict(X).sum(axis=1).min() >= 1  # at least one genre with no labels
+    labelled = fit_with_validation(ZeroShotPredictor(encoder=enc), X, Y, classes=genres)
+    assert labelled.validation_["micro_f1"] >= f1(Y, zs.predict(X)) - 0.02
+
+
+def test_zeroshot_refuses_an_encoder_without_text_side():
+    X, _, centres = synthetic(n=20)
+    enc = FakeTextEncoder(centres, ["a"] * 6)
+    enc.modalities = ("image",)
+    enc.name = "cnn:efficientnet-lite0"
+    with pytest.raises(
+        PredictorError, match=r"no text side|has none.*--method knn, mlknn, linear or mlp"
+    ):
+        ZeroShotPredictor(encoder=enc).fit(X, None, classes=list("abcdef"))
+
+
+@pytest.mark.parametrize("fusion", ["late", "early"])
+def test_fusion_and_plot_fallback(fusion):
+    X, Y, centres = synthetic(n=400)
+    X2, _, _ = synthetic(n=400, d=12, seed=9)
+    X2 = _norm(Y @ np.random.default_rng(2).standard_normal((6, 12)) + X2)
+    X2[::4] = 0  # a quarter of the items have no plot
+    XF = np.hstack([X, X2])
+    pred = fit_with_validation(make_predictor("linear", fusion=fusion, dims=(24, 12)), XF, Y)
+    poster_only = fit_with_validation(make_predictor("linear"), X, Y)
+    assert pred.validation_["map"] > poster_only.validation_["map"]
+    no_plot = XF[::4]
+    np.testing.assert_allclose(
+        pred.predict_proba(no_plot), pred.parts_["poster"].predict_proba(no_plot[:, :24]), atol=1e-6
+    )
+    if fusion == "late":
+        assert 0.0 <= pred.weight_ <= 1.0
+
+
+@pytest.mark.parametrize("method", ["knn", "mlknn", "linear", "mlp", "zeroshot", "late"])
+def test_save_load_roundtrip(tmp_path, method):
+    X, Y, centres = synthetic(n=150)
+    genres = [f"g{i}" for i in range(6)]
+    if method == "zeroshot":
+        pred = ZeroShotPredictor(encoder=FakeTextEncoder(centres, genres)).fit(X, Y, classes=genres)
+    elif method == "late":
+        pred = make_predictor("mlp", fusion="late", dims=(12, 12), hidden=8, epochs=3).fit(X, Y)
+    else:
+        pred = make_predictor(method, **({"epochs": 3} if method == "mlp" else {})).fit(X, Y)
+    pred.set_thresholds(np.linspace(0.2, 0.7, 6), at_least_one=False)
+    save_predictor(pred, tmp_path / "head", extra={"name": "h"})
+    doc = json.loads((tmp_path / "head" / "head.json").read_text())
+    assert doc["name"] == "h" and doc["predictor"]["at_least_one"] is False
+    with np.load(tmp_path / "head" / "arrays.npz", allow_pickle=False) as npz:
+        assert npz.files  # plain arrays, loadable without pickle
+    loaded, _ = load_predictor(tmp_path / "head")
+    np.testing.assert_allclose(loaded.predict_proba(X), pred.predict_proba(X), atol=1e-6)
+    np.testing.assert_array_equal(loaded.predict(X), pred.predict(X))
+    assert loaded.classes_ == pred.classes_
+
+
+def test_load_missing_head(tmp_path):
+    with pytest.raises(PredictorError, match="No saved head"):
+        load_predictor(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("metric", ["micro_f1", "macro_f1", "samples_f1"])
+def test_fast_f1_equals_sklearn(metric):
+    from embedgenre.predictors.metrics import f1, f1_fast
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        Y = (rng.random((60, 7)) < 0.2).astype(np.uint8)
+        pred = (rng.random((60, 7)) < 0.25).astype(np.uint8)
+        Y[:, 3] = 0  # a genre with no positives
+        pred[:5] = 0  # rows with no prediction
+        assert f1_fast(Y, pred, metric) == pytest.approx(f1(Y, pred, metric), abs=1e-12)
