@@ -16,7 +16,8 @@ from typer.core import TyperGroup
 
 from embedgenre.errors import EmbedgenreError
 
-console = Console()  # results go to stdout
+# results go to stdout; piped output gets room for full encoder names in tables
+console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)  # logs, progress and errors go to stderr
 
 
