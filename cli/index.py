@@ -25,7 +25,9 @@ def index(
         list[str] | None,
         typer.Option("--text-encoder", help="Plot encoder (repeatable). Default: st:all-MiniLM-L6-v2."),
     ] = None,
-    add: Annotated[bool, typer.Option(help="Add encoders an existing index does not hold yet.")] = False,
+    add: Annotated[
+        bool, typer.Option("--add", help="Add encoders an existing index does not hold yet.")
+    ] = False,
     layout: Annotated[str, typer.Option(help="Catalog layout: auto, movies-csv, kaggle, mmimdb, csv.")] = "auto",
     column: Annotated[
         list[str] | None, typer.Option("--column", help="Map a field to a CSV column: FIELD=COLUMN.")
@@ -44,7 +46,9 @@ def index(
     chunk_size: Annotated[
         int, typer.Option(min=1, help="Items encoded between checkpoints (a killed run redoes at most one).")
     ] = 256,
-    strict: Annotated[bool, typer.Option(help="Fail on the first unreadable poster.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on the first unreadable poster.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Encode a catalog's posters and plots into an index directory (incremental, resumable)."""
