@@ -1,0 +1,256 @@
+"""`embedgenre train` / `embedgenre predict` on a small real index (fixture movies, packaged
+encoders and a tiny random CLIP), including every bad-input case."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from _tiny_clip import make_tiny_clip_checkpoint
+from typer.testing import CliRunner
+
+from cli.app import app
+
+runner = CliRunner()
+BROKEN_ID = "tt9999990"  # the only "Zombie" movie; its poster is an empty file
+
+
+def _write_catalog(dest, rows, fixture_dir):
+    (dest / "posters").mkdir(parents=True)
+    for r in rows:
+        if (fixture_dir / r["poster"]).exists():
+            shutil.copy(fixture_dir / r["poster"], dest / r["poster"])
+    with open(dest / "movies.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def data(fixture_dir, tmp_path_factory):
+    """40 fixture movies + one whose poster is empty; posters by EfficientNet-Lite0 and a tiny
+    CLIP, plots by MiniLM. And a 6-movie index with no genre labels at all."""
+    from embedgenre.catalog import read_catalog
+    from embedgenre.indexing import build_index
+
+    tmp = tmp_path_factory.mktemp("predict-cli")
+    with open(fixture_dir / "movies.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labelled = rows[:40] + [
+        {
+            **rows[0],
+            "imdb_id": BROKEN_ID,
+            "genres": "Zombie",
+            "plot": "",
+            "poster": f"posters/{BROKEN_ID}.jpg",
+        }
+    ]
+    _write_catalog(tmp / "catalog", labelled, fixture_dir)
+    (tmp / "catalog" / "posters" / f"{BROKEN_ID}.jpg").write_bytes(b"")
+    clip_name, _ = make_tiny_clip_checkpoint(tmp / "clip")
+    build_index(
+        read_catalog(tmp / "catalog"),
+        tmp / "index",
+        image_encoders=["cnn:efficientnet-lite0", clip_name],
+        text_encoders=["st:all-MiniLM-L6-v2"],
+    )
+    _write_catalog(tmp / "nolabels", [{**r, "genres": ""} for r in rows[50:56]], fixture_dir)
+    build_index(
+        read_catalog(tmp / "nolabels"),
+        tmp / "nolabels-index",
+        image_encoders=[],
+        text_encoders=["st:all-MiniLM-L6-v2"],
+    )
+    poster = fixture_dir / rows[60]["poster"]
+    return {
+        "tmp": tmp,
+        "index": tmp / "index",
+        "nolabels": tmp / "nolabels-index",
+        "clip": clip_name,
+        "poster": str(poster),
+        "plot": rows[60]["plot"],
+    }
+
+
+def ok(*args) -> dict:
+    result = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def fails(*args) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "error:" in result.stderr
+    return " ".join(result.stderr.split())
+
+
+def test_train_then_predict_posters_and_plot(data):
+    index = str(data["index"])
+    out = ok("train", index, "--method", "linear", "--image-encoder", "cnn:efficientnet-lite0")
+    assert out["name"] == "linear-poster" and 0 <= out["validation"]["micro_f1"] <= 1
+    saved = json.loads((data["index"] / "heads" / "linear-poster" / "head.json").read_text())
+    assert saved["encoders"]["poster"]["encoder"] == "cnn:efficientnet-lite0"
+    assert len(saved["predictor"]["thresholds"]) == len(saved["genres"])
+    res = ok(
+        "predict",
+        data["poster"],
+        data["poster"],
+        "--index",
+        index,
+        "--head",
+        "linear-poster",
+        "--top",
+        "3",
+    )
+    assert len(res["results"]) == 2 and len(res["results"][0]["ranking"]) == 3
+    scores = [g["score"] for g in res["results"][0]["ranking"]]
+    assert scores == sorted(scores, reverse=True)
+    assert res["results"][0]["ranking"] == res["results"][1]["ranking"]  # same poster twice
+    ok("train", index, "--method", "mlknn", "--modality", "plot", "--k", "5")
+    res = ok("predict", "--plot", data["plot"], "--index", index)  # default head: the plot one
+    assert res["head"]["name"] == "mlknn-plot" and res["results"][0]["input"] == "(plot)"
+
+
+def test_late_fusion_mlp_and_default_head(data):
+    index = str(data["index"])
+    out = ok(
+        "train",
+        index,
+        "--method",
+        "mlp",
+        "--modality",
+        "both",
+        "--fusion",
+        "late",
+        "--image-encoder",
+        "cnn:efficientnet-lite0",
+        "--hidden",
+        "32",
+        "--epochs",
+        "20",
+    )
+    assert out["name"] == "mlp-both-late" and out["fusion"] == "late"
+    res = ok("predict", data["poster"], "--plot", data["plot"], "--index", index)
+    assert res["head"]["modality"] == "both"  # the head that uses every input given
+
+
+def test_zeroshot_with_clip_text_tower_and_refusal_for_cnn(data):
+    index = str(data["index"])
+    out = ok(
+        "train", index, "--method", "zeroshot", "--image-encoder", data["clip"], "--name", "zs-clip"
+    )
+    assert out["encoders"]["poster"] == data["clip"]
+    res = ok("predict", data["poster"], "--index", index, "--head", "zs-clip")
+    assert res["results"][0]["genres"]  # at least one genre
+    msg = fails("train", index, "--method", "zeroshot", "--image-encoder", "cnn:efficientnet-lite0")
+    assert "poster__cnn-efficientnet-lite0" in msg and "--method knn, mlknn, linear or mlp" in msg
+
+
+def test_catalog_prediction_to_csv_and_json(data, fixture_dir):
+    index = str(data["index"])
+    ok("train", index, "--method", "knn", "--k", "5", "--image-encoder", "cnn:efficientnet-lite0")
+    out_csv = data["tmp"] / "pred.csv"
+    summary = ok(
+        "predict",
+        "--catalog",
+        str(data["tmp"] / "catalog"),
+        "--index",
+        index,
+        "--head",
+        "knn-poster",
+        "--out",
+        str(out_csv),
+    )
+    assert summary["items"] == 41 and summary["failed"] == 1  # the empty poster
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 41 and rows[0]["genres"] and ":" in rows[0]["scores"]
+    broken = next(r for r in rows if r["id"] == BROKEN_ID)
+    assert broken["genres"] == "" and broken["error"]
+    out_json = data["tmp"] / "pred.json"
+    ok(
+        "predict",
+        "--catalog",
+        str(data["tmp"] / "catalog"),
+        "--index",
+        index,
+        "--head",
+        "knn-poster",
+        "--out",
+        str(out_json),
+    )
+    assert len(json.loads(out_json.read_text())["items"]) == 41
+
+
+def test_unreadable_poster(data):
+    bad = data["tmp"] / "notes.jpg"
+    bad.write_text("not an image")
+    msg = fails("predict", str(bad), "--index", str(data["index"]))
+    assert "notes.jpg" in msg
+
+
+def test_empty_plot(data):
+    assert "plot text is empty" in fails("predict", "--plot", "  ", "--index", str(data["index"]))
+
+
+def test_head_trained_on_another_vocabulary_or_encoder(data):
+    index = data["index"]
+    ok("train", str(index), "--method", "linear", "--modality", "plot", "--name", "p1")
+    head = index / "heads" / "p1" / "head.json"
+    doc = json.loads(head.read_text())
+    for field, change, expected in (
+        ("genres", lambda d: d["genres"].append("Space-Opera"), "another genre vocabulary"),
+        (
+            "encoders",
+            lambda d: d["encoders"]["plot"].update(encoder="st:other-model"),
+            "trained on plot embeddings by st:other-model",
+        ),
+    ):
+        changed = json.loads(json.dumps(doc))
+        change(changed)
+        head.write_text(json.dumps(changed))
+        msg = fails("predict", "--plot", "A heist.", "--index", str(index), "--head", "p1")
+        assert expected in msg and "embedgenre train" in msg
+    head.write_text(json.dumps(doc))
+
+
+def test_index_without_labels_allows_only_zeroshot(data):
+    index = str(data["nolabels"])
+    msg = fails("train", index, "--method", "linear", "--modality", "plot")
+    assert "no genre labels" in msg and "--method zeroshot" in msg
+    res = ok("predict", "--plot", "A ghost haunts a family in their new house.", "--index", index)
+    assert res["head"]["method"] == "zeroshot" and not res["head"]["saved"]
+    assert len(res["results"][0]["genres"]) >= 1
+
+
+def test_genre_without_positive_examples_warns(data):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(data["index"]),
+            "--method",
+            "linear",
+            "--image-encoder",
+            "cnn:efficientnet-lite0",
+            "--name",
+            "w",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "No positive training examples for genre(s)" in result.stderr
+    assert "Zombie" in result.stderr
+
+
+def test_k_larger_than_the_index(data):
+    msg = fails("train", str(data["index"]), "--method", "knn", "--k", "500")
+    assert "k=500 is larger than the" in msg
+
+
+def test_option_for_another_method(data):
+    result = runner.invoke(app, ["train", str(data["index"]), "--method", "linear", "--k", "3"])
+    assert result.exit_code != 0 and "--k does not apply to --method linear" in result.output
