@@ -107,6 +107,8 @@ class OnnxRunner:
         opts.intra_op_num_threads = ort_threads(threads)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle ORT threads would spin and take the CPU that decode threads need to overlap.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.threads = opts.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
