@@ -77,8 +77,8 @@ def similar(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="--by both: score = (1-w) z_poster + w z_plot, z = cosine standardised per "
-            "embedding set; items without a plot use z_poster.",
+            help="--by both: score = ((1-w) z_poster + w z_plot) / sqrt((1-w)^2 + w^2), z = cosine "
+            "standardised per embedding set; an item without a plot is scored by z_poster.",
         ),
     ] = 0.5,
     dedup_threshold: DedupOpt = 0.995,

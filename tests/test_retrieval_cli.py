@@ -144,7 +144,7 @@ def test_by_plot_and_both(small):
     both = similar(
         small, "--id", small["first"], "--by", "both", "-k", "20", "--plot-weight", "0.7"
     )
-    assert "0.3 x poster + 0.7 x plot" in both["scoring"]
+    assert "(0.3 x z_poster + 0.7 x z_plot) / sqrt(0.3^2 + 0.7^2)" in both["scoring"]
     lacking = [n for n in both["neighbours"] if n["cosines"]["plot"] is None]
     assert [n["id"] for n in lacking] == [NO_PLOT_ID]  # ranked on its poster alone
     # a query without a plot falls back to posters and says so
