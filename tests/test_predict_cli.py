@@ -202,7 +202,7 @@ def test_head_trained_on_another_vocabulary_or_encoder(data):
     ok("train", str(index), "--method", "linear", "--modality", "plot", "--name", "p1")
     head = index / "heads" / "p1" / "head.json"
     doc = json.loads(head.read_text())
-    for field, change, expected in (
+    for _field, change, expected in (
         ("genres", lambda d: d["genres"].append("Space-Opera"), "another genre vocabulary"),
         (
             "encoders",
