@@ -45,6 +45,13 @@ def test_mlknn_equals_reference(k, s):
     np.testing.assert_allclose(fast, ref, atol=1e-6)
 
 
+def test_mlknn_equals_reference_with_more_than_255_positives():
+    X, Y, _ = synthetic(n=400, seed=3)
+    Y[:300, 1] = 1  # counts beyond uint8 range
+    fast = MLKNNPredictor(k=4).fit(X, Y).predict_proba(X[:30])
+    np.testing.assert_allclose(fast, reference_mlknn(X, Y, X[:30], 4, 1.0), atol=1e-6)
+
+
 def test_self_excluded_even_with_duplicates():
     X, _, _ = synthetic(n=30)
     X[5] = X[6]  # exact duplicates tie with each other

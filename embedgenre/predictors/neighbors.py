@@ -184,7 +184,7 @@ def reference_mlknn(X: np.ndarray, Y: np.ndarray, Q: np.ndarray, k: int, s: floa
         order = np.lexsort((np.arange(n), -v))  # by similarity desc, then row
         return [int(r) for r in order[: k + 1] if r != exclude][:k]
 
-    prior = [(s + sum(Y[i][lab] for i in range(n))) / (2 * s + n) for lab in range(g)]
+    prior = [(s + sum(int(Y[i][lab]) for i in range(n))) / (2 * s + n) for lab in range(g)]
     c = [[0] * (k + 1) for _ in range(g)]
     c_not = [[0] * (k + 1) for _ in range(g)]
     for i in range(n):
