@@ -355,3 +355,33 @@ def test_catalog_without_plots_writes_only_a_poster_set(small_catalog, tmp_path)
     with pytest.raises(IndexStoreError, match="no plot embeddings"):
         idx.get_set("plot")
     assert build(root, tmp_path / "idx", Factory()).sets[0].reused == 20
+
+
+def test_clip_checkpoint_imported_then_used_to_index(small_catalog, tmp_path, monkeypatch):
+    """CLIP through a user's path: checkpoint -> `models import` -> `index` -> text in the same space."""
+    from _tiny_clip import make_tiny_clip_checkpoint
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from embedgenre.encoders import create_encoder
+
+    monkeypatch.setenv("EMBEDGENRE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMBEDGENRE_OFFLINE", "1")
+    _, ckpt = make_tiny_clip_checkpoint(tmp_path / "download")
+    name = "clip:TinyCLIP-test@mine"
+    runner = CliRunner()
+    res = runner.invoke(app, ["models", "import", str(ckpt), "--as", name])
+    assert res.exit_code == 0, res.output
+    root, _ = small_catalog
+    out = tmp_path / "idx"
+    res = runner.invoke(app, ["index", str(root), "--out", str(out), "--image-encoder", name,
+                              "--text-encoder", name, "--json"])
+    assert res.exit_code == 0, res.output
+    idx = GenreIndex.open(out)
+    poster, plot = idx.get_set("poster"), idx.get_set("plot")
+    assert poster.encoder == plot.encoder == name and poster.dim == 32
+    assert poster.space == plot.space  # image and text towers trained together
+    text = create_encoder(name).encode_texts(["a poster of a horror movie"])
+    scores, rows = poster.search(text, k=3)
+    assert rows.shape == (1, 3) and (rows >= 0).all() and np.isfinite(scores).all()
+    assert idx.manifest["sets"][0]["encoder"]["family"] == "clip"
