@@ -70,13 +70,17 @@ def quality(index_dir: Path, max_queries: int | None, seed: int) -> None:
             for a in (with_poster, with_plot, with_both)
         )
     all_rows = np.union1d(poster.rows, plot.rows)
+    all_ids = ids[all_rows]
+    if max_queries:
+        all_ids = rng.choice(all_ids, size=min(len(all_ids), max_queries), replace=False)
     runs = [
         ("poster", "poster", with_poster, poster.rows, {}),
         ("plot", "plot", with_plot, plot.rows, {}),
-        ("both (w=0.5)", "both", with_both, all_rows, {"plot_weight": 0.5}),
-        ("both (w=0.3)", "both", with_both, all_rows, {"plot_weight": 0.3}),
-        ("both (w=0.7)", "both", with_both, all_rows, {"plot_weight": 0.7}),
-        ("poster, same queries as plot", "poster", with_both, poster.rows, {}),
+        ("both (default, w=0.5)", "both", with_both, all_rows, {}),
+        ("both, w=0.3", "both", with_both, all_rows, {"plot_weight": 0.3}),
+        ("both, w=0.7", "both", with_both, all_rows, {"plot_weight": 0.7}),
+        ("poster, the queries of both", "poster", with_both, poster.rows, {}),
+        ("both, every item as query*", "both", all_ids, all_rows, {}),
     ]
     table = Table(
         "by",
@@ -103,6 +107,10 @@ def quality(index_dir: Path, max_queries: int | None, seed: int) -> None:
         )
         console.print(f"  done: {name} ({len(queries)} queries)", style="dim")
     console.print(table)
+    console.print(
+        "pool: the items a query's neighbours (and its random neighbours) come from. "
+        "*queries without a plot fall back to posters."
+    )
 
 
 def latencies(fn, queries: np.ndarray) -> np.ndarray:

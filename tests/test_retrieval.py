@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from embedgenre import ann
-from embedgenre.retrieval import RetrievalError, Source, pair_statistics, rank
+from embedgenre.retrieval import (
+    DEFAULT_DEDUP_THRESHOLD,
+    RetrievalError,
+    Source,
+    pair_statistics,
+    rank,
+)
 
 N_ITEMS = 600
 
@@ -51,7 +57,7 @@ def source(world, name, query, weight=1.0):
     return Source(name, rows, vectors, _flat_search(rows, vectors), query, weight, mean, std)
 
 
-def reference(world, queries, weights, k, keep=None, exclude=(), threshold=0.995):
+def reference(world, queries, weights, k, keep=None, exclude=(), threshold=DEFAULT_DEDUP_THRESHOLD):
     """Score every item in every active modality with numpy, then walk best first."""
     active = [m for m in queries if weights[m] > 0]
     full = {}
@@ -142,7 +148,7 @@ def test_copies_of_the_query_poster_are_left_out(world):
     copy_row = next(r for r in range(300, 330) if r in set(rows.tolist()))
     q = item_query(world, "poster", copy_row)
     hits, _ = run(world, {"poster": q}, {"poster": 1.0}, 10, exclude=[copy_row])
-    assert all(h.cosines["poster"] < 0.995 for h in hits)
+    assert all(h.cosines["poster"] < DEFAULT_DEDUP_THRESHOLD for h in hits)
 
 
 def test_genre_filters_still_give_k_results(world):
