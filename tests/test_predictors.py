@@ -273,3 +273,35 @@ def test_fast_f1_equals_sklearn(metric):
         Y[:, 3] = 0  # a genre with no positives
         pred[:5] = 0  # rows with no prediction
         assert f1_fast(Y, pred, metric) == pytest.approx(f1(Y, pred, metric), abs=1e-12)
+
+
+def test_rare_genres_keep_the_global_threshold():
+    rng = np.random.default_rng(1)
+    Y = (rng.random((300, 3)) < 0.3).astype(np.uint8)
+    Y[:, 2] = 0
+    Y[:5, 2] = 1  # 5 positives: below the minimum support for a threshold of its own
+    P = np.where(Y, 0.6, 0.2).astype(np.float32)
+    P[:, 2] = np.where(Y[:, 2], 0.9, 0.8)  # separable only at a genre-specific threshold
+    thr, _, _ = fit_thresholds(P, Y, mode="per_genre")
+    assert thr[2] == thr[1]  # the global value
+    thr_all, _, _ = fit_thresholds(P, Y, mode="per_genre", min_support=1)
+    assert 0.8 < thr_all[2] <= 0.9
+
+
+def test_fit_with_validation_refits_on_all_rows_keeping_thresholds():
+    from embedgenre.predictors import fit_with_validation, make_predictor
+
+    X, Y, _ = synthetic(n=300)
+    once = fit_with_validation(make_predictor("linear"), X, Y, refit=False)
+    again = fit_with_validation(make_predictor("linear"), X, Y)
+    full = make_predictor("linear").fit(X, Y)
+    np.testing.assert_allclose(again.coef_, full.coef_, atol=1e-6)
+    assert not np.allclose(once.coef_, full.coef_, atol=1e-3)
+    np.testing.assert_array_equal(again.thresholds_, once.thresholds_)
+    assert again.validation_ == once.validation_ and again.refit_
+    mlp = fit_with_validation(make_predictor("mlp", hidden=16, epochs=30, patience=3), X, Y)
+    assert mlp.epochs == 30 and mlp.patience == 3  # the user's params are kept
+    assert mlp.n_epochs_ == mlp.best_epoch_ <= 30  # the refit ran the chosen epoch count
+    late = make_predictor("linear", fusion="late", dims=(12, 12))
+    fit_with_validation(late, X, Y)
+    assert late.weight is None and 0.0 <= late.weight_ <= 1.0

@@ -79,12 +79,16 @@ def fit_with_validation(
     threshold: str = "per_genre",
     metric: str = "micro_f1",
     at_least_one: bool | None = None,
+    refit: bool = True,
 ):
     """Fit ``predictor`` on a training part of (X, Y), then choose thresholds on the rest.
 
     The validation part (``val_size`` of the rows, iterative stratification with ``seed``) also
     drives early stopping (MLP) and the late-fusion weight. Sets ``predictor.validation_`` to
-    {micro_f1, macro_f1, samples_f1, map, n_train, n_val}. Returns the fitted predictor.
+    {micro_f1, macro_f1, samples_f1, map, n_train, n_val} (scores of the model fitted on the
+    training part). With ``refit`` the model is then fitted again on all rows, keeping the
+    thresholds and what validation chose (fusion weight, MLP epoch count): more data gives
+    better probabilities. Returns the fitted predictor.
     """
     from embedgenre.catalog import iterative_split
     from embedgenre.predictors.base import check_Y
@@ -110,4 +114,26 @@ def fit_with_validation(
         "n_train": int(len(tr)),
         "n_val": int(len(va)),
     }
+    if refit:
+        refit_all(predictor, X, Y)
+    return predictor
+
+
+def refit_all(predictor, X: np.ndarray, Y: np.ndarray):
+    """Fit ``predictor`` again on (X, Y) with what validation chose kept fixed: thresholds, the
+    at-least-one rule, the late-fusion weight and the MLP's epoch count (no early stopping)."""
+    thresholds, rule, classes = predictor.thresholds_, predictor.at_least_one_, predictor.classes_
+    fixed = {}
+    if getattr(predictor, "method", None) == "fusion":
+        fixed["weight"] = predictor.weight_
+    if getattr(predictor, "method", None) == "mlp":
+        fixed.update(epochs=int(predictor.best_epoch_), patience=0)
+    saved = {k: getattr(predictor, k) for k in fixed}
+    predictor.set_params(**fixed)
+    try:
+        predictor.fit(X, Y, classes=classes)
+    finally:
+        predictor.set_params(**saved)  # the constructor params stay what the user gave
+    predictor.set_thresholds(thresholds, rule)
+    predictor.refit_ = True
     return predictor

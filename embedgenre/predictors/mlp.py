@@ -147,6 +147,7 @@ class MLPPredictor(GenrePredictor):
         if has_val:
             Xv, Yv = torch.from_numpy(X_val), torch.from_numpy(Y_val.astype(np.float32))
         best_loss, best_state, bad, n_done = np.inf, None, 0, 0
+        self.best_epoch_ = int(self.epochs)
         for epoch in range(1, int(self.epochs) + 1):
             n_done = epoch
             net.train()
@@ -163,7 +164,7 @@ class MLPPredictor(GenrePredictor):
             with torch.no_grad():
                 vloss = float(val_loss_fn(net(Xv), Yv))
             if vloss < best_loss - 1e-5:
-                best_loss, bad = vloss, 0
+                best_loss, bad, self.best_epoch_ = vloss, 0, epoch
                 best_state = {k: v.clone() for k, v in net.state_dict().items()}
             else:
                 bad += 1

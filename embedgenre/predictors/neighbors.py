@@ -172,32 +172,53 @@ class MLKNNPredictor(_NeighbourBase):
         self.cond_false_ = arrays["cond_false"]
 
 
-def reference_mlknn(X: np.ndarray, Y: np.ndarray, Q: np.ndarray, k: int, s: float) -> np.ndarray:
+def reference_neighbours(X: np.ndarray, Q: np.ndarray | None, k: int) -> np.ndarray:
+    """Brute-force k nearest rows of ``X`` (n, d) by cosine, one query at a time (slow; for tests
+    and the benchmark). ``Q`` None: the training items themselves, each one's own row excluded.
+    Ties are broken by the lower row. Returns rows int64 (q, k)."""
+    X64 = np.asarray(X, dtype=np.float64)
+    n = len(X64)
+    queries = X64 if Q is None else np.asarray(Q, dtype=np.float64)
+    out = np.zeros((len(queries), k), dtype=np.int64)
+    for i, v in enumerate(queries):
+        order = np.lexsort((np.arange(n), -(X64 @ v)))  # by similarity desc, then row
+        own = i if Q is None else -1
+        out[i] = [int(r) for r in order[: k + 1] if r != own][:k]
+    return out
+
+
+def reference_mlknn(
+    X: np.ndarray,
+    Y: np.ndarray,
+    Q: np.ndarray,
+    k: int,
+    s: float,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Plain, loop-by-loop ML-kNN (slow; for tests and the benchmark). Returns posteriors (q, g).
 
-    Neighbours by brute-force cosine (numpy), ties broken by the lower row, own item excluded.
+    ``neighbours`` = (training items' neighbour rows (n, k), queries' neighbour rows (q, k));
+    None computes them with :func:`reference_neighbours`. Giving the lists the fast path used
+    makes the comparison about the ML-kNN statistics alone (no float32 near-ties).
     """
     n, g = Y.shape
-    X64 = np.asarray(X, dtype=np.float64)
-
-    def nearest(v: np.ndarray, exclude: int | None) -> list[int]:
-        order = np.lexsort((np.arange(n), -v))  # by similarity desc, then row
-        return [int(r) for r in order[: k + 1] if r != exclude][:k]
-
+    if neighbours is None:
+        neighbours = (reference_neighbours(X, None, k), reference_neighbours(X, Q, k))
+    train_nbrs, query_nbrs = neighbours
     prior = [(s + sum(int(Y[i][lab]) for i in range(n))) / (2 * s + n) for lab in range(g)]
     c = [[0] * (k + 1) for _ in range(g)]
     c_not = [[0] * (k + 1) for _ in range(g)]
     for i in range(n):
-        nbrs = nearest(X64 @ X64[i], exclude=i)
+        nbrs = [int(r) for r in train_nbrs[i]]
         for lab in range(g):
             j = sum(int(Y[r][lab]) for r in nbrs)
             if Y[i][lab]:
                 c[lab][j] += 1
             else:
                 c_not[lab][j] += 1
-    out = np.zeros((len(Q), g))
-    for q in range(len(Q)):
-        nbrs = nearest(X64 @ np.asarray(Q[q], dtype=np.float64), exclude=None)
+    out = np.zeros((len(query_nbrs), g))
+    for q in range(len(query_nbrs)):
+        nbrs = [int(r) for r in query_nbrs[q]]
         for lab in range(g):
             j = sum(int(Y[r][lab]) for r in nbrs)
             like1 = (s + c[lab][j]) / (s * (k + 1) + sum(c[lab]))

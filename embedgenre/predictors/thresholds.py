@@ -17,6 +17,7 @@ from embedgenre.predictors.metrics import METRICS, f1, f1_fast
 logger = logging.getLogger(__name__)
 
 MODES = ("global", "per_genre", "fixed")
+MIN_SUPPORT = 10  # validation positives a genre needs for its own threshold
 GRID = np.round(np.arange(0.02, 0.96, 0.02), 2).astype(np.float32)
 
 
@@ -41,11 +42,14 @@ def fit_thresholds(
     metric: str = "micro_f1",
     at_least_one: bool | None = None,
     default: float = 0.5,
+    min_support: int = MIN_SUPPORT,
 ) -> tuple[np.ndarray, bool, float]:
     """Choose thresholds for probabilities ``P`` (n, g) against labels ``Y`` (n, g).
 
     ``mode``: "global" (one value for all genres), "per_genre" (start from the best global value,
-    then one pass of per-genre search holding the others fixed), "fixed" (``default`` everywhere).
+    then one pass of per-genre search holding the others fixed, for genres with at least
+    ``min_support`` positives in ``Y``; rarer genres keep the global value, since a threshold
+    fitted to a handful of items does not carry over), "fixed" (``default`` everywhere).
     ``at_least_one``: True/False, or None to keep whichever scores better.
     Returns (thresholds float32 (g,), at_least_one, validation score).
     """
@@ -70,7 +74,7 @@ def fit_thresholds(
                 if s > score:
                     score, thr = s, cand
         if mode == "per_genre":
-            for j in np.flatnonzero(Y.sum(axis=0) > 0):
+            for j in np.flatnonzero(Y.sum(axis=0) >= max(1, min_support)):
                 for t in GRID:
                     cand = thr.copy()
                     cand[j] = t

@@ -1,0 +1,112 @@
+"""Quality of the trained heads with their shipped defaults on a fixed held-out 20% of an index.
+
+The test split is ``iterative_split(index.labels, 0.2, seed=0)`` over all items; each head is
+trained with ``fit_with_validation`` on the rest (thresholds chosen on a validation part carved
+from the training part only, then refit on the whole training part unless ``--no-refit``) and
+scored once on the test items. Poster rows are scored on every test item; plot and fusion rows
+on the test items that have a plot ("with_plot"). The "top-2" row per subset predicts the two
+most frequent training genres for every item (its mAP ranks by the training genre frequency).
+
+    python benchmarks/heads_quality.py                 # indexes/posters-dev, linear + mlp
+    python benchmarks/heads_quality.py --methods linear --no-refit --threshold global
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def scores(Y: np.ndarray, P: np.ndarray, D: np.ndarray) -> tuple[float, float, float]:
+    from embedgenre.predictors.metrics import f1, mean_average_precision
+
+    return f1(Y, D, "micro_f1"), f1(Y, D, "macro_f1"), mean_average_precision(Y, P)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--index", default=str(ROOT / "indexes" / "posters-dev"))
+    ap.add_argument("--image-encoder", default=None, help="poster set (default: the index's)")
+    ap.add_argument("--methods", default="linear,mlp", help="comma-separated")
+    ap.add_argument("--fusions", default="late,early", help="comma-separated; '' for none")
+    ap.add_argument("--threshold", default="per_genre", choices=["global", "per_genre", "fixed"])
+    ap.add_argument(
+        "--no-refit", action="store_true", help="keep the model fitted on 80%% of train"
+    )
+    args = ap.parse_args()
+
+    from embedgenre.catalog import iterative_split
+    from embedgenre.predictors import fit_with_validation, make_predictor
+    from embedgenre.predictors.heads import _sets_for, training_data
+    from embedgenre.store import GenreIndex
+
+    warnings.simplefilter("ignore", UserWarning)  # genres absent from a training part
+    index = GenreIndex.open(args.index)
+    n = len(index.ids)
+    test = np.zeros(n, dtype=bool)
+    test[iterative_split(index.labels, 0.2, seed=0)[1]] = True
+    plot_set = index.get_set("plot")
+    has_plot = np.zeros(n, dtype=bool)
+    has_plot[plot_set.rows] = True
+    subsets = {"all": test, "with_plot": test & has_plot}
+    poster_enc = index.get_set("poster", args.image_encoder).encoder
+
+    rows_out = []
+    for name, mask in subsets.items():
+        train_mask = ~test & (has_plot if name == "with_plot" else True)
+        freq = index.labels[train_mask].sum(axis=0).astype(np.float64)
+        Y = index.labels[mask]
+        D = np.zeros_like(Y)
+        D[:, np.argsort(-freq, kind="stable")[:2]] = 1
+        P = np.broadcast_to(freq / freq.sum(), Y.shape)
+        rows_out.append(("top-2 (trivial)", "-", name, *scores(Y, P, D), 0.0))
+
+    jobs = [(m, mod, None) for m in args.methods.split(",") for mod in ("poster", "plot")]
+    jobs += [(m, "both", f) for m in args.methods.split(",") for f in args.fusions.split(",") if f]
+    for method, modality, fusion in jobs:
+        sets = _sets_for(index, modality, args.image_encoder, None)
+        X, Y, rows = training_data(index, sets)
+        fit = ~test[rows] & (Y.sum(axis=1) > 0)
+        dims = tuple(s.dim for s in sets.values()) if fusion else None
+        params = {"seed": 0} if method == "mlp" else {}
+        pred = make_predictor(method, fusion=fusion, dims=dims, **params)
+        t0 = time.perf_counter()
+        fit_with_validation(
+            pred,
+            X[fit],
+            Y[fit],
+            classes=index.genres,
+            threshold=args.threshold,
+            refit=not args.no_refit,
+        )
+        seconds = time.perf_counter() - t0
+        subset = "all" if modality == "poster" else "with_plot"
+        ev = subsets[subset][rows]
+        P = pred.predict_proba(X[ev])
+        label = modality if fusion is None else f"both ({fusion})"
+        rows_out.append((method, label, subset, *scores(Y[ev], P, pred.predict(X[ev])), seconds))
+        print(f"  {method} {label}: done in {seconds:.0f} s", file=sys.stderr, flush=True)
+
+    print(
+        f"\nHeads on {Path(args.index).name}: poster {poster_enc}, plot {plot_set.encoder}; "
+        f"test = 20% (seed 0), thresholds {args.threshold} on validation, "
+        f"{'no refit' if args.no_refit else 'refit on all training items'}\n"
+    )
+    print("| method | modality | test subset | micro-F1 | macro-F1 | mAP | fit s |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for method, label, subset, mi, ma, mp, sec in rows_out:
+        print(f"| {method} | {label} | {subset} | {mi:.3f} | {ma:.3f} | {mp:.3f} | {sec:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
