@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from encode_speed import gflops_per_image, matmul_gflops  # same folder
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CATALOG = ROOT.parent / "shared" / "data" / "posters"
 
@@ -63,40 +65,6 @@ def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, fl
     return res["wall"], res["rss"], json.loads(res["out"])
 
 
-def matmul_gflops(seconds: float = 2.0) -> float:
-    """This CPU's fp32 matmul rate through torch (all threads), GFLOP/s."""
-    import torch
-
-    n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
-
-
-def encoder_gflops_per_image(name: str) -> float | None:
-    """FLOPs of one forward pass of the encoder's torch model, counted by torch."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from embedgenre.encoders import create_encoder
-
-    enc = create_encoder(name, backend="torch")
-    model = getattr(enc, "model", None)
-    if model is None:
-        return None
-    size = enc.describe().get("preprocessing", {}).get("size", 224)
-    size = size if isinstance(size, int) else size[-1]
-    x = torch.zeros(1, 3, size, size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 1e9
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
@@ -124,7 +92,8 @@ def main() -> None:
     posters_s = poster["encoded"] / poster["seconds"]
     plots_s = plot["encoded"] / plot["seconds"]
     gflop = matmul_gflops()
-    per_img = encoder_gflops_per_image(poster["encoder"])
+    family, _, variant = poster["encoder"].partition(":")
+    per_img = gflops_per_image(variant) if family == "cnn" else None
     bound = gflop / per_img if per_img else float("nan")
 
     encoded_again = sum(s["encoded"] for s in s_re["sets"])
