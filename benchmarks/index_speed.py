@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from encode_speed import gflops_per_image, matmul_gflops  # same folder
