@@ -128,7 +128,8 @@ def train_head(
     metric: str = "micro_f1",
     save: bool = True,
 ) -> Head:
-    """Fit ``method`` on the index's labelled items (validation split for thresholds) and save it.
+    """Fit ``method`` on the index's labelled items and save it: thresholds (and the fusion
+    weight, MLP epochs) are chosen on a validation split, then the head is refit on all items.
 
     ``modality`` "both" needs ``fusion`` "early" or "late" (default late). Zero-shot also works
     on an index without labels (default thresholds then). Returns the :class:`Head`.
@@ -204,6 +205,7 @@ def train_head(
         "threshold": threshold,
         "metric": metric,
         "n_items": int(len(X)),
+        "refit_on_all_items": bool(getattr(pred, "refit_", False)),
         "fit_seconds": round(fit_s, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
