@@ -33,7 +33,15 @@ def data(fixture_dir, tmp_path_factory):
     """40 fixture movies + one whose poster is empty; posters by EfficientNet-Lite0 and a tiny
     CLIP, plots by MiniLM. And a 6-movie index with no genre labels at all."""
     from embedgenre.catalog import read_catalog
+    from embedgenre.encoders import create_encoder
     from embedgenre.indexing import build_index
+
+    loaded = {}
+
+    def encoder(name):  # each encoder loaded once for both indexes
+        if name not in loaded:
+            loaded[name] = create_encoder(name, device="cpu")
+        return loaded[name]
 
     tmp = tmp_path_factory.mktemp("predict-cli")
     with open(fixture_dir / "movies.csv", newline="") as f:
@@ -55,6 +63,7 @@ def data(fixture_dir, tmp_path_factory):
         tmp / "index",
         image_encoders=["cnn:efficientnet-lite0", clip_name],
         text_encoders=["st:all-MiniLM-L6-v2"],
+        encoder_factory=encoder,
     )
     _write_catalog(tmp / "nolabels", [{**r, "genres": ""} for r in rows[50:56]], fixture_dir)
     build_index(
@@ -62,6 +71,7 @@ def data(fixture_dir, tmp_path_factory):
         tmp / "nolabels-index",
         image_encoders=[],
         text_encoders=["st:all-MiniLM-L6-v2"],
+        encoder_factory=encoder,
     )
     poster = fixture_dir / rows[60]["poster"]
     return {
