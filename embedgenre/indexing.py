@@ -43,6 +43,9 @@ from embedgenre.store import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 256
+# Plots are padded to the longest text of a batch: on CPU, MiniLM through ONNX Runtime ran at
+# ~75 plots/s with batches of 8-16 and ~47 with 64 (benchmarks/encode_speed.py).
+TEXT_BATCH = 16
 
 
 @dataclass
@@ -355,39 +358,62 @@ def _encode_chunks(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]]:
     """Yield (ids, hashes, vectors, unreadable posters) for consecutive chunks of ``todo``."""
     bar = _progress(len(todo), f"{modality}s", progress)
-    for start in range(0, len(todo), chunk_size):
-        chunk = todo[start : start + chunk_size]
-        bad: list[dict] = []
-        if modality == "plot":
-            vecs = encoder.encode_texts([items[p].plot for p in chunk], batch_size=batch_size)
-            ok = chunk
-        else:
-            vecs, ok, bad = _encode_posters(encoder, items, chunk, hashes, batch_size)
-        ids = np.array([items[p].id for p in ok], dtype=str)
-        hs = np.array([hashes[p] for p in ok], dtype=str)
-        bar(len(chunk))
-        yield ids, hs, np.ascontiguousarray(vecs, dtype=np.float32), bad
+    batches = (
+        _plot_batches(encoder, items, todo, min(batch_size, TEXT_BATCH))
+        if modality == "plot"
+        else _poster_batches(encoder, items, todo, hashes, batch_size)
+    )
+    vecs: list[np.ndarray] = []
+    ok: list[int] = []
+    bad: list[dict] = []
+    for batch_vecs, batch_ok, batch_bad in batches:
+        vecs.append(batch_vecs)
+        ok.extend(batch_ok)
+        bad.extend(batch_bad)
+        bar(len(batch_ok) + len(batch_bad))
+        if len(ok) >= chunk_size:
+            yield _chunk(items, hashes, ok, vecs, bad)
+            vecs, ok, bad = [], [], []
+    if ok or bad:
+        yield _chunk(items, hashes, ok, vecs, bad)
     bar(None)
 
 
-def _encode_posters(encoder, items, positions, hashes, batch_size):
+def _chunk(items, hashes, ok, vecs, bad):
+    ids = np.array([items[p].id for p in ok], dtype=str)
+    hs = np.array([hashes[p] for p in ok], dtype=str)
+    dim = vecs[0].shape[1] if vecs else 0
+    v = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
+    return ids, hs, np.ascontiguousarray(v, dtype=np.float32), bad
+
+
+def _plot_batches(encoder, items, todo, batch_size):
+    """(vectors, item positions, []) per group of plots; groups of many batches keep the
+    encoder's sort-by-length batching effective."""
+    group = batch_size * 8
+    for start in range(0, len(todo), group):
+        positions = todo[start : start + group]
+        texts = [items[p].plot for p in positions]
+        yield encoder.encode_texts(texts, batch_size=batch_size), positions, []
+
+
+def _poster_batches(encoder, items, todo, hashes, batch_size):
+    """(vectors, item positions, unreadable posters) per batch, decoding in worker threads
+    across the whole run, so the model never waits at a checkpoint."""
     from embedgenre.encoders import iter_image_batches
 
-    paths = [items[p].poster for p in positions]
-    vecs, ok, bad = [], [], []
     transform = getattr(encoder, "transform", None)
     draft = transform.draft_size if transform is not None else None
+    paths = [items[p].poster for p in todo]
     batches = iter_image_batches(paths, encoder.preprocess, batch_size, draft_size=draft)
-    for batch, ok_idx, failures in batches:
-        if len(ok_idx):
-            vecs.append(encoder.encode_pixels(batch))
-            ok.extend(positions[i] for i in ok_idx)
-        for i, err in failures:
-            p = positions[i]
-            rec = {"id": items[p].id, "path": str(items[p].poster), "reason": str(err)}
-            bad.append({**rec, "hash": hashes[p]})
-    dim = encoder.dim
-    return (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), ok, bad
+    for batch, rows, failures in batches:
+        vecs = encoder.encode_pixels(batch) if len(rows) else np.zeros((0, encoder.dim), np.float32)
+        bad = [
+            {"id": items[todo[i]].id, "path": str(items[todo[i]].poster), "reason": str(err),
+             "hash": hashes[todo[i]]}
+            for i, err in failures
+        ]
+        yield vecs, [todo[i] for i in rows], bad
 
 
 def _progress(total: int, unit: str, enabled: bool):

@@ -73,12 +73,18 @@ class ImageTransform:
     def __call__(self, img: Image.Image) -> np.ndarray:
         if img.mode != "RGB":
             img = img.convert("RGB")
-        resized = img.resize(
-            (self.size, self.size),
-            resample=_RESAMPLE[self.interpolation],
-            box=self.box(*img.size),
-            reducing_gap=3.0,
-        )
+        left, top, right, bottom = self.box(*img.size)
+        if round(right - left) == round(bottom - top) == self.size:
+            # already at the model's scale (most posters are 224 px wide): crop, no resampling
+            left, top = round(left), round(top)
+            resized = img.crop((left, top, left + self.size, top + self.size))
+        else:
+            resized = img.resize(
+                (self.size, self.size),
+                resample=_RESAMPLE[self.interpolation],
+                box=(left, top, right, bottom),
+                reducing_gap=3.0,
+            )
         pixels = np.asarray(resized)  # uint8 (H, W, 3)
         std = np.asarray(self.std, dtype=np.float32)
         scale = 1.0 / (255.0 * std)
