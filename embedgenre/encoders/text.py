@@ -34,7 +34,7 @@ from embedgenre.errors import EmbedgenreError
 
 logger = logging.getLogger(__name__)
 
-# short name -> (dim, packaged-weights finder or None)
+# short name -> embedding dim (known without loading the model)
 KNOWN = {
     "all-MiniLM-L6-v2": 384,
     "all-mpnet-base-v2": 768,
