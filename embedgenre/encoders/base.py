@@ -167,6 +167,16 @@ class Encoder:
     _versions: tuple[str, ...] = ("torch", "numpy", "pillow", "onnxruntime")
 
     # -- what families implement -------------------------------------------------------------
+    def _set_origin(self, name: str, located, device: str, backend: str) -> None:
+        """Record what every encoder reports: its name (also its space, unless a family shares
+        one), where it runs, and where its weights came from (a ``weights.Located``)."""
+        self.name = name
+        self.space = name
+        self.device = device
+        self.backend = backend
+        self.weights_source = located.source
+        self.weights_path = located.path
+
     def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:  # (n,3,H,W) -> (n,d)
         raise NotImplementedError
 

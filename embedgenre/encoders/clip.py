@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import make_runner, resolve_backend
+from embedgenre.encoders.devices import make_image_runner, resolve_backend
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -250,35 +250,19 @@ class ClipEncoder(Encoder):
         backend: str,
         threads: int | None = None,
     ) -> None:
-        self.name = name
+        self._set_origin(name, located, device, backend)
         self.arch = arch
-        self.space = name
-        self.device = device
-        self.backend = backend
-        self.weights_source = located.source
-        self.weights_path = located.path
         self.config_source = config_source
         self.dim = int(cfg["model_cfg"]["embed_dim"])
         model, self._tokenizer = build_model(arch, cfg, located.path)
         self.transform = image_transform(model, cfg)
         self.context_length = int(getattr(self._tokenizer, "context_length", 77) or 77)
-        size = self.transform.size
-
-        def build():
-            import torch
-
-            return (
-                image_tower(model),
-                (torch.zeros(2, 3, size, size),),
-                ["pixels"],
-                {"pixels": {0: "batch"}},
-            )
-
-        self._image_runner = make_runner(
+        self._image_runner = make_image_runner(
             name,
             backend,
             device,
-            build,
+            lambda: image_tower(model),
+            self.transform.size,
             key_parts={"weights": file_fingerprint(located.path), "config": cfg},
             threads=threads,
         )

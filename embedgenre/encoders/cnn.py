@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import make_runner, resolve_backend
+from embedgenre.encoders.devices import make_image_runner, resolve_backend
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -109,28 +109,16 @@ class CnnEncoder(Encoder):
         backend: str,
         threads: int | None = None,
     ) -> None:
-        self.name = name
+        self._set_origin(name, located, device, backend)
         self.variant = variant
         self.dim = DIM
-        self.space = name
-        self.device = device
-        self.backend = backend
-        self.weights_source = located.source
-        self.weights_path = located.path
         self.transform = transform_for(variant)
-        size = self.transform.size
-
-        def build():
-            import torch
-
-            module = pooled_features(build_model(variant, located.path))
-            return module, (torch.zeros(2, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}}
-
-        self._runner = make_runner(
+        self._runner = make_image_runner(
             name,
             backend,
             device,
-            build,
+            lambda: pooled_features(build_model(variant, located.path)),
+            self.transform.size,
             key_parts={"weights": file_fingerprint(located.path), "variant": variant},
             threads=threads,
         )

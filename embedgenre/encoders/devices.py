@@ -96,3 +96,19 @@ def make_runner(name: str, backend: str, device: str, build, key_parts: dict, th
         return runner
     module, _, input_names, _ = build()
     return TorchRunner(module, device, input_names)
+
+
+def make_image_runner(
+    name: str, backend: str, device: str, module_fn, size: int, key_parts: dict, threads=None
+):
+    """``make_runner`` for an image tower: one ``pixels`` input, float32 (n, 3, size, size).
+
+    module_fn() -> the torch module mapping pixels to features (built only when needed).
+    """
+
+    def build():
+        import torch
+
+        return module_fn(), (torch.zeros(2, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}}
+
+    return make_runner(name, backend, device, build, key_parts, threads=threads)

@@ -124,12 +124,7 @@ class SentenceEncoder(Encoder):
         threads: int | None = None,
         dim: int | None = None,
     ) -> None:
-        self.name = name
-        self.space = name
-        self.device = device
-        self.backend = backend
-        self.weights_source = located.source
-        self.weights_path = located.path
+        self._set_origin(name, located, device, backend)
         model_dir = Path(located.path)
         if backend == "onnx":
             from transformers import AutoTokenizer

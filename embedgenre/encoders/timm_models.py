@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import make_runner, resolve_backend
+from embedgenre.encoders.devices import make_image_runner, resolve_backend
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -123,27 +123,16 @@ class TimmEncoder(Encoder):
         backend: str,
         threads: int | None = None,
     ) -> None:
-        self.name = name
-        self.space = name
-        self.device = device
-        self.backend = backend
-        self.weights_source = located.source
-        self.weights_path = located.path
+        self._set_origin(name, located, device, backend)
         net = build_model(model, located.path)
         self.dim = int(net.num_features)
         self.transform = transform_for(net)
-        size = self.transform.size
-
-        def build():
-            import torch
-
-            return net, (torch.zeros(2, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}}
-
-        self._runner = make_runner(
+        self._runner = make_image_runner(
             name,
             backend,
             device,
-            build,
+            lambda: net,
+            self.transform.size,
             key_parts={"weights": file_fingerprint(located.path), "model": model},
             threads=threads,
         )
