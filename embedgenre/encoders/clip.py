@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import make_image_runner, resolve_backend
+from embedgenre.encoders.devices import feature_module, make_image_runner, resolve_backend
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -221,17 +221,7 @@ def image_transform(model, cfg: dict) -> ImageTransform:
 
 def image_tower(model):
     """torch module: (n, 3, H, W) -> (n, d) CLIP image features (not normalised)."""
-    import torch
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.encode_image(x)
-
-    return ImageTower(model).eval()
+    return feature_module(model, lambda m, x: m.encode_image(x))
 
 
 class ClipEncoder(Encoder):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import make_image_runner, resolve_backend
+from embedgenre.encoders.devices import feature_module, make_image_runner, resolve_backend
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -82,17 +82,7 @@ def build_model(variant: str, weights: Path):
 
 def pooled_features(model):
     """torch module: (n, 3, H, W) -> (n, 1280) global-average-pooled ``extract_features``."""
-    import torch
-
-    class PooledFeatures(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.extract_features(x).mean(dim=(2, 3))
-
-    return PooledFeatures(model).eval()
+    return feature_module(model, lambda m, x: m.extract_features(x).mean(dim=(2, 3)))
 
 
 class CnnEncoder(Encoder):

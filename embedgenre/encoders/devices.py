@@ -112,3 +112,21 @@ def make_image_runner(
         return module_fn(), (torch.zeros(2, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}}
 
     return make_runner(name, backend, device, build, key_parts, threads=threads)
+
+
+def feature_module(model, forward):
+    """``model`` wrapped as a torch module whose forward is ``forward(model, x)``, in eval mode.
+
+    Lets a family export one method of a bigger model (e.g. CLIP's ``encode_image``) to ONNX.
+    """
+    import torch
+
+    class FeatureModule(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return forward(self.m, x)
+
+    return FeatureModule(model).eval()
