@@ -219,6 +219,9 @@ def predict(
     plot: Annotated[
         str | None, typer.Option(help="Plot synopsis (with or without posters).")
     ] = None,
+    title: Annotated[
+        str | None, typer.Option(help="The movie's title; with --plot it is embedded with it.")
+    ] = None,
     head: Annotated[
         str | None, typer.Option(help="Head name (default: the best that fits the inputs).")
     ] = None,
@@ -237,8 +240,13 @@ def predict(
     from embedgenre.predictors import heads as H
     from embedgenre.store import GenreIndex
 
-    if catalog is not None and (posters or plot):
+    if catalog is not None and (posters or plot or title):
         raise PredictorError("Give either --catalog or posters/--plot, not both.")
+    if title is not None and plot is None:
+        raise PredictorError(
+            "--title goes with --plot (the index embeds a title with its synopsis); "
+            'add --plot "..." or drop --title.'
+        )
     if out is not None and catalog is None:
         raise PredictorError("--out is for --catalog; print single predictions with --json.")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
@@ -255,7 +263,7 @@ def predict(
             index, has_poster=bool(posters), has_plot=plot is not None, name=head
         )
     q = H.load_query_encoders(index, chosen)
-    results = H.predict_inputs(q, [str(p) for p in posters or []], plot, top=top)
+    results = H.predict_inputs(q, [str(p) for p in posters or []], plot, top=top, title=title)
     if as_json:
         emit_json({"head": chosen.describe(), "results": results})
         return
@@ -283,7 +291,10 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     has_plot = any(it.plot for it in cat.items)
     has_poster = any(it.poster is not None for it in cat.items)
     with _show_warnings():
-        chosen = H.choose_head(index, has_poster=has_poster, has_plot=has_plot, name=head_name)
+        if head_name:  # a named head scores each item on the inputs it uses
+            chosen = H.load_head(index, head_name)
+        else:
+            chosen = H.choose_head(index, has_poster=has_poster, has_plot=has_plot)
     q = H.load_query_encoders(index, chosen)
     rows = list(H.predict_catalog(q, cat, batch_size=batch_size, top=top))
     failed = sum(r["error"] is not None for r in rows)

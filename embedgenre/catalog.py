@@ -89,6 +89,25 @@ class Item:
     plot: str | None = None
     poster: Path | None = None
 
+    @property
+    def plot_text(self) -> str | None:
+        """The text embedded for the item's plot (see :func:`plot_text`)."""
+        return plot_text(self.plot, self.title)
+
+
+def plot_text(plot: str | None, title: str | None = None) -> str | None:
+    """The text a plot embedding is made of: ``"Title. synopsis"``, or the synopsis alone.
+
+    A title often names the genre's vocabulary ("... of the Dead", "Christmas ..."), and on the
+    shared posters adding it raises plot micro-F1 by about 0.01 (``benchmarks/heads_quality.py``).
+    Without a synopsis there is no plot text: a title alone is not embedded.
+    """
+    plot = plot.strip() if plot else ""
+    if not plot:
+        return None
+    title = title.strip() if title else ""
+    return f"{title}. {plot}" if title else plot
+
 
 @dataclass
 class Catalog:

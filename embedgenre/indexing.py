@@ -144,7 +144,7 @@ def build_index(
             f"{rec['path']}: {rec['reason']} ({len(missing)} poster(s) missing; --strict makes "
             "any unreadable poster fatal: fix the paths, or drop --strict to skip and list them)"
         )
-    plot_hash = [sha1_text(it.plot) if it.plot else None for it in items]
+    plot_hash = [sha1_text(it.plot_text) if it.plot_text else None for it in items]
 
     wanted = _choose_encoders(old, image_encoders, text_encoders, add, registry)
     out.mkdir(parents=True, exist_ok=True)
@@ -393,7 +393,7 @@ def _plot_batches(encoder, items, todo, batch_size):
     group = batch_size * 8
     for start in range(0, len(todo), group):
         positions = todo[start : start + group]
-        texts = [items[p].plot for p in positions]
+        texts = [items[p].plot_text for p in positions]
         yield encoder.encode_texts(texts, batch_size=batch_size), positions, []
 
 

@@ -370,3 +370,12 @@ def test_layout_aliases(fixture_dir):
     assert read_catalog(fixture_dir, layout="movies-csv").layout == "csv"
     with pytest.raises(CatalogError, match="Cannot find a catalog"):
         read_catalog(fixture_dir / "posters", layout="csv")
+
+
+def test_plot_text_puts_the_title_before_the_synopsis():
+    from embedgenre.catalog import Item, plot_text
+
+    assert plot_text("A heist goes wrong.", "Heat") == "Heat. A heist goes wrong."
+    assert plot_text("  A heist goes wrong. ", None) == "A heist goes wrong."
+    assert plot_text(None, "Heat") is None and plot_text("   ", "Heat") is None
+    assert Item("tt1", title="Heat", plot="A heist.").plot_text == "Heat. A heist."

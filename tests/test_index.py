@@ -157,13 +157,14 @@ def test_incremental_add_change_remove(small_catalog, tmp_path, fixture_dir):
         shutil.copy(fixture_dir / r["poster"], root / r["poster"])
     rows = rows[2:] + [{k: r[k] for k in FIELDS} for r in extra]  # drop 2, add 5
     rows[0] = {**rows[0], "plot": rows[0]["plot"] + " (director's cut)"}  # change one plot
+    rows[1] = {**rows[1], "title": rows[1]["title"] + " II"}  # a title is part of the plot text
     make_catalog(root, rows)
 
     f2 = Factory()
     summary = build(root, out, f2)
     by = {s.modality: s for s in summary.sets}
     assert (by["poster"].encoded, by["poster"].reused) == (5, 18)
-    assert (by["plot"].encoded, by["plot"].reused) == (6, 17)
+    assert (by["plot"].encoded, by["plot"].reused) == (7, 16)
     assert f2.made["fake:a"].images_seen == 5
     idx = GenreIndex.open(out)
     assert idx.ids == [r["imdb_id"] for r in rows]

@@ -196,6 +196,32 @@ def test_catalog_prediction_to_csv_and_json(data, fixture_dir):
     assert len(json.loads(out_json.read_text())["items"]) == 41
 
 
+def test_title_is_embedded_with_the_plot_as_the_index_does(data, fixture_dir):
+    """A single --plot/--title prediction scores an item exactly like --catalog does for it,
+    and differently from the plot alone (the title is part of the embedded text)."""
+    index = str(data["index"])
+    ok("train", index, "--method", "linear", "--modality", "plot", "--name", "lin-plot")
+    with open(fixture_dir / "movies.csv", newline="") as f:
+        row = list(csv.DictReader(f))[70]
+    one = data["tmp"] / "one"
+    _write_catalog(one, [row], fixture_dir)
+    out = data["tmp"] / "one.json"
+    ok("predict", "--catalog", str(one), "--index", index, "--head", "lin-plot", "--out", str(out))
+    by_catalog = json.loads(out.read_text())["items"][0]["scores"]
+
+    def scores(*extra):
+        res = ok("predict", "--plot", row["plot"], *extra, "--index", index, "--head", "lin-plot")
+        return {g["genre"]: g["score"] for g in res["results"][0]["ranking"]}
+
+    with_title = scores("--title", row["title"])
+    assert with_title.keys() == by_catalog.keys()
+    for genre, score in by_catalog.items():
+        assert with_title[genre] == pytest.approx(score, abs=1e-6)
+    assert scores() != with_title
+    msg = fails("predict", "--title", row["title"], "--index", index)
+    assert "--title goes with --plot" in msg
+
+
 def test_unreadable_poster(data):
     bad = data["tmp"] / "notes.jpg"
     bad.write_text("not an image")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedgenre.catalog import plot_text
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.factory import fit_with_validation, make_predictor
 
@@ -397,9 +398,16 @@ def rank(head: Head, P: np.ndarray, top: int | None = None) -> list[list[dict]]:
 
 
 def predict_inputs(
-    q: QueryEncoders, posters: list | None = None, plot: str | None = None, top: int | None = None
+    q: QueryEncoders,
+    posters: list | None = None,
+    plot: str | None = None,
+    top: int | None = None,
+    title: str | None = None,
 ) -> list[dict]:
     """Genres for each poster (the same ``plot`` used with each), or the plot alone.
+
+    ``title`` (optional) is prefixed to the plot the way the index embeds plots
+    (:func:`embedgenre.catalog.plot_text`).
 
     Returns one dict per poster (or one for a plot-only query): input, genres (predicted, best
     first), ranking (top genres with scores and thresholds).
@@ -416,7 +424,7 @@ def predict_inputs(
             raise PredictorError(f"Head {head.name!r} uses no poster embeddings; give --plot only.")
         pv = q.poster.encode_images(posters)
     if plot is not None and q.plot is not None:
-        tv = np.repeat(q.plot.encode_texts([plot]), n, axis=0)
+        tv = np.repeat(q.plot.encode_texts([plot_text(plot, title)]), n, axis=0)
     elif plot is not None and not posters:
         raise PredictorError(f"Head {head.name!r} uses no plot embeddings; give a poster.")
     P = head.predictor.predict_proba(head_input(head, pv, tv, n))
@@ -468,13 +476,13 @@ def predict_catalog(q: QueryEncoders, catalog, batch_size: int = 64, top: int | 
                     else:
                         errors[i] = e
         if use_plot:
-            idx = [i for i, it in enumerate(batch) if it.plot and it.plot.strip()]
+            idx = [i for i, it in enumerate(batch) if it.plot_text]
             if idx:
-                tv[idx] = q.plot.encode_texts([batch[i].plot for i in idx])
+                tv[idx] = q.plot.encode_texts([batch[i].plot_text for i in idx])
                 if head.modality != "poster":
                     has[idx] = True
         if head.modality == "plot":
-            has = np.array([bool(it.plot and it.plot.strip()) for it in batch])
+            has = np.array([it.plot_text is not None for it in batch])
         if head.modality == "poster" and pv is None:
             has[:] = False
         ok = np.flatnonzero(has)
