@@ -34,7 +34,9 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
 ) -> None:
-    common.configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    common.configure_logging(
+        logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    )
 
 
 for _module, _group in COMMAND_MODULES:

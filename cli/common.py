@@ -66,5 +66,7 @@ class ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except EmbedgenreError as e:
-            err_console.print("[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
+            err_console.print(
+                "[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code=1) from None

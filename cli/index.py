@@ -15,36 +15,51 @@ app = typer.Typer()
 
 @app.command()
 def index(
-    catalog: Annotated[Path, typer.Argument(help="Catalog directory (movies.csv + posters) or CSV file.")],
+    catalog: Annotated[
+        Path, typer.Argument(help="Catalog directory (movies.csv + posters) or CSV file.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create or update.")],
     image_encoder: Annotated[
         list[str] | None,
-        typer.Option("--image-encoder", help="Poster encoder (repeatable). Default: best available offline."),
+        typer.Option(
+            "--image-encoder", help="Poster encoder (repeatable). Default: best available offline."
+        ),
     ] = None,
     text_encoder: Annotated[
         list[str] | None,
-        typer.Option("--text-encoder", help="Plot encoder (repeatable). Default: st:all-MiniLM-L6-v2."),
+        typer.Option(
+            "--text-encoder", help="Plot encoder (repeatable). Default: st:all-MiniLM-L6-v2."
+        ),
     ] = None,
     add: Annotated[
         bool, typer.Option("--add", help="Add encoders an existing index does not hold yet.")
     ] = False,
-    layout: Annotated[str, typer.Option(help="Catalog layout: auto, movies-csv, kaggle, mmimdb, csv.")] = "auto",
+    layout: Annotated[
+        str, typer.Option(help="Catalog layout: auto, movies-csv, kaggle, mmimdb, csv.")
+    ] = "auto",
     column: Annotated[
-        list[str] | None, typer.Option("--column", help="Map a field to a CSV column: FIELD=COLUMN.")
+        list[str] | None,
+        typer.Option("--column", help="Map a field to a CSV column: FIELD=COLUMN."),
     ] = None,
-    top_genres: Annotated[int | None, typer.Option(help="Keep only the N most frequent genres.")] = None,
+    top_genres: Annotated[
+        int | None, typer.Option(help="Keep only the N most frequent genres.")
+    ] = None,
     min_genre_count: Annotated[
         int | None, typer.Option(help="Genres with fewer movies are folded per --rare.")
     ] = None,
     rare: Annotated[str, typer.Option(help="What happens to rare genres: drop or other.")] = "drop",
     genre_sep: Annotated[str, typer.Option(help="Separator between genres in a CSV cell.")] = "|",
     encoding: Annotated[
-        str | None, typer.Option(help="CSV text encoding (default: UTF-8, else cp1252 with a warning).")
+        str | None,
+        typer.Option(help="CSV text encoding (default: UTF-8, else cp1252 with a warning)."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     chunk_size: Annotated[
-        int, typer.Option(min=1, help="Items encoded between checkpoints (a killed run redoes at most one).")
+        int,
+        typer.Option(
+            min=1, help="Items encoded between checkpoints (a killed run redoes at most one)."
+        ),
     ] = 256,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on the first unreadable poster.")
@@ -87,12 +102,20 @@ def index(
     table = Table("embedding set", "encoder", "dim", "rows", "encoded", "reused", "skipped", "s")
     for s in summary.sets:
         table.add_row(
-            s.modality, s.encoder, str(s.dim), str(s.count), str(s.encoded + s.resumed),
-            str(s.reused), str(s.skipped), f"{s.seconds:.1f}",
+            s.modality,
+            s.encoder,
+            str(s.dim),
+            str(s.count),
+            str(s.encoded + s.resumed),
+            str(s.reused),
+            str(s.skipped),
+            f"{s.seconds:.1f}",
         )
     console.print(table)
     if summary.skipped:
-        console.print(f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in skipped.json):")
+        console.print(
+            f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in skipped.json):"
+        )
         for rec in summary.skipped[:10]:
             console.print(f"  {rec['id']}: {rec['path']}: {rec['reason']}", highlight=False)
         if len(summary.skipped) > 10:
@@ -119,11 +142,18 @@ def info(
         f"{c['with_plot']} with plot, {c['skipped_posters']} posters skipped"
         + ("" if desc["complete"] else "  [red](incomplete: run `embedgenre index` again)[/]")
     )
-    sets = Table("modality", "encoder", "dim", "rows", "space", "faiss", "MB", title="embedding sets")
+    sets = Table(
+        "modality", "encoder", "dim", "rows", "space", "faiss", "MB", title="embedding sets"
+    )
     for s in desc["sets"]:
         sets.add_row(
-            s["modality"], s["encoder"], str(s["dim"]), str(s["count"]), s["space"],
-            s["faiss"], f"{s['bytes'] / 1e6:.1f}",
+            s["modality"],
+            s["encoder"],
+            str(s["dim"]),
+            str(s["count"]),
+            s["space"],
+            s["faiss"],
+            f"{s['bytes'] / 1e6:.1f}",
         )
     console.print(sets)
     genres = Table("genre", "movies", title=f"{len(desc['genres'])} genres")

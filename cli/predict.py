@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.common import console, emit_json, err_console
+from embedgenre.predictors.factory import DEFAULT_FOLDS
 
 app = typer.Typer()
 
@@ -116,8 +117,17 @@ def train(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the validation split and the MLP.")] = 0,
     val_size: Annotated[
-        float, typer.Option(min=0.05, max=0.5, help="Share of items for validation.")
+        float,
+        typer.Option(min=0.05, max=0.5, help="With --folds 0: share of items for validation."),
     ] = 0.2,
+    folds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Choose thresholds on out-of-fold predictions of K folds (K+1 fits); "
+            "0: on one validation split.",
+        ),
+    ] = DEFAULT_FOLDS,
     threshold: Annotated[
         ThresholdMode, typer.Option(help="Threshold search: global or per_genre.")
     ] = ThresholdMode.per_genre,
@@ -152,7 +162,7 @@ def train(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Fit a head on the index's items (validation split for thresholds) and save it in the index."""
+    """Fit a head on the index's items, choose its thresholds on held-out predictions, save it."""
     from embedgenre.predictors.heads import train_head
     from embedgenre.store import GenreIndex
 
@@ -190,6 +200,7 @@ def train(
             name=name,
             seed=seed,
             val_size=val_size,
+            folds=folds or None,
             threshold=threshold.value,
             metric=metric,
         )

@@ -395,6 +395,25 @@ def iterative_split(
     return np.sort(train).astype(np.int64), np.sort(test).astype(np.int64)
 
 
+def iterative_folds(
+    Y: np.ndarray, folds: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train, held-out) row-index pairs whose held-out parts cover every row once,
+    each stratified like :func:`iterative_split`. Deterministic for a given ``seed``."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    Y = np.asarray(Y)
+    if Y.ndim != 2:
+        raise ValueError(f"Expected a 2D label matrix (n_items, n_genres), got shape {Y.shape}.")
+    if not 2 <= folds <= len(Y):
+        raise ValueError(f"folds must be between 2 and the {len(Y)} items, got {folds}.")
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [
+        (np.sort(a).astype(np.int64), np.sort(b).astype(np.int64))
+        for a, b in splitter.split(np.zeros((len(Y), 1)), Y)
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # internals
 

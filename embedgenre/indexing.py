@@ -174,7 +174,12 @@ def build_index(
             _check_compatible(job.old_entry, encoder, out)
             logger.info(
                 "%s: encoding %d %ss with %s (%d reused, %d resumed)",
-                key, len(job.todo), modality, name, job.reused, job.resumed,
+                key,
+                len(job.todo),
+                modality,
+                name,
+                job.reused,
+                job.resumed,
             )
             for ids, hs, vecs, bad in _encode_chunks(
                 encoder, modality, items, job.todo, hashes, batch_size, chunk_size, progress
@@ -218,7 +223,9 @@ def build_index(
         path=str(out),
         items=len(items),
         with_plot=sum(h is not None for h in plot_hash),
-        with_poster=sum(h is not None and it.id not in skipped for it, h in zip(items, poster_hash)),
+        with_poster=sum(
+            h is not None and it.id not in skipped for it, h in zip(items, poster_hash)
+        ),
         genres=dict(manifest["genre_counts"]),
         sets=summaries,
         skipped=sorted(skipped.values(), key=lambda r: r["id"]),
@@ -409,8 +416,12 @@ def _poster_batches(encoder, items, todo, hashes, batch_size):
     for batch, rows, failures in batches:
         vecs = encoder.encode_pixels(batch) if len(rows) else np.zeros((0, encoder.dim), np.float32)
         bad = [
-            {"id": items[todo[i]].id, "path": str(items[todo[i]].poster), "reason": str(err),
-             "hash": hashes[todo[i]]}
+            {
+                "id": items[todo[i]].id,
+                "path": str(items[todo[i]].poster),
+                "reason": str(err),
+                "hash": hashes[todo[i]],
+            }
             for i, err in failures
         ]
         yield vecs, [todo[i] for i in rows], bad
@@ -475,8 +486,11 @@ def _consolidate(out, job: _Job, items, gen, encoder, name, modality, key) -> di
     perm = np.argsort([order[str(i)] for i in ids], kind="stable")
     vecs, ids, hs = np.ascontiguousarray(vecs[perm], np.float32), ids[perm], hs[perm]
 
-    if encoder is None and job.old_entry is not None and job.reused == len(ids) and (
-        len(ids) == job.old_entry["count"]
+    if (
+        encoder is None
+        and job.old_entry is not None
+        and job.reused == len(ids)
+        and (len(ids) == job.old_entry["count"])
     ):
         return job.old_entry  # nothing changed: keep the committed directory as it is
 

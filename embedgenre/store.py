@@ -328,13 +328,17 @@ def describe_index(path: str | Path) -> dict:
     m = idx.manifest
     counts = {
         "items": len(idx.ids),
-        "with_poster": int(len(idx.get_set("poster").rows)) if any(
-            s.modality == "poster" for s in idx.sets
-        ) else 0,
+        "with_poster": int(len(idx.get_set("poster").rows))
+        if any(s.modality == "poster" for s in idx.sets)
+        else 0,
         "with_plot": int(m["counts"].get("with_plot", 0)),
         "skipped_posters": len(idx.skipped),
     }
-    heads = sorted(p.name for p in idx.heads_dir.iterdir() if p.is_dir()) if idx.heads_dir.exists() else []
+    heads = (
+        sorted(p.name for p in idx.heads_dir.iterdir() if p.is_dir())
+        if idx.heads_dir.exists()
+        else []
+    )
     return {
         "path": str(idx.path),
         "format_version": m["format_version"],

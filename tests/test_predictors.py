@@ -16,6 +16,7 @@ from embedgenre.predictors import (
     make_predictor,
     save_predictor,
 )
+from embedgenre.predictors.metrics import f1
 from embedgenre.predictors.neighbors import MLKNNPredictor, build_index, reference_mlknn, search
 from embedgenre.predictors.oversample import mlsmote
 from embedgenre.predictors.thresholds import apply_thresholds
@@ -197,7 +198,7 @@ def test_zeroshot_without_and_with_labels():
     zs = ZeroShotPredictor(encoder=enc, modality="poster").fit(X, None, classes=genres)
     assert zs.W_.shape == (24, 6)
     np.testing.assert_allclose(np.linalg.norm(zs.W_, axis=0), 1.0, atol=1e-5)
-    from embedgenre.predictors.metrics import f1, mean_average_precision
+    from embedgenre.predictors.metrics import mean_average_precision
 
     P = zs.predict_proba(X)
     assert mean_average_precision(Y, P) > 0.6
@@ -264,7 +265,7 @@ def test_load_missing_head(tmp_path):
 
 @pytest.mark.parametrize("metric", ["micro_f1", "macro_f1", "samples_f1"])
 def test_fast_f1_equals_sklearn(metric):
-    from embedgenre.predictors.metrics import f1, f1_fast
+    from embedgenre.predictors.metrics import f1_fast
 
     rng = np.random.default_rng(7)
     for _ in range(20):
@@ -305,3 +306,36 @@ def test_fit_with_validation_refits_on_all_rows_keeping_thresholds():
     late = make_predictor("linear", fusion="late", dims=(12, 12))
     fit_with_validation(late, X, Y)
     assert late.weight is None and 0.0 <= late.weight_ <= 1.0
+
+
+def test_out_of_fold_thresholds_score_rows_with_models_that_did_not_see_them():
+    X, Y, _ = synthetic(n=200, seed=4)
+    rng = np.random.default_rng(0)
+    noise_Y = (rng.random(Y.shape) < 0.3).astype(np.uint8)  # labels unrelated to X
+    # 1-NN recalls every training row perfectly, so a leak would show as validation F1 = 1
+    leaky = make_predictor("knn", k=1).fit(X, noise_Y)
+    assert f1(noise_Y, (leaky.predict_proba(X) > 0.5).astype(np.uint8)) == 1.0
+    held_out = fit_with_validation(make_predictor("knn", k=1), X, noise_Y, folds=4)
+    v = held_out.validation_
+    assert v["n_val"] == len(X) and v["folds"] == 4 and v["micro_f1"] < 0.6
+    # the final model is fitted on every row
+    assert len(held_out.X_) == len(X) and held_out.refit_
+
+    mlp = make_predictor("mlp", hidden=64, epochs=300, patience=3, lr=0.03)
+    fit_with_validation(mlp, X, Y, folds=3)
+    assert mlp.epochs == 300 and mlp.patience == 3  # the user's params are kept
+    assert 1 <= mlp.n_epochs_ < 300  # a fold-chosen epoch count, no early stopping at refit
+    with pytest.raises(PredictorError, match="folds must be between 2 and half"):
+        fit_with_validation(make_predictor("linear"), X[:10], Y[:10], folds=6)
+
+
+def test_iterative_folds_cover_every_row_once():
+    from embedgenre.catalog import iterative_folds
+
+    _, Y, _ = synthetic(n=101)
+    folds = iterative_folds(Y, 5, seed=0)
+    held = np.concatenate([b for _, b in folds])
+    assert sorted(held.tolist()) == list(range(101))
+    for a, b in folds:
+        assert not np.intersect1d(a, b).size and len(a) + len(b) == 101
+    assert all((x[1] == y[1]).all() for x, y in zip(folds, iterative_folds(Y, 5, seed=0)))

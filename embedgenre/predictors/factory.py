@@ -12,6 +12,7 @@ from embedgenre.errors import PredictorError
 logger = logging.getLogger(__name__)
 
 METHODS = ("zeroshot", "knn", "mlknn", "linear", "mlp")
+DEFAULT_FOLDS = 5  # out-of-fold thresholds (see fit_with_validation)
 
 
 def predictor_class(method: str):
@@ -80,21 +81,25 @@ def fit_with_validation(
     metric: str = "micro_f1",
     at_least_one: bool | None = None,
     refit: bool = True,
+    folds: int | None = None,
 ):
-    """Fit ``predictor`` on a training part of (X, Y), then choose thresholds on the rest.
+    """Fit ``predictor`` on (X, Y) and choose its decision thresholds on held-out predictions.
 
-    The validation part (``val_size`` of the rows, iterative stratification with ``seed``) also
-    drives early stopping (MLP) and the late-fusion weight. Sets ``predictor.validation_`` to
-    {micro_f1, macro_f1, samples_f1, map, n_train, n_val} (scores of the model fitted on the
-    training part). With ``refit`` the model is then fitted again on all rows, keeping the
-    thresholds and what validation chose (fusion weight, MLP epoch count): more data gives
-    better probabilities. Returns the fitted predictor.
+    ``folds=None``: one validation part (``val_size`` of the rows, iterative stratification with
+    ``seed``) is held out; the model fitted on the rest scores it, and those scores choose the
+    thresholds, early stopping (MLP) and the late-fusion weight. With ``refit`` the model is then
+    fitted again on all rows, keeping what validation chose: more data gives better probabilities.
+
+    ``folds=K``: out-of-fold predictions. K models, each fitted without one fold, score that
+    fold, so every row is scored once by a model that did not see it; the thresholds are chosen
+    on all of them (K times the validation data of one split, so steadier thresholds), and the
+    model is fitted on all rows with the median of the folds' MLP epoch counts or fusion weights.
+    Costs K + 1 fits.
+
+    Sets ``predictor.validation_`` to {micro_f1, macro_f1, samples_f1, map, n_train, n_val} (and
+    ``folds``): the held-out scores. Returns the fitted predictor.
     """
-    from embedgenre.catalog import iterative_split
     from embedgenre.predictors.base import check_Y
-    from embedgenre.predictors.fusion import fit_estimator
-    from embedgenre.predictors.metrics import scores
-    from embedgenre.predictors.thresholds import fit_thresholds
 
     X = np.asarray(X, dtype=np.float32)
     Y = check_Y(Y, len(X))
@@ -102,38 +107,92 @@ def fit_with_validation(
         raise PredictorError(
             f"Need at least 5 labelled items to carve a validation split, got {len(X)}."
         )
+    if folds is not None:
+        if not 2 <= folds <= len(X) // 2:
+            raise PredictorError(
+                f"folds must be between 2 and half the {len(X)} training items, got {folds}."
+            )
+        return _fit_out_of_fold(
+            predictor, X, Y, classes, folds, seed, threshold, metric, at_least_one
+        )
+    from embedgenre.catalog import iterative_split
+    from embedgenre.predictors.fusion import fit_estimator
+
     tr, va = iterative_split(Y, test_size=val_size, seed=seed)
     fit_estimator(predictor, X[tr], Y[tr], classes, X[va], Y[va])
     P = predictor.predict_proba(X[va])
-    thr, rule, _ = fit_thresholds(
-        P, Y[va], mode=threshold, metric=metric, at_least_one=at_least_one
-    )
-    predictor.set_thresholds(thr, rule)
-    predictor.validation_ = {
-        **scores(Y[va], P, predictor.predict(X[va])),
-        "n_train": int(len(tr)),
-        "n_val": int(len(va)),
-    }
+    _set_thresholds(predictor, P, Y[va], threshold, metric, at_least_one, n_train=len(tr))
     if refit:
         refit_all(predictor, X, Y)
     return predictor
 
 
-def refit_all(predictor, X: np.ndarray, Y: np.ndarray):
-    """Fit ``predictor`` again on (X, Y) with what validation chose kept fixed: thresholds, the
-    at-least-one rule, the late-fusion weight and the MLP's epoch count (no early stopping)."""
-    thresholds, rule, classes = predictor.thresholds_, predictor.at_least_one_, predictor.classes_
-    fixed = {}
+def _set_thresholds(predictor, P, Y, threshold, metric, at_least_one, n_train, **extra) -> None:
+    """Choose thresholds on held-out scores ``P`` and record the held-out scores."""
+    from embedgenre.predictors.metrics import scores
+    from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
+
+    thr, rule, _ = fit_thresholds(P, Y, mode=threshold, metric=metric, at_least_one=at_least_one)
+    predictor.set_thresholds(thr, rule)
+    predictor.validation_ = {
+        **scores(Y, P, apply_thresholds(P, thr, rule)),
+        "n_train": int(n_train),
+        "n_val": int(len(Y)),
+        **extra,
+    }
+
+
+def _chosen_on_validation(predictor) -> dict:
+    """What a fit with validation data chose: the MLP epoch count or the late-fusion weight."""
     if getattr(predictor, "method", None) == "fusion":
-        fixed["weight"] = predictor.weight_
+        return {"weight": float(predictor.weight_)}
     if getattr(predictor, "method", None) == "mlp":
-        fixed.update(epochs=int(predictor.best_epoch_), patience=0)
+        return {"epochs": int(predictor.best_epoch_)}
+    return {}
+
+
+def _fit_out_of_fold(predictor, X, Y, classes, folds, seed, threshold, metric, at_least_one):
+    from sklearn.base import clone
+
+    from embedgenre.catalog import iterative_folds
+    from embedgenre.predictors.fusion import fit_estimator
+
+    P = np.zeros(Y.shape, dtype=np.float32)
+    chosen = []
+    for i, (tr, va) in enumerate(iterative_folds(Y, folds, seed)):
+        part = fit_estimator(clone(predictor), X[tr], Y[tr], classes, X[va], Y[va])
+        P[va] = part.predict_proba(X[va])
+        chosen.append(_chosen_on_validation(part))
+        logger.info("fold %d/%d fitted on %d items", i + 1, folds, len(tr))
+    fixed = {k: float(np.median([c[k] for c in chosen])) for k in chosen[0]}
+    if "epochs" in fixed:
+        fixed = {"epochs": max(1, int(round(fixed["epochs"]))), "patience": 0}
+    _fit_all(predictor, X, Y, classes, fixed)
+    n_train = len(X) - len(X) // folds
+    _set_thresholds(
+        predictor, P, Y, threshold, metric, at_least_one, n_train=n_train, folds=int(folds)
+    )
+    return predictor
+
+
+def _fit_all(predictor, X, Y, classes, fixed: dict) -> None:
+    """``predictor.fit(X, Y)`` with the params in ``fixed`` set for this fit only."""
     saved = {k: getattr(predictor, k) for k in fixed}
     predictor.set_params(**fixed)
     try:
         predictor.fit(X, Y, classes=classes)
     finally:
         predictor.set_params(**saved)  # the constructor params stay what the user gave
-    predictor.set_thresholds(thresholds, rule)
     predictor.refit_ = True
+
+
+def refit_all(predictor, X: np.ndarray, Y: np.ndarray):
+    """Fit ``predictor`` again on (X, Y) with what validation chose kept fixed: thresholds, the
+    at-least-one rule, the late-fusion weight and the MLP's epoch count (no early stopping)."""
+    thresholds, rule, classes = predictor.thresholds_, predictor.at_least_one_, predictor.classes_
+    fixed = _chosen_on_validation(predictor)
+    if "epochs" in fixed:
+        fixed["patience"] = 0
+    _fit_all(predictor, X, Y, classes, fixed)
+    predictor.set_thresholds(thresholds, rule)
     return predictor

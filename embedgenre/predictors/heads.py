@@ -19,7 +19,7 @@ import numpy as np
 
 from embedgenre.catalog import plot_text
 from embedgenre.errors import PredictorError
-from embedgenre.predictors.factory import fit_with_validation, make_predictor
+from embedgenre.predictors.factory import DEFAULT_FOLDS, fit_with_validation, make_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +128,11 @@ def train_head(
     threshold: str = "per_genre",
     metric: str = "micro_f1",
     save: bool = True,
+    folds: int | None = DEFAULT_FOLDS,
 ) -> Head:
     """Fit ``method`` on the index's labelled items and save it: thresholds (and the fusion
-    weight, MLP epochs) are chosen on a validation split, then the head is refit on all items.
+    weight, MLP epochs) are chosen on held-out predictions, out-of-fold over ``folds`` folds or
+    on one ``val_size`` validation split (``folds=None``), and the head is fitted on all items.
 
     ``modality`` "both" needs ``fusion`` "early" or "late" (default late). Zero-shot also works
     on an index without labels (default thresholds then). Returns the :class:`Head`.
@@ -191,6 +193,7 @@ def train_head(
             seed=seed,
             threshold=threshold,
             metric=metric,
+            folds=folds,
         )
         metrics = pred.validation_
     fit_s = time.perf_counter() - t0
