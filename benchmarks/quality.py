@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cnn-epochs", type=int, default=6)
     ap.add_argument("--no-scratch-cnn", action="store_true")
     ap.add_argument("--thresholds", default="per_genre", choices=("per_genre", "global"))
+    ap.add_argument("--folds", type=int, default=5, help="0: one validation part")
     args = ap.parse_args(argv)
 
     from embedgenre.evaluate import EvalConfig, evaluate_index
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from embedgenre.evaluate.report import (
         accuracy_caveat,
         fewshot_markdown,
+        held_out,
         markdown_table,
         summary_table,
     )
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         cnn_epochs=args.cnn_epochs,
         scratch_cnn=not args.no_scratch_cnn,
         threshold_mode=args.thresholds,
+        folds=args.folds or None,
     )
     t0 = time.perf_counter()
     ev = evaluate_index(args.index, config, report_dir=args.report)
@@ -141,14 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{command.strip()}` (= `embedgenre evaluate {args.index.name} --seed "
         f"{args.seed} --shots {args.shots} --fewshot-seeds {args.fewshot_seeds} --cnn-epochs "
         f"{args.cnn_epochs}{' --no-scratch-cnn' if args.no_scratch_cnn else ''} --thresholds "
-        f"{args.thresholds}`)",
+        f"{args.thresholds} --folds {args.folds}`)",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), shared with other work",
         f"- index: {info['n_items']} items, {info['n_genres']} genres; poster sets "
         f"{', '.join(info['poster_sets'])}; plot sets {', '.join(info['plot_sets'])}",
         f"- split: iterative stratification, seed {info['seed']}: test {info['n_test']} "
-        f"({info['n_test_with_plot']} with a plot), train {info['n_train']} of which "
-        f"{info['n_val']} validation (thresholds, MLP early stopping, late-fusion weight)",
+        f"({info['n_test_with_plot']} with a plot), train {info['n_train']}: {held_out(info)}",
         f"- wall time of the evaluation (encoding excluded): {wall:.0f} s",
         "",
         "## Targets",

@@ -62,6 +62,14 @@ def evaluate(
     thresholds: Annotated[
         str, typer.Option(help="Threshold mode chosen on validation: per_genre or global.")
     ] = "per_genre",
+    folds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Choose thresholds on out-of-fold predictions of K folds of the training part; "
+            "0: on one validation part.",
+        ),
+    ] = 5,
     report: Annotated[
         Path | None,
         typer.Option("--report", help="Report directory (default: reports/<index name>)."),
@@ -74,6 +82,8 @@ def evaluate(
     from embedgenre.evaluate.fewshot import parse_shots
     from embedgenre.evaluate.report import accuracy_caveat, read_split, summary_table
 
+    if folds == 1:
+        raise EmbedgenreError("--folds must be 0 (one validation part) or at least 2.")
     if thresholds not in ("per_genre", "global"):
         raise EmbedgenreError(f"--thresholds must be per_genre or global, got {thresholds!r}.")
     try:
@@ -89,6 +99,7 @@ def evaluate(
         scratch_cnn=scratch_cnn,
         cnn_epochs=cnn_epochs,
         threshold_mode=thresholds,
+        folds=folds or None,
         image_encoders=_names(image_encoders),
     )
     if _names(methods):

@@ -227,6 +227,8 @@ def test_split_is_disjoint_and_thresholds_never_see_test(synthetic):
     split = ev.result["split"]
     train, val, test = set(split["train"]), set(split["validation"]), set(split["test"])
     assert not train & test and val <= train and len(test) == ev.result["info"]["n_test"]
+    # thresholds come from out-of-fold predictions of the training part: no validation ids
+    assert split["folds"] == ev.result["info"]["folds"] == 5 and not val
 
 
 def test_fewshot_rows(synthetic):
@@ -261,6 +263,15 @@ def test_split_file_is_honoured(synthetic):
     doc["test"], doc["train"] = doc["test"][:-3], doc["train"] + doc["test"][-3:]
     again = evaluate(data, fast_config(split=doc, shots=(), scratch_cnn=False, methods=("linear",)))
     assert again.result["split"]["test"] == doc["test"]
+    val = doc["train"][::5]  # a given validation part replaces the out-of-fold thresholds
+    held = evaluate(
+        data,
+        fast_config(
+            split=dict(doc, validation=val), shots=(), scratch_cnn=False, methods=("linear",)
+        ),
+    )
+    assert held.result["info"]["folds"] is None and held.result["info"]["n_val"] == len(val)
+    assert held.result["split"]["validation"] == sorted(val, key=data.ids.index)
     bad = dict(doc, test=doc["test"] + ["tt9999999"])
     from embedgenre.errors import EmbedgenreError
 

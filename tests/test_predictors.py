@@ -339,3 +339,20 @@ def test_iterative_folds_cover_every_row_once():
     for a, b in folds:
         assert not np.intersect1d(a, b).size and len(a) + len(b) == 101
     assert all((x[1] == y[1]).all() for x, y in zip(folds, iterative_folds(Y, 5, seed=0)))
+
+
+def test_late_weight_follows_the_informative_modality():
+    from embedgenre.predictors.fusion import choose_late_weight
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((300, 5)) < 0.3).astype(np.uint8)
+    good = np.clip(Y + 0.3 * rng.standard_normal(Y.shape), 0, 1)
+    noise = rng.random(Y.shape)
+    assert choose_late_weight(good, noise, Y) >= 0.8
+    assert choose_late_weight(noise, good, Y) <= 0.2
+    X, Yx, _ = synthetic(n=240)
+    late = make_predictor("linear", fusion="late", dims=(12, 12))
+    fit_with_validation(late, X, Yx, folds=3)
+    rows, P = late.heldout_
+    assert len(rows) == len(X) and P.shape == Yx.shape and late.weight is None
+    assert 0.0 <= late.weight_ <= 1.0 and late.validation_["folds"] == 3

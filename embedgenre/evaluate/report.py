@@ -146,6 +146,16 @@ def per_genre_markdown(
     return "\n".join(parts)
 
 
+def held_out(info: dict) -> str:
+    """How thresholds were chosen, in words, from a result's ``info``."""
+    if info.get("folds"):
+        return (
+            f"thresholds, MLP epochs and late-fusion weights chosen on {info['folds']}-fold "
+            "out-of-fold predictions of the training items, then each head fitted on all of them"
+        )
+    return f"of which {info['n_val']} held out to choose thresholds"
+
+
 def summary_markdown(result: dict) -> str:
     """The human-readable summary: tables by subset, the accuracy caveat, skipped, few-shot."""
     rows = result["rows"]
@@ -155,7 +165,7 @@ def summary_markdown(result: dict) -> str:
         "",
         f"Index: `{info['index']}` — {info['n_items']} items, {info['n_genres']} genres; "
         f"test {info['n_test']} items ({info['n_test_with_plot']} with a plot), "
-        f"train {info['n_train']} (of which {info['n_val']} held out to choose thresholds). "
+        f"train {info['n_train']} ({held_out(info)}). "
         f"Split seed {info['seed']}; ids in `split.json`.",
         "",
         "Rows marked *labels* are the trivial baselines (they never look at a poster or a plot). "

@@ -1,9 +1,12 @@
 """Run every method x modality x embedding set on one split and score it.
 
-The flow: :class:`~embedgenre.evaluate.data.EvalData` -> split (train / validation / test) ->
-for each embedding set and method: fit on train, choose thresholds on validation, predict test
--> fusion (early: concatenated vectors; late: averaged probabilities) -> scratch CNN on pixels ->
-trivial baselines -> metrics on the "all" and "with_plot" test subsets -> few-shot refits.
+The flow: :class:`~embedgenre.evaluate.data.EvalData` -> split (train / test) -> for each
+embedding set and method: :func:`~embedgenre.predictors.fit_with_validation` on the training
+part, exactly as ``embedgenre train`` does (thresholds on out-of-fold predictions, then a fit on
+every training item), predict test -> fusion (early: a head on concatenated vectors; late: the
+poster and plot heads' probabilities averaged with a weight chosen on their held-out
+predictions) -> scratch CNN on pixels -> trivial baselines -> metrics on the "all" and
+"with_plot" test subsets -> few-shot refits.
 
 On the "all" subset, plot and fusion predictions of items without a plot come from the same
 method on the default poster set, so every row scores the same test items.
@@ -11,13 +14,11 @@ method on the default poster set, so every row scores the same test items.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,6 @@ from embedgenre.evaluate.baselines import TRIVIAL_KINDS, TrivialBaseline
 from embedgenre.evaluate.data import EmbeddingView, EvalData
 from embedgenre.evaluate.fewshot import sample_k_per_genre
 from embedgenre.evaluate.metrics import (
-    mean_average_precision,
     per_genre_metrics,
     summary_metrics,
 )
@@ -43,13 +43,17 @@ LATE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
 @dataclass
 class EvalConfig:
     """What to evaluate. ``shots``: k values (None = all training data); ``split``: a split
-    document (``{"train": ids, "test": ids, "validation"?: ids}``) or None to draw one."""
+    document (``{"train": ids, "test": ids, "validation"?: ids}``) or None to draw one.
+    ``folds``: thresholds (and MLP epochs, late-fusion weights) are chosen on out-of-fold
+    predictions of the training part; None: on one validation part of ``val_size`` (a split
+    document's "validation" ids, when it has them, are used as that part)."""
 
     methods: tuple[str, ...] = METHODS
     modalities: tuple[str, ...] = MODALITIES
     image_encoders: tuple[str, ...] | None = None
     test_size: float = 0.2
     val_size: float = 0.15
+    folds: int | None = 5
     split: dict | None = None
     seed: int = 0
     shots: tuple[int | None, ...] = (1, 2, 4, 8, 16, 32, None)
@@ -73,6 +77,8 @@ class EvalConfig:
             raise EmbedgenreError(f"--test-size must be in (0, 1), got {self.test_size}.")
         if self.fewshot_seeds < 1:
             raise EmbedgenreError(f"few-shot seeds must be >= 1, got {self.fewshot_seeds}.")
+        if self.folds is not None and self.folds < 2:
+            raise EmbedgenreError(f"--folds must be >= 2 (or 0 for one split), got {self.folds}.")
         if self.cnn_epochs < 1:
             raise EmbedgenreError(f"--cnn-epochs must be >= 1, got {self.cnn_epochs}.")
 
@@ -161,7 +167,8 @@ class _Run:
         self.outputs: dict[tuple[str, str, str], _Output] = {}
         self.skipped: list[dict] = []
         self.timings: dict[str, dict] = {}
-        self._models: dict[tuple[str, str, str], Any] = {}
+        # (method, modality, encoder) -> held-out (item rows, probabilities) of its training
+        self._heldout: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.late_weights: dict[str, float] = {}
         self.step = 0
 
@@ -239,17 +246,17 @@ class _Run:
             a, b = iterative_split(self.Y[universe], test_size=cfg.test_size, seed=cfg.seed)
             train, test = universe[a], universe[b]
             val = None
-        if val is None:
+        if val is None and not cfg.folds:
             a, b = iterative_split(self.Y[train], test_size=cfg.val_size, seed=cfg.seed + 1)
             val = train[b]
         self.train, self.test, self.val = train, test, val
-        self.fit_rows = np.setdiff1d(train, val)
         self.test_plot = test[self.has_plot[test]]
         self.split_doc = {
             "seed": cfg.seed,
             "test_size": cfg.test_size if cfg.split is None else None,
+            "folds": None if val is not None else cfg.folds,
             "train": [self.data.ids[i] for i in train],
-            "validation": [self.data.ids[i] for i in val],
+            "validation": [] if val is None else [self.data.ids[i] for i in val],
             "test": [self.data.ids[i] for i in test],
         }
 
@@ -259,29 +266,29 @@ class _Run:
         self.step += 1
         logger.info("[%d] %s", self.step, what)
 
-    def _thresholded(self, model, P_val: np.ndarray, Y_val: np.ndarray) -> None:
-        from embedgenre.predictors.thresholds import fit_thresholds
+    def _fit_eval(self, key, make, X_of, train_rows, test_rows):
+        """``fit_with_validation(make(), ...)`` on ``train_rows``, then predict ``test_rows``."""
+        from embedgenre.predictors import fit_with_validation
 
-        thr, rule, _ = fit_thresholds(P_val, Y_val, mode=self.cfg.threshold_mode)
-        model.set_thresholds(thr, rule)
-
-    def _fit_eval(self, key, make, X_of, fit_rows, val_rows, test_rows, fit_with_labels=True):
-        """Fit ``make()`` on ``X_of(fit_rows)``, threshold on validation, predict test."""
         self._log(" · ".join(key))
         t0 = time.perf_counter()
         model = make()
+        if self.val is not None:
+            held = {"validation": np.flatnonzero(np.isin(train_rows, self.val))}
+        else:
+            held = {"folds": min(self.cfg.folds, len(train_rows) // 2)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            if fit_with_labels and "X_val" in inspect.signature(model.fit).parameters:
-                # early stopping on the same validation part that picks the thresholds
-                model.fit(
-                    X_of(fit_rows), self.Y[fit_rows], X_val=X_of(val_rows), Y_val=self.Y[val_rows]
-                )
-            elif fit_with_labels:
-                model.fit(X_of(fit_rows), self.Y[fit_rows])
-            else:
-                model.fit(X_of(fit_rows))
-        self._thresholded(model, model.predict_proba(X_of(val_rows)), self.Y[val_rows])
+            fit_with_validation(
+                model,
+                X_of(train_rows),
+                self.Y[train_rows],
+                classes=self.genres,
+                val_size=self.cfg.val_size,
+                seed=self.cfg.seed,
+                threshold=self.cfg.threshold_mode,
+                **held,
+            )
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         X_test = X_of(test_rows)
@@ -290,7 +297,8 @@ class _Run:
         out = _Output(test_rows, P, D, True, fit_s, time.perf_counter() - t1)
         self.outputs[key] = out
         if key[1] in ("poster", "plot"):
-            self._models[key] = model
+            rows, P_held = model.heldout_
+            self._heldout[key] = (train_rows[rows], np.asarray(P_held, dtype=np.float64))
         return model, out
 
     def _skip(self, method: str, modality: str, encoder: str, reason: str) -> None:
@@ -303,10 +311,9 @@ class _Run:
         """Every selected method on one embedding set (poster or plot)."""
         rows_ok = np.zeros(len(self.data.ids), dtype=bool)
         rows_ok[view.rows] = True
-        fit_rows = self.fit_rows[rows_ok[self.fit_rows]]
-        val_rows = self.val[rows_ok[self.val]]
+        train_rows = self.train[rows_ok[self.train]]
         test_rows = self.test[rows_ok[self.test]]
-        if len(fit_rows) < 2 or len(val_rows) < 1 or len(test_rows) < 1:
+        if len(train_rows) < 10 or len(test_rows) < 1:
             for m in self.cfg.methods:
                 self._skip(
                     m,
@@ -337,14 +344,12 @@ class _Run:
             try:
                 self._fit_eval(
                     key,
-                    lambda m=method, e=encoder, n=len(fit_rows): make_predictor(
+                    lambda m=method, e=encoder, n=len(train_rows): make_predictor(
                         m, n, self.cfg.seed, self.genres, e, view.modality
                     ),
                     view.matrix,
-                    fit_rows,
-                    val_rows,
+                    train_rows,
                     test_rows,
-                    fit_with_labels=method != "zeroshot",
                 )
             except EmbedgenreError as e:
                 self._skip(*key, str(e))
@@ -357,8 +362,7 @@ class _Run:
             X = np.hstack([pv.matrix(rows), tv.matrix(rows)]) / np.float32(math.sqrt(2.0))
             return np.ascontiguousarray(X, dtype=np.float32)
 
-        fit_rows = self.fit_rows[self.has_plot[self.fit_rows]]
-        val_rows = self.val[self.has_plot[self.val]]
+        train_rows = self.train[self.has_plot[self.train]]
         for method in self.cfg.methods:
             if method == "zeroshot":
                 self._skip(
@@ -372,28 +376,33 @@ class _Run:
             try:
                 self._fit_eval(
                     (method, "early_fusion", enc),
-                    lambda m=method, n=len(fit_rows): make_predictor(
+                    lambda m=method, n=len(train_rows): make_predictor(
                         m, n, self.cfg.seed, self.genres
                     ),
                     X_of,
-                    fit_rows,
-                    val_rows,
+                    train_rows,
                     self.test_plot,
                 )
             except EmbedgenreError as e:
                 self._skip(method, "early_fusion", enc, str(e))
 
     def _late_fusion(self) -> None:
-        """``w * p_poster + (1 - w) * p_plot``, w chosen on validation (best mAP), then
-        thresholds chosen on validation; the poster and plot models are the ones already fit."""
+        """``w * p_poster + (1 - w) * p_plot`` of the poster and plot heads already fitted; ``w``
+        and the thresholds are chosen on their held-out predictions of the training items that
+        have both (as ``embedgenre train --fusion late`` does)."""
+        from embedgenre.predictors.fusion import choose_late_weight
         from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
 
         pv, tv = self.poster0, self.plot0
         enc = f"{pv.encoder}+{tv.encoder}"
         for method in self.cfg.methods:
-            a = self.outputs.get((method, "poster", pv.encoder))
-            b = self.outputs.get((method, "plot", tv.encoder))
-            if a is None or b is None or not len(self._val_plot):
+            ka, kb = (method, "poster", pv.encoder), (method, "plot", tv.encoder)
+            a, b = self.outputs.get(ka), self.outputs.get(kb)
+            common = None
+            if a is not None and b is not None:
+                (ra, Pa), (rb, Pb) = self._heldout[ka], self._heldout[kb]
+                common, ia, ib = np.intersect1d(ra, rb, return_indices=True)
+            if common is None or not len(common):
                 self._skip(
                     method,
                     "late_fusion",
@@ -402,14 +411,11 @@ class _Run:
                 )
                 continue
             self._log(f"{method} · late_fusion · {enc}")
-            # the poster and plot models already fit score the validation items with a plot
-            Pa, Pb = self._val_scores[(method, "poster")], self._val_scores[(method, "plot")]
-            Yv = self.Y[self._val_plot]
-            w = max(
-                LATE_WEIGHTS,
-                key=lambda w: (mean_average_precision(Yv, w * Pa + (1 - w) * Pb), -abs(w - 0.5)),
+            Yh = self.Y[common]
+            w = choose_late_weight(Pa[ia], Pb[ib], Yh)
+            thr, rule, _ = fit_thresholds(
+                w * Pa[ia] + (1 - w) * Pb[ib], Yh, mode=self.cfg.threshold_mode
             )
-            thr, rule, _ = fit_thresholds(w * Pa + (1 - w) * Pb, Yv, mode=self.cfg.threshold_mode)
             a_t, b_t = a.take(self.test_plot), b.take(self.test_plot)
             P = w * a_t.P + (1 - w) * b_t.P
             self.late_weights[method] = float(w)
@@ -419,10 +425,17 @@ class _Run:
             )
 
     def _scratch(self) -> None:
+        from embedgenre.catalog import iterative_split
         from embedgenre.evaluate.scratch_cnn import ScratchCNN, load_poster_pixels
 
         key = ("scratch_cnn", "poster", SCRATCH_ENCODER)
-        rows = np.concatenate([self.fit_rows, self.val, self.test])
+        val = self.val
+        if val is None:  # one validation part for the thresholds: training a CNN K times is slow
+            val = self.train[
+                iterative_split(self.Y[self.train], self.cfg.val_size, self.cfg.seed + 1)[1]
+            ]
+        fit_rows = np.setdiff1d(self.train, val)
+        rows = np.concatenate([fit_rows, val, self.test])
         paths = [self.data.posters[i] for i in rows]
         if not any(paths):
             self._skip(*key, "no poster paths in the index")
@@ -435,19 +448,17 @@ class _Run:
         def X_of(r: np.ndarray) -> np.ndarray:
             return pixels[[at[int(i)] for i in r]]
 
-        self._log(
-            f"scratch CNN: training {self.cfg.cnn_epochs} epochs on {len(self.fit_rows)} posters"
-        )
+        self._log(f"scratch CNN: training {self.cfg.cnn_epochs} epochs on {len(fit_rows)} posters")
         model = ScratchCNN(epochs=self.cfg.cnn_epochs, seed=self.cfg.seed, classes=self.genres)
         model.fit(
-            X_of(self.fit_rows),
-            self.Y[self.fit_rows],
+            X_of(fit_rows),
+            self.Y[fit_rows],
             progress=lambda e, n, loss: logger.info("  epoch %d/%d loss %.4f", e, n, loss),
         )
         from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
 
         thr, rule, _ = fit_thresholds(
-            model.predict_proba(X_of(self.val)), self.Y[self.val], mode=self.cfg.threshold_mode
+            model.predict_proba(X_of(val)), self.Y[val], mode=self.cfg.threshold_mode
         )
         fit_s = time.perf_counter() - t0
         P = model.predict_proba(X_of(self.test))
@@ -555,8 +566,8 @@ class _Run:
                 for k in shots:
                     main = self.outputs.get((method, view.modality, view.encoder))
                     if k is None and main is not None:
-                        # "all" = the main-table model (every training item but validation)
-                        n_fit = int(rows_ok[self.fit_rows].sum())
+                        # "all" = the main-table model (fitted on every training item)
+                        n_fit = int(rows_ok[self.train].sum())
                         out.append(
                             self._fs_row(
                                 method, view, None, 0, n_fit, Y_test, main.take(test_rows).P, r
@@ -605,11 +616,15 @@ class _Run:
         self._select_sets()
         universe = self._universe()
         self._split(universe)
+        held = (
+            f"{cfg.folds}-fold out-of-fold thresholds"
+            if self.val is None
+            else f"{len(self.val)} of them for validation"
+        )
         logger.info(
-            "split: %d train (%d fit + %d validation), %d test (%d with a plot), seed %d",
+            "split: %d train (%s), %d test (%d with a plot), seed %d",
             len(self.train),
-            len(self.fit_rows),
-            len(self.val),
+            held,
             len(self.test),
             len(self.test_plot),
             cfg.seed,
@@ -631,7 +646,6 @@ class _Run:
             if "early_fusion" in cfg.modalities:
                 self._early_fusion()
             if "late_fusion" in cfg.modalities:
-                self._late_fusion_prepare()
                 self._late_fusion()
         elif {"early_fusion", "late_fusion"} & set(cfg.modalities):
             for mod in ("early_fusion", "late_fusion"):
@@ -655,7 +669,8 @@ class _Run:
             "n_genres": len(self.genres),
             "genres": self.genres,
             "n_train": int(len(self.train)),
-            "n_val": int(len(self.val)),
+            "n_val": 0 if self.val is None else int(len(self.val)),
+            "folds": None if self.val is not None else cfg.folds,
             "n_test": int(len(self.test)),
             "n_test_with_plot": int(len(self.test_plot)),
             "seed": cfg.seed,
@@ -678,19 +693,6 @@ class _Run:
             "timings": self.timings,
         }
         return Evaluation(result=result, labels=self.Y, test_outputs=test_outputs)
-
-    def _late_fusion_prepare(self) -> None:
-        """Validation scores of each method on validation items with a plot, both modalities."""
-        self._val_plot = self.val[self.has_plot[self.val]]
-        self._val_scores = {}
-        # recompute by refitting would double the cost; instead _fit_eval keeps the models
-        for (method, modality, enc), model in self._models.items():
-            view = self.poster0 if modality == "poster" else self.plot0
-            if view is None or enc != view.encoder:
-                continue
-            self._val_scores[(method, modality)] = np.asarray(
-                model.predict_proba(view.matrix(self._val_plot)), dtype=np.float64
-            )
 
 
 def evaluate(data: EvalData, config: EvalConfig | None = None) -> Evaluation:

@@ -82,22 +82,25 @@ def fit_with_validation(
     at_least_one: bool | None = None,
     refit: bool = True,
     folds: int | None = None,
+    validation=None,
 ):
     """Fit ``predictor`` on (X, Y) and choose its decision thresholds on held-out predictions.
 
     ``folds=None``: one validation part (``val_size`` of the rows, iterative stratification with
-    ``seed``) is held out; the model fitted on the rest scores it, and those scores choose the
-    thresholds, early stopping (MLP) and the late-fusion weight. With ``refit`` the model is then
-    fitted again on all rows, keeping what validation chose: more data gives better probabilities.
+    ``seed``, or the rows ``validation`` when given) is held out; the model fitted on the rest
+    scores it, and those scores choose the thresholds, early stopping (MLP) and the late-fusion
+    weight. With ``refit`` the model is then fitted again on all rows, keeping what validation
+    chose: more data gives better probabilities.
 
     ``folds=K``: out-of-fold predictions. K models, each fitted without one fold, score that
     fold, so every row is scored once by a model that did not see it; the thresholds are chosen
     on all of them (K times the validation data of one split, so steadier thresholds), and the
-    model is fitted on all rows with the median of the folds' MLP epoch counts or fusion weights.
-    Costs K + 1 fits.
+    model is fitted on all rows with the median of the folds' MLP epoch counts. A late-fusion
+    weight is chosen on the out-of-fold poster and plot predictions. Costs K + 1 fits.
 
     Sets ``predictor.validation_`` to {micro_f1, macro_f1, samples_f1, map, n_train, n_val} (and
-    ``folds``): the held-out scores. Returns the fitted predictor.
+    ``folds``): the held-out scores; ``predictor.heldout_`` to (rows, probabilities) of the
+    held-out predictions. Returns the fitted predictor.
     """
     from embedgenre.predictors.base import check_Y
 
@@ -107,7 +110,7 @@ def fit_with_validation(
         raise PredictorError(
             f"Need at least 5 labelled items to carve a validation split, got {len(X)}."
         )
-    if folds is not None:
+    if folds is not None and validation is None:
         if not 2 <= folds <= len(X) // 2:
             raise PredictorError(
                 f"folds must be between 2 and half the {len(X)} training items, got {folds}."
@@ -118,10 +121,19 @@ def fit_with_validation(
     from embedgenre.catalog import iterative_split
     from embedgenre.predictors.fusion import fit_estimator
 
-    tr, va = iterative_split(Y, test_size=val_size, seed=seed)
+    if validation is None:
+        tr, va = iterative_split(Y, test_size=val_size, seed=seed)
+    else:
+        va = np.unique(np.asarray(validation, dtype=np.int64))
+        if not len(va) or va[0] < 0 or va[-1] >= len(X) or len(va) == len(X):
+            raise PredictorError(
+                "validation must name some, not all, of the rows of X (0-based indices)."
+            )
+        tr = np.setdiff1d(np.arange(len(X)), va)
     fit_estimator(predictor, X[tr], Y[tr], classes, X[va], Y[va])
     P = predictor.predict_proba(X[va])
     _set_thresholds(predictor, P, Y[va], threshold, metric, at_least_one, n_train=len(tr))
+    predictor.heldout_ = (va, P)
     if refit:
         refit_all(predictor, X, Y)
     return predictor
@@ -152,27 +164,44 @@ def _chosen_on_validation(predictor) -> dict:
 
 
 def _fit_out_of_fold(predictor, X, Y, classes, folds, seed, threshold, metric, at_least_one):
-    from sklearn.base import clone
-
     from embedgenre.catalog import iterative_folds
-    from embedgenre.predictors.fusion import fit_estimator
+    from embedgenre.predictors.fusion import choose_late_weight, fit_estimator
 
+    late = getattr(predictor, "method", None) == "fusion" and predictor.fusion == "late"
     P = np.zeros(Y.shape, dtype=np.float32)
-    chosen = []
+    parts = np.zeros((2, *Y.shape), dtype=np.float32)  # late fusion: poster, plot
+    both = np.zeros(len(Y), dtype=bool)
+    epochs = []
     for i, (tr, va) in enumerate(iterative_folds(Y, folds, seed)):
-        part = fit_estimator(clone(predictor), X[tr], Y[tr], classes, X[va], Y[va])
+        part = fit_estimator(_fresh(predictor), X[tr], Y[tr], classes, X[va], Y[va])
         P[va] = part.predict_proba(X[va])
-        chosen.append(_chosen_on_validation(part))
+        if late:
+            parts[0, va], parts[1, va], both[va] = part.part_probas(X[va])
+        if getattr(part, "method", None) == "mlp":
+            epochs.append(part.best_epoch_)
         logger.info("fold %d/%d fitted on %d items", i + 1, folds, len(tr))
-    fixed = {k: float(np.median([c[k] for c in chosen])) for k in chosen[0]}
-    if "epochs" in fixed:
-        fixed = {"epochs": max(1, int(round(fixed["epochs"]))), "patience": 0}
+    fixed = {}
+    if epochs:
+        fixed = {"epochs": max(1, int(round(float(np.median(epochs))))), "patience": 0}
+    if late:
+        w = predictor.weight
+        if w is None:
+            w = choose_late_weight(parts[0, both], parts[1, both], Y[both])
+        P[both] = w * parts[0, both] + (1 - w) * parts[1, both]
+        fixed = {"weight": float(w)}
     _fit_all(predictor, X, Y, classes, fixed)
     n_train = len(X) - len(X) // folds
     _set_thresholds(
         predictor, P, Y, threshold, metric, at_least_one, n_train=n_train, folds=int(folds)
     )
+    predictor.heldout_ = (np.arange(len(X)), P)
     return predictor
+
+
+def _fresh(predictor):
+    """An unfitted copy with the same params; unlike ``sklearn.base.clone`` it shares param
+    objects (a zero-shot head's loaded encoder) instead of deep-copying them."""
+    return type(predictor)(**predictor.get_params(deep=False))
 
 
 def _fit_all(predictor, X, Y, classes, fixed: dict) -> None:

@@ -31,6 +31,22 @@ def fit_estimator(pred, X, Y, classes, X_val=None, Y_val=None):
     return pred.fit(X, Y, classes=classes)
 
 
+def choose_late_weight(P_poster: np.ndarray, P_plot: np.ndarray, Y: np.ndarray) -> float:
+    """The poster weight ``w`` of ``w * P_poster + (1 - w) * P_plot`` with the best mAP against
+    ``Y`` on :data:`WEIGHT_GRID` (ties: the weight nearest 0.5); 0.5 without rows."""
+    from embedgenre.predictors.metrics import mean_average_precision
+
+    if not len(Y):
+        return 0.5
+    scored = [
+        (mean_average_precision(Y, w * P_poster + (1 - w) * P_plot), -abs(w - 0.5), w)
+        for w in WEIGHT_GRID
+    ]
+    best = max(scored)
+    logger.info("late fusion: poster weight %.1f (held-out mAP %.4f)", best[2], best[0])
+    return float(best[2])
+
+
 class FusionPredictor(GenrePredictor):
     """Fuse a poster head and a plot head (``method`` for both, ``params`` shared, with
     ``poster_params`` / ``plot_params`` overrides). ``dims`` = (d_poster, d_plot)."""
@@ -121,20 +137,26 @@ class FusionPredictor(GenrePredictor):
         return self
 
     def _choose_weight(self, Xp, Xt, hp, ht, Y) -> float:
-        from embedgenre.predictors.metrics import mean_average_precision
-
         both = hp & ht
         if not both.any() or len(self.parts_) < 2:
             return 0.5
         pp = self.parts_["poster"].predict_proba(Xp[both])
         pt = self.parts_["plot"].predict_proba(Xt[both])
-        scored = [
-            (mean_average_precision(Y[both], w * pp + (1 - w) * pt), -abs(w - 0.5), w)
-            for w in WEIGHT_GRID
-        ]
-        best = max(scored)
-        logger.info("late fusion: poster weight %.1f (validation mAP %.4f)", best[2], best[0])
-        return float(best[2])
+        return choose_late_weight(pp, pt, Y[both])
+
+    def part_probas(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The poster head's and the plot head's probabilities (zeros where an input or a head
+        is missing) and the rows that have both."""
+        self._check_fitted()
+        Xp, Xt, hp, ht = self._split(X)
+        out = []
+        for which, mask, Xm in (("poster", hp, Xp), ("plot", ht, Xt)):
+            P = np.zeros((len(Xp), len(self.classes_)), dtype=np.float32)
+            if mask.any() and which in self.parts_:
+                P[mask] = self.parts_[which].predict_proba(Xm[mask])
+            out.append(P)
+        both = hp & ht & ("poster" in self.parts_) & ("plot" in self.parts_)
+        return out[0], out[1], both
 
     def predict_proba(self, X) -> np.ndarray:
         self._check_fitted()
