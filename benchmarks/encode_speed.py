@@ -178,8 +178,13 @@ def main() -> None:
                 enc.encode_texts(plots, batch_size=batch)
                 rate = len(plots) / (time.perf_counter() - t)
                 eager.setdefault(batch, rate)
-                t2.add_row(backend, str(batch), str(len(plots)), f"{rate:.1f}",
-                           f"{rate / eager[batch]:.2f}x")
+                t2.add_row(
+                    backend,
+                    str(batch),
+                    str(len(plots)),
+                    f"{rate:.1f}",
+                    f"{rate / eager[batch]:.2f}x",
+                )
         console.print(t2)
 
 

@@ -54,10 +54,21 @@ def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, fl
         "r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024;"
         "print(json.dumps({'rc':p.returncode,'wall':w,'rss':r,'out':p.stdout,'err':p.stderr[-3000:]}))"
     )
-    cmd = [sys.executable, "-m", "cli.app", "-q", "index", str(catalog), "--out", str(out),
-           "--json", *extra]
-    proc = subprocess.run([sys.executable, "-c", code, *cmd], cwd=ROOT, capture_output=True,
-                          text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.app",
+        "-q",
+        "index",
+        str(catalog),
+        "--out",
+        str(out),
+        "--json",
+        *extra,
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *cmd], cwd=ROOT, capture_output=True, text=True
+    )
     res = json.loads(proc.stdout)
     if res["rc"] != 0:
         sys.exit(f"index failed:\n{res['err']}")
@@ -65,7 +76,9 @@ def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, fl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
     ap.add_argument("--limit", type=int, default=None, help="index only the first N movies")
     args = ap.parse_args()
@@ -107,7 +120,9 @@ def main() -> None:
         f"| peak RSS on a quarter of the catalog | {rss_q:.0f} MiB | flat in catalog size |",
         f"| posters/s ({poster['encoder']}, incl. decode) | {posters_s:.1f} | |",
         f"| plots/s ({plot['encoder']}) | {plots_s:.1f} | |",
-        f"| model GFLOP per poster (torch count) | {per_img:.3f} | |" if per_img else "| model GFLOP per poster | n/a | |",
+        f"| model GFLOP per poster (torch count) | {per_img:.3f} | |"
+        if per_img
+        else "| model GFLOP per poster | n/a | |",
         f"| CPU fp32 matmul rate | {gflop:.1f} GFLOP/s | |",
         f"| FLOP-bound posters/s / achieved | {bound:.1f} / {posters_s:.1f} = {posters_s / bound:.0%} | |",
         f"| re-run unchanged, wall | {wall_re:.2f} s ({wall1 / wall_re:.0f}x faster; {encoded_again} encoded) | >= 50x |",

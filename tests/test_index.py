@@ -149,7 +149,9 @@ def test_incremental_add_change_remove(small_catalog, tmp_path, fixture_dir):
     out = tmp_path / "idx"
     build(root, out, Factory())
     old = GenreIndex.open(out)
-    old_vec = {i: v.copy() for i, v in zip(old.get_set("poster").ids, old.get_set("poster").vectors)}
+    old_vec = {
+        i: v.copy() for i, v in zip(old.get_set("poster").ids, old.get_set("poster").vectors)
+    }
 
     with open(fixture_dir / "movies.csv", encoding="utf-8") as f:
         extra = list(csv.DictReader(f))[20:25]
@@ -193,9 +195,16 @@ def _write_bad_posters(root: Path) -> dict[str, str]:
     Image.new("P", (60, 90), 3).save(p / "tt9000009.png")
     Image.new("1", (12000, 12000)).save(p / "tt9000010.png")  # 144 Mpx: over the bomb limit
     return {
-        "tt9000001": "ok", "tt9000002": "skip", "tt9000003": "skip", "tt9000004": "skip",
-        "tt9000005": "skip", "tt9000006": "ok", "tt9000007": "ok", "tt9000008": "ok",
-        "tt9000009": "ok", "tt9000010": "skip",
+        "tt9000001": "ok",
+        "tt9000002": "skip",
+        "tt9000003": "skip",
+        "tt9000004": "skip",
+        "tt9000005": "skip",
+        "tt9000006": "ok",
+        "tt9000007": "ok",
+        "tt9000008": "ok",
+        "tt9000009": "ok",
+        "tt9000010": "skip",
     }
 
 
@@ -205,8 +214,13 @@ def test_bad_posters_are_skipped_listed_and_not_retried(tmp_path):
     expected = _write_bad_posters(root)
     ext = {"tt9000008": "png", "tt9000009": "png", "tt9000010": "png"}
     rows = [
-        {"imdb_id": i, "title": i, "genres": "Drama", "plot": f"plot {i}",
-         "poster": f"posters/{i}.{ext.get(i, 'jpg')}"}
+        {
+            "imdb_id": i,
+            "title": i,
+            "genres": "Drama",
+            "plot": f"plot {i}",
+            "poster": f"posters/{i}.{ext.get(i, 'jpg')}",
+        }
         for i in expected
     ]
     make_catalog(root, rows)
@@ -239,7 +253,9 @@ def test_asking_an_index_for_other_encoders_is_refused_unless_added(small_catalo
         build(root, out, Factory(), image_encoders=["fake:b"])
     summary = build(root, out, Factory(), image_encoders=["fake:b"], add=True)
     assert {(s.encoder, s.encoded) for s in summary.sets} == {
-        ("fake:a", 0), ("fake:t", 0), ("fake:b", 20)
+        ("fake:a", 0),
+        ("fake:t", 0),
+        ("fake:b", 20),
     }
     idx = GenreIndex.open(out)
     assert idx.get_set("poster").encoder == "fake:a"  # the first set stays the default
@@ -287,12 +303,28 @@ def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
     """A real `embedgenre index` subprocess killed mid-run; the rerun finishes the job."""
     out = tmp_path / "idx"
     cmd = [
-        sys.executable, "-m", "cli.app", "index", str(fixture_dir), "--out", str(out),
-        "--image-encoder", "cnn:efficientnet-lite0", "--text-encoder", "st:all-MiniLM-L6-v2",
-        "--batch-size", "8", "--chunk-size", "16",
+        sys.executable,
+        "-m",
+        "cli.app",
+        "index",
+        str(fixture_dir),
+        "--out",
+        str(out),
+        "--image-encoder",
+        "cnn:efficientnet-lite0",
+        "--text-encoder",
+        "st:all-MiniLM-L6-v2",
+        "--batch-size",
+        "8",
+        "--chunk-size",
+        "16",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     partial = out / ".partial" / "poster__cnn-efficientnet-lite0"
     deadline = time.time() + 240
     while time.time() < deadline and len(list(partial.glob("chunk-*.npz"))) < 2:
@@ -307,8 +339,10 @@ def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
     assert idx.manifest["complete"] is False
 
     summary = build_index(
-        read_catalog(fixture_dir), out,
-        image_encoders=["cnn:efficientnet-lite0"], text_encoders=["st:all-MiniLM-L6-v2"],
+        read_catalog(fixture_dir),
+        out,
+        image_encoders=["cnn:efficientnet-lite0"],
+        text_encoders=["st:all-MiniLM-L6-v2"],
     )
     poster = next(s for s in summary.sets if s.modality == "poster")
     assert poster.resumed >= 16 * done_before
@@ -375,8 +409,20 @@ def test_clip_checkpoint_imported_then_used_to_index(small_catalog, tmp_path, mo
     assert res.exit_code == 0, res.output
     root, _ = small_catalog
     out = tmp_path / "idx"
-    res = runner.invoke(app, ["index", str(root), "--out", str(out), "--image-encoder", name,
-                              "--text-encoder", name, "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(root),
+            "--out",
+            str(out),
+            "--image-encoder",
+            name,
+            "--text-encoder",
+            name,
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     idx = GenreIndex.open(out)
     poster, plot = idx.get_set("poster"), idx.get_set("plot")
