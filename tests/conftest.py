@@ -35,3 +35,19 @@ def fixture_index_dir(fixture_dir, tmp_path_factory) -> Path:
         text_encoders=["st:all-MiniLM-L6-v2"],
     )
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_tiny_clip_exports():
+    """Tiny CLIP checkpoints live in per-test temporary folders, and their ONNX exports are
+    keyed by that path, so no later run can reuse them: remove the ones this run left in the
+    user's cache (tests that set their own $EMBEDGENRE_CACHE clean up with their tmp_path)."""
+    import shutil
+
+    from _tiny_clip import TINY_ARCH
+
+    from embedgenre.encoders.weights import cache_dir
+
+    yield
+    for d in (cache_dir() / "onnx").glob(f"clip_{TINY_ARCH}_*"):
+        shutil.rmtree(d, ignore_errors=True)

@@ -136,10 +136,16 @@ class MLKNNPredictor(_NeighbourBase):
         k = _check_k(self.k, len(X) - 1, during_fit=True)
         if self.s < 0:
             raise PredictorError(f"smoothing s must be >= 0, got {self.s}.")
-        s = float(self.s)
-        n, g = Y.shape
         _, rows = search(self.index_, X, k, exclude_self=True)
-        counts = self.Y_[rows].sum(axis=1, dtype=np.int64)  # (n, g): neighbours carrying l
+        self._fit_statistics(rows)
+        return self
+
+    def _fit_statistics(self, rows: np.ndarray) -> None:
+        """Prior and likelihood tables from each training item's neighbour rows (n, k)."""
+        s, Y = float(self.s), self.Y_
+        n, g = Y.shape
+        k = rows.shape[1]
+        counts = Y[rows].sum(axis=1, dtype=np.int64)  # (n, g): neighbours carrying l
         self.prior_ = ((s + Y.sum(axis=0)) / (2 * s + n)).astype(np.float64)
         # c[l, j]: items with genre l whose neighbours carry l exactly j times; c_not likewise
         flat = np.arange(g)[None, :] * (k + 1) + counts
@@ -148,10 +154,13 @@ class MLKNNPredictor(_NeighbourBase):
         c_not = c_all - c
         self.cond_true_ = (s + c) / (s * (k + 1) + c.sum(axis=1, keepdims=True))
         self.cond_false_ = (s + c_not) / (s * (k + 1) + c_not.sum(axis=1, keepdims=True))
-        return self
 
     def predict_proba(self, X) -> np.ndarray:
         _, rows = self._neighbours(X)
+        return self._posteriors(rows)
+
+    def _posteriors(self, rows: np.ndarray) -> np.ndarray:
+        """Posteriors (q, g) of queries whose neighbours are training rows ``rows`` (q, k)."""
         counts = self.Y_[rows].sum(axis=1, dtype=np.int64)  # (q, g)
         genre = np.arange(counts.shape[1])[None, :]
         p1 = self.prior_[None, :] * self.cond_true_[genre, counts]
