@@ -213,8 +213,9 @@ def train(
         f"saved head [bold]{head.name}[/] ({head.method}, {head.modality}) to {out['path']}"
     )
     if m:
+        how = f"{m['folds']}-fold out-of-fold" if m.get("folds") else "validation"
         console.print(
-            f"validation ({m['n_val']} items): micro-F1 {m['micro_f1']:.3f}  "
+            f"{how} ({m['n_val']} items): micro-F1 {m['micro_f1']:.3f}  "
             f"macro-F1 {m['macro_f1']:.3f}  mAP {m['map']:.3f}"
         )
     else:
