@@ -115,7 +115,9 @@ def train(
     name: Annotated[
         str | None, typer.Option(help="Head name (default: METHOD-MODALITY[-FUSION]).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the validation split and the MLP.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the folds (or validation split) and the MLP.")
+    ] = 0,
     val_size: Annotated[
         float,
         typer.Option(min=0.05, max=0.5, help="With --folds 0: share of items for validation."),

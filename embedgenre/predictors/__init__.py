@@ -2,8 +2,8 @@
 
 ``make_predictor(method, **params)`` builds one of :data:`METHODS` (zeroshot, knn, mlknn, linear,
 mlp; ``fusion="early"|"late"`` for poster + plot); ``fit_with_validation`` fits it, picks
-thresholds on a validation split, records validation scores and refits on all the rows it was
-given; ``save_predictor`` /
+thresholds on held-out predictions (out-of-fold with ``folds=K``, else one validation split),
+records the held-out scores and fits on all the rows it was given; ``save_predictor`` /
 ``load_predictor`` store it as JSON + arrays. Index-level training and prediction (what the CLI
 calls) live in :mod:`embedgenre.predictors.heads`.
 """

@@ -1,5 +1,5 @@
 """One entry point to build and train predictors: :func:`make_predictor` and
-:func:`fit_with_validation` (validation split, thresholds and validation scores in one call)."""
+:func:`fit_with_validation` (held-out predictions, thresholds and held-out scores in one call)."""
 
 from __future__ import annotations
 
