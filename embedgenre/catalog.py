@@ -98,8 +98,9 @@ class Item:
 def plot_text(plot: str | None, title: str | None = None) -> str | None:
     """The text a plot embedding is made of: ``"Title. synopsis"``, or the synopsis alone.
 
-    A title often names the genre's vocabulary ("... of the Dead", "Christmas ..."), and on the
-    shared posters adding it raises plot micro-F1 by about 0.01 (``benchmarks/heads_quality.py``).
+    A title often carries genre words ("... of the Dead", "A Christmas ..."); on the shared
+    posters adding it raised a linear plot head's micro-F1 by about 0.01 (0.613 -> 0.621, mean
+    of three test splits), with mAP unchanged.
     Without a synopsis there is no plot text: a title alone is not embedded.
     """
     plot = plot.strip() if plot else ""
