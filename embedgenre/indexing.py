@@ -96,11 +96,8 @@ class _Job:
 
 
 def sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def sha1_text(text: str) -> str:

@@ -163,18 +163,14 @@ def test_zeroshot_with_clip_text_tower_and_refusal_for_cnn(data):
 def test_catalog_prediction_to_csv_and_json(data, fixture_dir):
     index = str(data["index"])
     ok("train", index, "--method", "knn", "--k", "5", "--image-encoder", "cnn:efficientnet-lite0")
+    catalog = str(data["tmp"] / "catalog")
+
+    def predict_to(out):
+        args = ["--catalog", catalog, "--index", index, "--head", "knn-poster", "--out", str(out)]
+        return ok("predict", *args)
+
     out_csv = data["tmp"] / "pred.csv"
-    summary = ok(
-        "predict",
-        "--catalog",
-        str(data["tmp"] / "catalog"),
-        "--index",
-        index,
-        "--head",
-        "knn-poster",
-        "--out",
-        str(out_csv),
-    )
+    summary = predict_to(out_csv)
     assert summary["items"] == 41 and summary["failed"] == 1  # the empty poster
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -182,18 +178,9 @@ def test_catalog_prediction_to_csv_and_json(data, fixture_dir):
     broken = next(r for r in rows if r["id"] == BROKEN_ID)
     assert broken["genres"] == "" and broken["error"]
     out_json = data["tmp"] / "pred.json"
-    ok(
-        "predict",
-        "--catalog",
-        str(data["tmp"] / "catalog"),
-        "--index",
-        index,
-        "--head",
-        "knn-poster",
-        "--out",
-        str(out_json),
-    )
-    assert len(json.loads(out_json.read_text())["items"]) == 41
+    predict_to(out_json)
+    items = json.loads(out_json.read_text())["items"]
+    assert len(items) == 41 and [r["id"] for r in items] == [r["id"] for r in rows]
 
 
 def test_title_is_embedded_with_the_plot_as_the_index_does(data, fixture_dir):

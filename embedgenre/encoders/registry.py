@@ -100,7 +100,12 @@ def register(cls: type[Family]) -> type[Family]:
 def families() -> dict[str, Family]:
     for module in _FAMILY_MODULES:
         importlib.import_module(module)
-    return dict(_FAMILIES)
+
+    def rank(fam: Family) -> int:  # listed in _FAMILY_MODULES order, whatever was imported first
+        module = type(fam).__module__
+        return _FAMILY_MODULES.index(module) if module in _FAMILY_MODULES else len(_FAMILY_MODULES)
+
+    return dict(sorted(_FAMILIES.items(), key=lambda kv: rank(kv[1])))
 
 
 def _split(name: str) -> tuple[Family, str]:
