@@ -163,6 +163,16 @@ def build_index(
         hashes = poster_hash if modality == "poster" else plot_hash
         key = set_key(modality, name)
         job = _plan(out, old, modality, name, key, items, hashes, skipped, old_skipped)
+        if job.reused and _preprocessing_changed(job.old_entry, name, registry):
+            logger.warning(
+                "%s: %s now prepares images differently from when this index was built; "
+                "re-encoding its %d stored posters",
+                key,
+                name,
+                job.reused,
+            )
+            job = _plan(out, None, modality, name, key, items, hashes, skipped, old_skipped)
+            job.old_entry = None
         summary = SetSummary(key=key, modality=modality, encoder=name, dim=0)
         t_set = time.perf_counter()
         encoder = None
@@ -286,6 +296,18 @@ def _check_compatible(old_entry: dict | None, encoder, out: Path) -> None:
                 f"index at {out} was built with {field_name}={was.get(field_name)!r}; its "
                 "embeddings cannot be mixed. Build a new index with --out NEW_DIR."
             )
+
+
+def _preprocessing_changed(entry: dict | None, name: str, registry) -> bool:
+    """True when the set's recorded image preprocessing differs from what ``name`` uses now
+    (known without loading the model only for some families; unknown counts as unchanged)."""
+    if entry is None:
+        return False
+    now = registry.preprocessing(name)
+    was = entry.get("encoder", {}).get("preprocessing")
+    if now is None or was is None:
+        return False
+    return json.loads(json.dumps(now)) != was  # as the manifest stores it: tuples become lists
 
 
 def _plan(out, old, modality, name, key, items, hashes, skipped, old_skipped) -> _Job:

@@ -136,6 +136,27 @@ def test_iter_image_batches_order_and_failures(tmp_path, fixture_dir):
     assert np.allclose(again[0], ref)
 
 
+def test_squash_transform_keeps_the_whole_poster():
+    """A tall output sees the top and bottom bands of a poster; a centre crop loses both."""
+    img = Image.new("RGB", (224, 331), (128, 128, 128))
+    img.paste((255, 0, 0), (0, 0, 224, 40))  # title band
+    img.paste((0, 0, 255), (0, 291, 224, 331))  # credits band
+    whole = ImageTransform(
+        size=224, height=320, mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash"
+    )
+    x = whole(img)
+    assert x.shape == (3, 320, 224) and x.flags.c_contiguous
+    assert whole.draft_size == (224, 320)
+    assert np.allclose(x[:, 5, 100], [1.0, -1.0, -1.0], atol=0.02)  # red at the top
+    assert np.allclose(x[:, 315, 100], [-1.0, -1.0, 1.0], atol=0.02)  # blue at the bottom
+    centre = ImageTransform(size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    y = centre(img)
+    assert y.shape == (3, 224, 224) and np.abs(y[0] - y[2]).max() < 0.02  # grey only
+    assert "height" not in centre.to_dict() and whole.to_dict()["height"] == 320
+    with pytest.raises(ValueError, match="squash"):
+        ImageTransform(size=224, height=320, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
 def test_transform_ranges_and_shape():
     img = Image.new("RGB", (182, 268), (255, 0, 128))
     t = ImageTransform(size=224, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.875)

@@ -273,6 +273,39 @@ def test_changed_encoder_dimension_is_refused(small_catalog, tmp_path):
     GenreIndex.open(out)  # the refused run left a readable index
 
 
+def _record_preprocessing(out: Path, key: str, preprocessing: dict) -> None:
+    """Make the index say its set ``key`` was encoded with ``preprocessing``."""
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    entry = next(e for e in manifest["sets"] if e["key"] == key)
+    entry["encoder"]["preprocessing"] = preprocessing
+    path.write_text(json.dumps(manifest))
+
+
+def test_changed_image_preprocessing_re_encodes_the_posters(small_catalog, tmp_path, caplog):
+    """A set encoded with another transform than the encoder uses now is encoded again, so
+    old and new poster vectors are never mixed; the plots are left alone."""
+    from embedgenre.encoders import preprocessing
+
+    root, _ = small_catalog
+    out = tmp_path / "idx"
+    lite0 = "cnn:efficientnet-lite0"  # a registry name, so its transform is known; fake vectors
+    build(root, out, Factory(), image_encoders=[lite0])
+    key = GenreIndex.open(out).get_set("poster").key
+    _record_preprocessing(out, key, preprocessing(lite0))
+    summary = build(root, out, Factory(), image_encoders=[lite0])
+    assert [(s.encoded, s.reused) for s in summary.sets] == [(0, 20), (0, 20)]
+
+    centre_crop = {**preprocessing(lite0), "resize_mode": "shortest", "crop_pct": 0.875}
+    del centre_crop["height"]
+    _record_preprocessing(out, key, centre_crop)
+    with caplog.at_level("WARNING", logger="embedgenre.indexing"):
+        summary = build(root, out, Factory(), image_encoders=[lite0])
+    assert [(s.encoded, s.reused) for s in summary.sets] == [(20, 0), (0, 20)]
+    assert "prepares images differently" in caplog.text
+    assert len(GenreIndex.open(out).get_set("poster").rows) == 20
+
+
 def test_open_errors_name_the_problem_and_the_fix(tmp_path):
     with pytest.raises(IndexStoreError, match="does not exist.*embedgenre index"):
         GenreIndex.open(tmp_path / "nope")

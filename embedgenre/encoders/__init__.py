@@ -21,6 +21,7 @@ from embedgenre.encoders.registry import (
     default_text_encoder_name,
     encoder_spec,
     list_encoders,
+    preprocessing,
     register,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "encoder_spec",
     "iter_image_batches",
     "list_encoders",
+    "preprocessing",
     "register",
 ]

@@ -32,12 +32,12 @@ _RESAMPLE = {
 
 @dataclass(frozen=True)
 class ImageTransform:
-    """Resize + crop + normalise a PIL image to float32 (3, size, size).
+    """Resize + crop + normalise a PIL image to float32 (3, height, size).
 
     resize_mode "shortest": scale the short side to ``size / crop_pct``, then take the centre
     ``size`` x ``size`` crop (the usual ImageNet/CLIP evaluation transform); "squash": resize the
-    whole image to ``size`` x ``size`` ignoring the aspect ratio. Pixel values become
-    ``(x / 255 - mean) / std`` per channel.
+    whole image to ``size`` wide x ``height`` tall ignoring the aspect ratio (``height`` defaults
+    to ``size``: a square). Pixel values become ``(x / 255 - mean) / std`` per channel.
     """
 
     size: int
@@ -46,6 +46,7 @@ class ImageTransform:
     crop_pct: float = 1.0
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
+    height: int | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in _RESAMPLE:
@@ -54,10 +55,18 @@ class ImageTransform:
             )
         if self.resize_mode not in ("shortest", "squash"):
             raise ValueError(f"resize_mode {self.resize_mode!r}: expected 'shortest' or 'squash'")
+        if self.height is not None and self.resize_mode != "squash":
+            raise ValueError("height other than size needs resize_mode 'squash'")
+
+    @property
+    def out_height(self) -> int:
+        return self.size if self.height is None else self.height
 
     @property
     def draft_size(self) -> tuple[int, int]:
         """Smallest (w, h) a JPEG may be decoded at without losing detail for this transform."""
+        if self.resize_mode == "squash":
+            return (self.size, self.out_height)
         side = int(round(self.size / self.crop_pct))
         return (side, side)
 
@@ -74,13 +83,14 @@ class ImageTransform:
         if img.mode != "RGB":
             img = img.convert("RGB")
         left, top, right, bottom = self.box(*img.size)
-        if round(right - left) == round(bottom - top) == self.size:
+        width, height = self.size, self.out_height
+        if round(right - left) == width and round(bottom - top) == height:
             # already at the model's scale (most posters are 224 px wide): crop, no resampling
             left, top = round(left), round(top)
-            resized = img.crop((left, top, left + self.size, top + self.size))
+            resized = img.crop((left, top, left + width, top + height))
         else:
             resized = img.resize(
-                (self.size, self.size),
+                (width, height),
                 resample=_RESAMPLE[self.interpolation],
                 box=(left, top, right, bottom),
                 reducing_gap=3.0,
@@ -89,14 +99,17 @@ class ImageTransform:
         std = np.asarray(self.std, dtype=np.float32)
         scale = 1.0 / (255.0 * std)
         offset = -np.asarray(self.mean, dtype=np.float32) / std
-        out = np.empty((3, self.size, self.size), dtype=np.float32)
+        out = np.empty((3, height, width), dtype=np.float32)
         for c in range(3):  # per channel, in place: ~5x faster than broadcasting over (H, W, 3)
             np.multiply(pixels[:, :, c], scale[c], out=out[c], casting="unsafe")
             out[c] += offset[c]
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["height"] is None:  # square transforms are described as they always were
+            del d["height"]
+        return d
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

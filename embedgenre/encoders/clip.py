@@ -252,7 +252,7 @@ class ClipEncoder(Encoder):
             backend,
             device,
             lambda: image_tower(model),
-            self.transform.size,
+            self.transform,
             key_parts={"weights": file_fingerprint(located.path), "config": cfg},
             threads=threads,
         )

@@ -99,17 +99,22 @@ def make_runner(name: str, backend: str, device: str, build, key_parts: dict, th
 
 
 def make_image_runner(
-    name: str, backend: str, device: str, module_fn, size: int, key_parts: dict, threads=None
+    name: str, backend: str, device: str, module_fn, transform, key_parts: dict, threads=None
 ):
-    """``make_runner`` for an image tower: one ``pixels`` input, float32 (n, 3, size, size).
+    """``make_runner`` for an image tower: one ``pixels`` input, float32 (n, 3, height, width)
+    as ``transform`` (an :class:`ImageTransform`) makes them.
 
     module_fn() -> the torch module mapping pixels to features (built only when needed).
     """
+    height, width = transform.out_height, transform.size
+    if (height, width) != (transform.size, transform.size):  # square exports keep their old key
+        key_parts = {**key_parts, "input": [height, width]}
 
     def build():
         import torch
 
-        return module_fn(), (torch.zeros(2, 3, size, size),), ["pixels"], {"pixels": {0: "batch"}}
+        example = (torch.zeros(2, 3, height, width),)
+        return module_fn(), example, ["pixels"], {"pixels": {0: "batch"}}
 
     return make_runner(name, backend, device, build, key_parts, threads=threads)
 

@@ -73,6 +73,11 @@ class Family:
     def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
         raise NotImplementedError
 
+    def preprocessing(self, name: str) -> dict | None:
+        """The image transform ``name`` uses (as ``Encoder.describe`` records it), when it is
+        known without loading the model; None otherwise."""
+        return None
+
     def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
         """Check that ``path`` holds weights for ``name`` (raise EmbedgenreError otherwise);
         return extra files to store beside it (destination name -> source path)."""
@@ -151,6 +156,16 @@ def encoder_spec(name: str) -> EncoderSpec:
     """Availability and shape of one encoder name, without loading it."""
     fam, name = _split(name)
     return fam.spec(name)
+
+
+def preprocessing(name: str) -> dict | None:
+    """The image transform an encoder name uses, without loading it (None when its family cannot
+    say, or the name is not a registry name)."""
+    try:
+        fam, name = _split(name)
+        return fam.preprocessing(name)
+    except UnknownEncoderError:
+        return None
 
 
 def create_encoder(

@@ -132,7 +132,7 @@ class TimmEncoder(Encoder):
             backend,
             device,
             lambda: net,
-            self.transform.size,
+            self.transform,
             key_parts={"weights": file_fingerprint(located.path), "model": model},
             threads=threads,
         )
