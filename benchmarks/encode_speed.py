@@ -54,11 +54,11 @@ def gflops_per_image(variant: str) -> float:
         transform_for,
     )
 
-    size = transform_for(variant).size
+    t = transform_for(variant)
     module = pooled_features(build_model(variant, _packaged_path(variant)))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        module(torch.zeros(1, 3, size, size))
+        module(torch.zeros(1, 3, t.out_height, t.size))
     return counter.get_total_flops() / 1e9
 
 

@@ -171,7 +171,7 @@ def test_preprocess_and_encode_pixels_contract(lite0_onnx, posters):
     from embedgenre.images import load_image
 
     x = lite0_onnx.preprocess(load_image(posters[0]))
-    assert x.shape == (3, 320, 224) and x.dtype == np.float32  # the whole poster, 224 x 320
+    assert x.shape == (3, 288, 224) and x.dtype == np.float32  # the whole poster, 224 x 288
     assert -1.0 - 1e-5 <= x.min() and x.max() <= 1.0 + 1e-5  # [-1, 1] input scaling
     v = lite0_onnx.encode_pixels(np.stack([x, x]))
     _check_embeddings(v, 2, 1280)

