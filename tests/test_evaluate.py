@@ -393,3 +393,21 @@ def test_cli_bad_input(fixture_index_dir, tmp_path):
     assert res.exit_code == 1 and "'train' and 'test'" in res.output
     res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nowhere")])
     assert res.exit_code == 1 and "no index at" in res.output
+
+
+def test_late_fusion_heldout_scores_cover_every_training_item():
+    """Thresholds of late fusion are chosen on every held-out item, each scored with what it has:
+    the fused scores where both heads scored it, else the one head that did."""
+    from embedgenre.evaluate.runner import _late_heldout
+
+    ra, Pa = np.array([5, 1, 3]), np.array([[0.5, 0.1], [0.1, 0.9], [0.3, 0.3]])
+    rb, Pb = np.array([7, 3]), np.array([[0.8, 0.2], [0.9, 0.7]])
+    rows, P = _late_heldout(0.25, ra, Pa, rb, Pb)
+    assert rows.tolist() == [1, 3, 5, 7]
+    expected = [
+        [0.1, 0.9],
+        [0.25 * 0.3 + 0.75 * 0.9, 0.25 * 0.3 + 0.75 * 0.7],
+        [0.5, 0.1],
+        [0.8, 0.2],
+    ]
+    np.testing.assert_allclose(P, expected, rtol=1e-6)

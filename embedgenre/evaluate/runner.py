@@ -103,6 +103,23 @@ class _Output:
         return _Output(items, self.P[pos], self.D[pos], self.has_scores, self.fit_s, self.predict_s)
 
 
+def _late_heldout(w: float, ra, Pa, rb, Pb) -> tuple[np.ndarray, np.ndarray]:
+    """Late-fusion held-out scores over the union of the poster rows ``ra`` and plot rows ``rb``:
+    ``w * Pa + (1 - w) * Pb`` where an item has both, else the one it has."""
+    oa, ob = np.argsort(ra), np.argsort(rb)
+    ra, Pa, rb, Pb = ra[oa], Pa[oa], rb[ob], Pb[ob]
+    rows = np.union1d(ra, rb)
+    P = np.zeros((len(rows), Pa.shape[1]), dtype=np.float32)
+    in_a, in_b = np.isin(rows, ra), np.isin(rows, rb)
+    P[in_a] = Pa[np.searchsorted(ra, rows[in_a])]
+    P[in_b] = Pb[np.searchsorted(rb, rows[in_b])]
+    both = in_a & in_b
+    P[both] = (
+        w * Pa[np.searchsorted(ra, rows[both])] + (1 - w) * Pb[np.searchsorted(rb, rows[both])]
+    )
+    return rows, P
+
+
 @dataclass
 class Evaluation:
     """``result``: the JSON-able report document; ``labels``: all items' labels (n, g);
@@ -387,9 +404,11 @@ class _Run:
                 self._skip(method, "early_fusion", enc, str(e))
 
     def _late_fusion(self) -> None:
-        """``w * p_poster + (1 - w) * p_plot`` of the poster and plot heads already fitted; ``w``
-        and the thresholds are chosen on their held-out predictions of the training items that
-        have both (as ``embedgenre train --fusion late`` does)."""
+        """``w * p_poster + (1 - w) * p_plot`` of the poster and plot heads already fitted, as
+        ``embedgenre train --fusion late`` makes it: ``w`` is chosen on their held-out
+        predictions of the training items that have both; the thresholds on the held-out
+        predictions of every training item, each with what it has (the fused scores, or the
+        poster's or the plot's alone)."""
         from embedgenre.predictors.fusion import choose_late_weight
         from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
 
@@ -411,11 +430,9 @@ class _Run:
                 )
                 continue
             self._log(f"{method} · late_fusion · {enc}")
-            Yh = self.Y[common]
-            w = choose_late_weight(Pa[ia], Pb[ib], Yh)
-            thr, rule, _ = fit_thresholds(
-                w * Pa[ia] + (1 - w) * Pb[ib], Yh, mode=self.cfg.threshold_mode
-            )
+            w = choose_late_weight(Pa[ia], Pb[ib], self.Y[common])
+            rows, P_held = _late_heldout(w, ra, Pa, rb, Pb)
+            thr, rule, _ = fit_thresholds(P_held, self.Y[rows], mode=self.cfg.threshold_mode)
             a_t, b_t = a.take(self.test_plot), b.take(self.test_plot)
             P = w * a_t.P + (1 - w) * b_t.P
             self.late_weights[method] = float(w)
