@@ -178,6 +178,8 @@ def build_index(
         encoder = None
         if job.todo:
             encoder = factory(name)
+            if getattr(encoder, "fitted_on_catalog", False):
+                _prepare_fitted(encoder, out, job, items)
             _check_compatible(job.old_entry, encoder, out)
             logger.info(
                 "%s: encoding %d %ss with %s (%d reused, %d resumed)",
@@ -308,6 +310,40 @@ def _preprocessing_changed(entry: dict | None, name: str, registry) -> bool:
     if now is None or was is None:
         return False
     return json.loads(json.dumps(now)) != was  # as the manifest stores it: tuples become lists
+
+
+def _state_source(out: Path, job: _Job) -> Path | None:
+    """Where the fit of a catalog-fitted encoder for ``job`` is stored: the interrupted run's
+    ``.partial/`` (if it left chunks), else the committed set (if rows are reused)."""
+    from embedgenre.encoders.hybrid import HybridEncoder
+
+    partial = out / ".partial" / job.key
+    if job.resumed and HybridEncoder.has_state(partial):
+        return partial
+    if job.old_entry is not None and HybridEncoder.has_state(out / job.old_entry["dir"]):
+        return out / job.old_entry["dir"]
+    return None
+
+
+def _prepare_fitted(encoder, out: Path, job: _Job, items) -> None:
+    """Give an encoder fitted on the catalog (``hybrid:``) its fit before anything is encoded.
+
+    Rows kept from before were embedded with the stored fit, so it is loaded again and new rows
+    share their space; with nothing kept, it is fitted on the catalog's plots. Either way the fit
+    is saved in ``.partial/`` first, so a killed run resumes with the same one.
+    """
+    source = _state_source(out, job) if (job.reused or job.resumed) else None
+    if source is not None:
+        encoder.load_state(source)
+        logger.info("%s: using the lexical fit stored in %s", job.key, source)
+    else:
+        if job.resumed:  # chunks of a run whose fit is lost cannot be matched: encode again
+            raise IndexStoreError(
+                f"{out}/.partial/{job.key} holds encoded plots without the fit they were made "
+                f"with; delete {out}/.partial and run the same command again"
+            )
+        encoder.fit([it.plot_text for it in items if it.plot_text])
+    encoder.save_state(out / ".partial" / job.key)
 
 
 def _plan(out, old, modality, name, key, items, hashes, skipped, old_skipped) -> _Job:
@@ -527,6 +563,7 @@ def _consolidate(out, job: _Job, items, gen, encoder, name, modality, key) -> di
     else:
         faiss_info = "flat"
     faiss_meta = faiss_info if isinstance(faiss_info, dict) else {"kind": faiss_info}
+    _keep_fit(out, job, encoder, d)
     describe = encoder.describe() if encoder is not None else job.old_entry["encoder"]
     return {
         "key": key,
@@ -537,6 +574,21 @@ def _consolidate(out, job: _Job, items, gen, encoder, name, modality, key) -> di
         "faiss": faiss_meta,
         "updated": now_iso(),
     }
+
+
+def _keep_fit(out: Path, job: _Job, encoder, directory: Path) -> None:
+    """Store the fit of a catalog-fitted encoder beside the set's vectors (queries need it)."""
+    import shutil
+
+    if encoder is not None:
+        if getattr(encoder, "fitted_on_catalog", False):
+            encoder.save_state(directory)
+        return
+    source = _state_source(out, job)
+    if source is not None:
+        from embedgenre.encoders.hybrid import STATE_DIR
+
+        shutil.copytree(source / STATE_DIR, directory / STATE_DIR, dirs_exist_ok=True)
 
 
 def _write_items(path: Path, items, poster_hash, plot_hash) -> None:

@@ -291,7 +291,10 @@ class GenreIndex:
         """The encoder that built ``emb``, to embed queries in the same space."""
         from embedgenre.encoders import create_encoder
 
-        return create_encoder(emb.encoder, device=device)
+        encoder = create_encoder(emb.encoder, device=device)
+        if getattr(encoder, "fitted_on_catalog", False):  # e.g. hybrid: its fit is in the set
+            encoder.load_state(emb.directory)
+        return encoder
 
     @property
     def heads_dir(self) -> Path:

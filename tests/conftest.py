@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from _catalogs import FIELDS, make_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EMBEDGENRE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -20,10 +23,25 @@ def fixture_dir() -> Path:
     return FIXTURE_DIR
 
 
+@pytest.fixture()
+def small_catalog(tmp_path, fixture_dir) -> tuple[Path, list[dict]]:
+    """20 fixture movies, posters copied into a temporary catalog we are free to change."""
+    with open(fixture_dir / "movies.csv", encoding="utf-8") as f:
+        src = list(csv.DictReader(f))[:20]
+    root = tmp_path / "cat"
+    (root / "posters").mkdir(parents=True)
+    rows = []
+    for r in src:
+        shutil.copy(fixture_dir / r["poster"], root / r["poster"])
+        rows.append({k: r[k] for k in FIELDS})
+    make_catalog(root, rows)
+    return root, rows
+
+
 @pytest.fixture(scope="session")
 def fixture_index_dir(fixture_dir, tmp_path_factory) -> Path:
     """The fixture catalog indexed once per test session with the packaged offline encoders
-    (EfficientNet-Lite0 posters, MiniLM plots). Read-only: copy it before changing it."""
+    (EfficientNet-Lite0 posters, MiniLM + LSA hybrid plots). Read-only: copy it before changing it."""
     from embedgenre.catalog import read_catalog
     from embedgenre.indexing import build_index
 
@@ -32,7 +50,7 @@ def fixture_index_dir(fixture_dir, tmp_path_factory) -> Path:
         read_catalog(fixture_dir),
         out,
         image_encoders=["cnn:efficientnet-lite0"],
-        text_encoders=["st:all-MiniLM-L6-v2"],
+        text_encoders=["hybrid:all-MiniLM-L6-v2"],
     )
     return out
 

@@ -99,7 +99,7 @@ def test_list_encoders_pattern():
 
 
 def test_unknown_family_lists_valid_families():
-    with pytest.raises(UnknownEncoderError, match=r"unknown encoder 'vgg:16'.*cnn, st, clip, timm"):
+    with pytest.raises(UnknownEncoderError, match=r"unknown encoder 'vgg:16'.*cnn, st, hybrid, clip, timm"):
         create_encoder("vgg:16")
     with pytest.raises(UnknownEncoderError, match=r"unknown encoder 'resnet50'"):
         create_encoder("resnet50")
@@ -136,7 +136,7 @@ def test_default_names_fall_back_loudly(caplog):
     with caplog.at_level(logging.WARNING, logger="embedgenre"):
         assert default_image_encoder_name() == LITE0
     assert "CLIP weights" in caplog.text and "models import" in caplog.text
-    assert default_text_encoder_name() == MINILM
+    assert default_text_encoder_name() == "hybrid:all-MiniLM-L6-v2"
 
 
 def test_cuda_asked_but_absent_is_an_error():

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _catalogs import FIELDS, make_catalog
 from PIL import Image
 
 from embedgenre.catalog import read_catalog
 from embedgenre.errors import IndexStoreError, PosterError
 from embedgenre.indexing import build_index
 from embedgenre.store import GenreIndex
-
-FIELDS = ["imdb_id", "title", "year", "genres", "plot", "poster"]
 
 
 class FakeEncoder:
@@ -76,32 +75,6 @@ class Factory:
         enc = FakeEncoder(name, dim=self.dims.get(name, 8))
         self.made[name] = enc
         return enc
-
-
-def make_catalog(root: Path, rows: list[dict]) -> Path:
-    """Write movies.csv in ``root``; ``rows`` use FIELDS keys."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "movies.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in FIELDS})
-    return root
-
-
-@pytest.fixture()
-def small_catalog(tmp_path, fixture_dir) -> tuple[Path, list[dict]]:
-    """20 fixture movies, posters copied into a temporary catalog we are free to change."""
-    with open(fixture_dir / "movies.csv", encoding="utf-8") as f:
-        src = list(csv.DictReader(f))[:20]
-    root = tmp_path / "cat"
-    (root / "posters").mkdir(parents=True)
-    rows = []
-    for r in src:
-        shutil.copy(fixture_dir / r["poster"], root / r["poster"])
-        rows.append({k: r[k] for k in FIELDS})
-    make_catalog(root, rows)
-    return root, rows
 
 
 def build(root: Path, out: Path, factory: Factory, **kw):
@@ -397,7 +370,8 @@ def test_real_encoders_cli_json_and_info(fixture_index_dir):
     assert desc["counts"]["items"] == 110
     by = {s["modality"]: s for s in desc["sets"]}
     assert by["poster"]["encoder"] == "cnn:efficientnet-lite0" and by["poster"]["dim"] == 1280
-    assert by["plot"]["encoder"] == "st:all-MiniLM-L6-v2" and by["plot"]["dim"] == 384
+    # MiniLM's 384 dims + an LSA of the 110 plots (at most 109 components)
+    assert by["plot"]["encoder"] == "hybrid:all-MiniLM-L6-v2" and by["plot"]["dim"] == 384 + 109
     assert sum(desc["genres"].values()) >= 110
 
 

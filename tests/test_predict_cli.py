@@ -31,7 +31,8 @@ def _write_catalog(dest, rows, fixture_dir):
 @pytest.fixture(scope="module")
 def data(fixture_dir, tmp_path_factory):
     """40 fixture movies + one whose poster is empty; posters by EfficientNet-Lite0 and a tiny
-    CLIP, plots by MiniLM. And a 6-movie index with no genre labels at all."""
+    CLIP, plots by the MiniLM + LSA hybrid. And a 6-movie index with no genre labels (plain
+    MiniLM plots)."""
     from embedgenre.catalog import read_catalog
     from embedgenre.encoders import create_encoder
     from embedgenre.indexing import build_index
@@ -62,7 +63,7 @@ def data(fixture_dir, tmp_path_factory):
         read_catalog(tmp / "catalog"),
         tmp / "index",
         image_encoders=["cnn:efficientnet-lite0", clip_name],
-        text_encoders=["st:all-MiniLM-L6-v2"],
+        text_encoders=["hybrid:all-MiniLM-L6-v2"],
         encoder_factory=encoder,
     )
     _write_catalog(tmp / "nolabels", [{**r, "genres": ""} for r in rows[50:56]], fixture_dir)

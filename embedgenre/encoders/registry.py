@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _FAMILY_MODULES = (
     "embedgenre.encoders.cnn",
     "embedgenre.encoders.text",
+    "embedgenre.encoders.hybrid",
     "embedgenre.encoders.clip",
     "embedgenre.encoders.timm_models",
 )
@@ -33,7 +34,7 @@ _FAMILIES: dict[str, Family] = {}
 
 DEFAULT_CLIP = "clip:ViT-B-32@laion2b_s34b_b79k"
 FALLBACK_IMAGE = "cnn:efficientnet-lite0"
-DEFAULT_TEXT = "st:all-MiniLM-L6-v2"
+DEFAULT_TEXT = "hybrid:all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
@@ -243,5 +244,7 @@ def default_image_encoder_name() -> str:
 
 
 def default_text_encoder_name() -> str:
-    """The packaged sentence encoder all-MiniLM-L6-v2 (384-d)."""
+    """The packaged sentence encoder all-MiniLM-L6-v2 with a lexical half fitted on the
+    catalog's plots (``hybrid:``): on the shared posters it scores higher than MiniLM alone
+    (benchmarks/results/quality.md)."""
     return DEFAULT_TEXT

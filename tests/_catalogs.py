@@ -1,0 +1,19 @@
+"""Writing small catalogs for tests (movies.csv with the shared data's columns)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+FIELDS = ["imdb_id", "title", "year", "genres", "plot", "poster"]
+
+
+def make_catalog(root: Path, rows: list[dict]) -> Path:
+    """Write movies.csv in ``root``; ``rows`` use FIELDS keys."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "movies.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in FIELDS})
+    return root
