@@ -39,6 +39,7 @@ def main() -> None:
     )
     ap.add_argument("--index", default=str(ROOT / "indexes" / "posters-dev"))
     ap.add_argument("--image-encoder", default=None, help="poster set (default: the index's)")
+    ap.add_argument("--text-encoder", default=None, help="plot set (default: the index's)")
     ap.add_argument("--methods", default="linear,mlp", help="comma-separated")
     ap.add_argument("--fusions", default="late,early", help="comma-separated; '' for none")
     ap.add_argument("--threshold", default="per_genre", choices=["global", "per_genre", "fixed"])
@@ -69,7 +70,7 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     index = GenreIndex.open(args.index)
     n = len(index.ids)
-    plot_set = index.get_set("plot")
+    plot_set = index.get_set("plot", args.text_encoder)
     has_plot = np.zeros(n, dtype=bool)
     has_plot[plot_set.rows] = True
     poster_enc = index.get_set("poster", args.image_encoder).encoder
@@ -79,7 +80,7 @@ def main() -> None:
     for _, modality, _ in jobs:
         if modality not in data:
             data[modality] = training_data(
-                index, _sets_for(index, modality, args.image_encoder, None)
+                index, _sets_for(index, modality, args.image_encoder, args.text_encoder)
             )
 
     results: dict[tuple, list] = {}  # (method, modality, subset) -> [(micro, macro, mAP, s)]

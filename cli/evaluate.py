@@ -39,6 +39,14 @@ def evaluate(
         list[str] | None,
         typer.Option("--image-encoders", help="Poster embedding sets to compare (default: all)."),
     ] = None,
+    text_encoders: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text-encoders",
+            help="Plot embedding sets to compare (default: all); fusion uses the index's default "
+            "plot set, or the first one named.",
+        ),
+    ] = None,
     test_size: Annotated[float, typer.Option(help="Share of items held out for testing.")] = 0.2,
     split: Annotated[
         Path | None,
@@ -101,6 +109,7 @@ def evaluate(
         threshold_mode=thresholds,
         folds=folds or None,
         image_encoders=_names(image_encoders),
+        text_encoders=_names(text_encoders),
     )
     if _names(methods):
         config.methods = _names(methods)

@@ -28,7 +28,8 @@ def index(
     text_encoder: Annotated[
         list[str] | None,
         typer.Option(
-            "--text-encoder", help="Plot encoder (repeatable). Default: hybrid:all-MiniLM-L6-v2 (MiniLM + TF-IDF/LSA fitted on the plots)."
+            "--text-encoder",
+            help="Plot encoder (repeatable). Default: hybrid:all-MiniLM-L6-v2 (MiniLM + TF-IDF/LSA fitted on the plots).",
         ),
     ] = None,
     add: Annotated[

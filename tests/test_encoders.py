@@ -99,7 +99,9 @@ def test_list_encoders_pattern():
 
 
 def test_unknown_family_lists_valid_families():
-    with pytest.raises(UnknownEncoderError, match=r"unknown encoder 'vgg:16'.*cnn, st, hybrid, clip, timm"):
+    with pytest.raises(
+        UnknownEncoderError, match=r"unknown encoder 'vgg:16'.*cnn, st, hybrid, clip, timm"
+    ):
         create_encoder("vgg:16")
     with pytest.raises(UnknownEncoderError, match=r"unknown encoder 'resnet50'"):
         create_encoder("resnet50")

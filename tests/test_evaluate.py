@@ -304,6 +304,32 @@ def test_bad_config_is_refused(synthetic):
         evaluate(data, fast_config(methods=("svm",)))
     with pytest.raises(EmbedgenreError, match="image encoder.*clip:nope.*fake:clip"):
         evaluate(data, fast_config(image_encoders=("clip:nope",)))
+    with pytest.raises(EmbedgenreError, match="text encoder.*st:nope.*fake:st"):
+        evaluate(data, fast_config(text_encoders=("st:nope",)))
+
+
+def test_text_encoder_picks_the_plot_set(synthetic, tmp_path):
+    """With two plot sets, both get plot rows unless one is named; fusion uses the default plot
+    set, or the one named."""
+    from dataclasses import replace
+
+    from embedgenre.evaluate import evaluate
+
+    data, _, _ = synthetic
+    plot = next(v for v in data.sets if v.modality == "plot")
+    other = replace(plot, encoder="fake:st2", vectors=plot.vectors[:, ::-1].copy(), default=False)
+    two = replace(data, sets=[*data.sets, other])
+    cfg = dict(methods=("linear",), modalities=("plot", "early_fusion"), shots=())
+    picked = evaluate(two, fast_config(text_encoders=("fake:st2",), **cfg)).result["rows"]
+    every = evaluate(two, fast_config(**cfg)).result["rows"]
+
+    def encoders(rows, modality):
+        return {r["encoder"] for r in rows if r["modality"] == modality}
+
+    assert encoders(picked, "plot") == {"fake:st2"}
+    assert encoders(picked, "early_fusion") == {"fake:clip+fake:st2"}
+    assert encoders(every, "plot") == {"fake:st", "fake:st2"}
+    assert encoders(every, "early_fusion") == {"fake:clip+fake:st"}
 
 
 # ---------------------------------------------------------------------------- CLI on the fixture

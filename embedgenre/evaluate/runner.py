@@ -51,6 +51,7 @@ class EvalConfig:
     methods: tuple[str, ...] = METHODS
     modalities: tuple[str, ...] = MODALITIES
     image_encoders: tuple[str, ...] | None = None
+    text_encoders: tuple[str, ...] | None = None
     test_size: float = 0.2
     val_size: float = 0.15
     folds: int | None = 5
@@ -191,21 +192,30 @@ class _Run:
 
     # -- setup ---------------------------------------------------------------------------
 
+    def _chosen(self, modality: str, wanted: tuple[str, ...] | None) -> list:
+        views = [v for v in self.data.sets if v.modality == modality]
+        if not wanted:
+            return views
+        names = {v.encoder for v in views}
+        bad = [e for e in wanted if e not in names]
+        if bad:
+            kind = "image" if modality == "poster" else "text"
+            raise EmbedgenreError(
+                f"{kind} encoder(s) {', '.join(bad)} not in the index; it holds {modality} "
+                f"embeddings by: {', '.join(sorted(names)) or 'none'}."
+            )
+        return [v for v in views if v.encoder in wanted]
+
     def _select_sets(self) -> None:
-        posters = [v for v in self.data.sets if v.modality == "poster"]
-        if self.cfg.image_encoders:
-            names = {v.encoder for v in posters}
-            bad = [e for e in self.cfg.image_encoders if e not in names]
-            if bad:
-                raise EmbedgenreError(
-                    f"image encoder(s) {', '.join(bad)} not in the index; it holds poster "
-                    f"embeddings by: {', '.join(sorted(names)) or 'none'}."
-                )
-            posters = [v for v in posters if v.encoder in self.cfg.image_encoders]
-        self.posters = posters
+        """Poster and plot sets to compare; fusion pairs the index's default of each (or the
+        first one chosen, when the default is not)."""
+        self.posters = self._chosen("poster", self.cfg.image_encoders)
+        self.plots = self._chosen("plot", self.cfg.text_encoders)
+        first = lambda views: views[0] if views else None  # noqa: E731
         default = self.data.default_set("poster")
-        self.poster0 = default if default in posters else (posters[0] if posters else None)
-        self.plot0 = self.data.default_set("plot")
+        self.poster0 = default if default in self.posters else first(self.posters)
+        default = self.data.default_set("plot")
+        self.plot0 = default if default in self.plots else first(self.plots)
         if self.poster0 is None and self.plot0 is None:
             raise EmbedgenreError(
                 f"index {self.data.source} holds no poster or plot embeddings to evaluate; build "
@@ -656,7 +666,7 @@ class _Run:
                 if view is self.poster0 or "poster" in cfg.modalities:
                     self._single(view)
         if self.plot0 is not None and {"plot", "late_fusion"} & set(cfg.modalities):
-            for view in [v for v in self.data.sets if v.modality == "plot"]:
+            for view in self.plots:
                 if view is self.plot0 or "plot" in cfg.modalities:
                     self._single(view)
         if self.poster0 is not None and self.plot0 is not None:
@@ -693,7 +703,7 @@ class _Run:
             "seed": cfg.seed,
             "top_k": self.top_k,
             "poster_sets": [v.encoder for v in self.posters],
-            "plot_sets": [v.encoder for v in self.data.sets if v.modality == "plot"],
+            "plot_sets": [v.encoder for v in self.plots],
             "late_fusion_poster_weight": self.late_weights,
         }
         config = asdict(cfg)
