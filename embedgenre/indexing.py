@@ -343,6 +343,7 @@ def _prepare_fitted(encoder, out: Path, job: _Job, items) -> None:
                 f"with; delete {out}/.partial and run the same command again"
             )
         encoder.fit([it.plot_text for it in items if it.plot_text])
+        job.old_entry = None  # nothing is kept, so a new fit mixes with nothing
     encoder.save_state(out / ".partial" / job.key)
 
 

@@ -142,6 +142,14 @@ def test_index_stores_the_fit_and_adding_items_keeps_it(small_catalog, tmp_path)
     np.testing.assert_array_equal(np.asarray(s2.vectors)[:16], old_vectors)
     assert (s2.directory / STATE_DIR / "lsa.json").is_file()
 
+    # every plot rewritten: nothing is kept, so the set gets a new fit (and no refusal)
+    make_catalog(root, [{**r, "plot": r["plot"] + " Told backwards."} for r in rows])
+    summary = build(root, out, HybridFactory())
+    plot = next(s for s in summary.sets if s.modality == "plot")
+    assert (plot.reused, plot.encoded) == (0, 20)
+    s3 = GenreIndex.open(out).get_set("plot")
+    assert s3.space != s1.space and len(s3.rows) == 20
+
 
 class Interrupt(Exception):
     pass
