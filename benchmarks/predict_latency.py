@@ -47,7 +47,7 @@ def main() -> None:
                 read_catalog(FIXTURE),
                 index_dir,
                 image_encoders=["cnn:efficientnet-lite0"],
-                text_encoders=["st:all-MiniLM-L6-v2"],
+                text_encoders=["hybrid:all-MiniLM-L6-v2"],
             )
         index = GenreIndex.open(index_dir)
         head = H.train_head(index, "linear", modality="poster", name="latency-linear")

@@ -99,7 +99,7 @@ def best_by_encoder(rows: list[dict]) -> list[list[str]]:
                 [
                     modality,
                     enc,
-                    f"{subset} ({f1['n']})",
+                    f"{subset} ({f1['n_test']})",
                     f"{f1['micro_f1']:.3f} ({f1['method']})",
                     f"{ap['map']:.3f} ({ap['method']})",
                 ]
@@ -124,18 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-scratch-cnn", action="store_true")
     ap.add_argument("--thresholds", default="per_genre", choices=("per_genre", "global"))
     ap.add_argument("--folds", type=int, default=5, help="0: one validation part")
+    ap.add_argument(
+        "--from-report",
+        action="store_true",
+        help="write quality.md from the report directory's results.json of an earlier run "
+        "(wall time: the evaluation's own timer) instead of evaluating again",
+    )
     args = ap.parse_args(argv)
 
     from embedgenre.evaluate import EvalConfig, evaluate_index
     from embedgenre.evaluate.fewshot import parse_shots
-    from embedgenre.evaluate.report import (
-        accuracy_caveat,
-        fewshot_markdown,
-        held_out,
-        markdown_table,
-        summary_table,
-    )
 
+    if args.from_report:
+        import json
+
+        res = json.loads((args.report / "results.json").read_text())
+        wall = json.loads((args.report / "timings.json").read_text())["total_s"]
+        return write_summary(args, argv, res, wall)
     if not (args.index / "manifest.json").exists():
         print(
             f"no index at {args.index}; build it first:\n  embedgenre index "
@@ -158,7 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ev = evaluate_index(args.index, config, report_dir=args.report)
     wall = time.perf_counter() - t0
-    res = ev.result
+    return write_summary(args, argv, ev.result, wall)
+
+
+def write_summary(args, argv, res: dict, wall: float) -> int:
+    """Check the targets and write quality.md from an evaluation's results."""
+    from embedgenre.evaluate.report import (
+        accuracy_caveat,
+        fewshot_markdown,
+        held_out,
+        markdown_table,
+        summary_table,
+    )
+
     rows, info = res["rows"], res["info"]
 
     command = "python benchmarks/quality.py " + " ".join(
