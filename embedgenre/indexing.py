@@ -143,7 +143,8 @@ def build_index(
         )
     plot_hash = [sha1_text(it.plot_text) if it.plot_text else None for it in items]
 
-    wanted = _choose_encoders(old, image_encoders, text_encoders, add, registry)
+    n_plots = sum(h is not None for h in plot_hash)
+    wanted = _choose_encoders(old, image_encoders, text_encoders, add, registry, n_plots)
     out.mkdir(parents=True, exist_ok=True)
     old_skipped = {(s["id"], s.get("hash")): s for s in (old.skipped if old else [])}
 
@@ -257,7 +258,9 @@ def _open_existing(out: Path) -> GenreIndex | None:
     return GenreIndex.open(out)
 
 
-def _choose_encoders(old, image_encoders, text_encoders, add, registry) -> list[tuple[str, str]]:
+def _choose_encoders(
+    old, image_encoders, text_encoders, add, registry, n_plots: int
+) -> list[tuple[str, str]]:
     existing = []
     if old is not None:  # the encoders asked for before, whether or not they produced a set
         recorded = old.manifest.get("encoders") or [
@@ -271,7 +274,7 @@ def _choose_encoders(old, image_encoders, text_encoders, add, registry) -> list[
         if not image_encoders:
             asked.insert(0, ("poster", registry.default_image_encoder_name()))
         if not text_encoders:
-            asked.append(("plot", registry.default_text_encoder_name()))
+            asked.append(("plot", registry.default_text_encoder_name(n_plots)))
         return asked
     new = [a for a in asked if a not in existing]
     if new and not add:

@@ -139,6 +139,11 @@ def test_default_names_fall_back_loudly(caplog):
         assert default_image_encoder_name() == LITE0
     assert "CLIP weights" in caplog.text and "models import" in caplog.text
     assert default_text_encoder_name() == "hybrid:all-MiniLM-L6-v2"
+    assert default_text_encoder_name(plots=500) == "hybrid:all-MiniLM-L6-v2"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="embedgenre"):
+        assert default_text_encoder_name(plots=1) == MINILM  # too few plots to fit words on
+    assert "1 plot(s)" in caplog.text
 
 
 def test_cuda_asked_but_absent_is_an_error():

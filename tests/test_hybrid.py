@@ -214,3 +214,18 @@ def test_fake_encoder_still_builds_plain_sets(small_catalog, tmp_path):
     build(root, tmp_path / "idx", Factory())
     s = GenreIndex.open(tmp_path / "idx").get_set("plot")
     assert not (s.directory / STATE_DIR).exists()
+
+
+def test_default_plot_encoder_depends_on_how_many_plots_there_are(small_catalog, tmp_path):
+    """A new index with no text encoder named: hybrid with enough plots, plain MiniLM below
+    MIN_PLOTS (the lexical half needs plots to learn words from)."""
+    from embedgenre.encoders.hybrid import MIN_PLOTS
+
+    root, rows = small_catalog
+    assert len(rows) >= MIN_PLOTS
+    build(root, tmp_path / "many", HybridFactory(), text_encoders=None)
+    assert GenreIndex.open(tmp_path / "many").get_set("plot").encoder == "hybrid:all-MiniLM-L6-v2"
+
+    make_catalog(root, [{**r, "plot": r["plot"] if i < 2 else ""} for i, r in enumerate(rows)])
+    build(root, tmp_path / "few", HybridFactory(), text_encoders=None)
+    assert GenreIndex.open(tmp_path / "few").get_set("plot").encoder == "st:all-MiniLM-L6-v2"

@@ -32,6 +32,7 @@ from embedgenre.errors import EmbedgenreError
 logger = logging.getLogger(__name__)
 
 LSA_DIM = 512
+MIN_PLOTS = 20  # below this, `index` picks plain st: by default (too few plots to learn words from)
 NGRAMS = (1, 2)
 MIN_DF = 2
 STATE_DIR = "lsa"

@@ -35,6 +35,7 @@ _FAMILIES: dict[str, Family] = {}
 DEFAULT_CLIP = "clip:ViT-B-32@laion2b_s34b_b79k"
 FALLBACK_IMAGE = "cnn:efficientnet-lite0"
 DEFAULT_TEXT = "hybrid:all-MiniLM-L6-v2"
+SENTENCE_TEXT = "st:all-MiniLM-L6-v2"  # the default for catalogs with few plots
 
 
 @dataclass(frozen=True)
@@ -243,8 +244,21 @@ def default_image_encoder_name() -> str:
     return FALLBACK_IMAGE
 
 
-def default_text_encoder_name() -> str:
+def default_text_encoder_name(plots: int | None = None) -> str:
     """The packaged sentence encoder all-MiniLM-L6-v2 with a lexical half fitted on the
     catalog's plots (``hybrid:``): on the shared posters it scores higher than MiniLM alone
-    (benchmarks/results/quality.md)."""
+    (benchmarks/results/quality.md). A catalog with fewer than ``MIN_PLOTS`` plots (when
+    ``plots`` is given) gets plain MiniLM: too few plots to fit the lexical half on."""
+    from embedgenre.encoders.hybrid import MIN_PLOTS
+
+    if plots is not None and plots < MIN_PLOTS:
+        logger.warning(
+            "the catalog has %d plot(s), fewer than the %d needed to fit the lexical half of "
+            "%s: plots use %s",
+            plots,
+            MIN_PLOTS,
+            DEFAULT_TEXT,
+            SENTENCE_TEXT,
+        )
+        return SENTENCE_TEXT
     return DEFAULT_TEXT
