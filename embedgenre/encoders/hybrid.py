@@ -57,7 +57,7 @@ def _tfidf(counts, idf: np.ndarray):
     x = counts.tocsr().astype(np.float32)
     np.log(x.data, out=x.data)
     x.data += 1.0
-    x = x.multiply(idf.astype(np.float32)[None, :]).tocsr()
+    x.data *= idf.astype(np.float32)[x.indices]
     return normalize(x, norm="l2", copy=False)
 
 
@@ -68,6 +68,7 @@ class LexicalLSA:
         self.terms = terms
         self.idf = np.asarray(idf, dtype=np.float32)
         self.components = np.ascontiguousarray(components, dtype=np.float32)  # (k, terms)
+        self._projection = np.ascontiguousarray(self.components.T)  # (terms, k): fast x @ P
         self.documents = int(documents)
         self._count = _counter({t: i for i, t in enumerate(terms)})
 
@@ -105,7 +106,7 @@ class LexicalLSA:
     def transform(self, texts: list[str]) -> np.ndarray:
         """float32 (n, dim), unit rows (a text with no known term gives a zero row)."""
         x = _tfidf(self._count.transform(texts), self.idf)
-        return l2_normalize(np.asarray(x @ self.components.T))
+        return l2_normalize(np.asarray(x @ self._projection))
 
     def fingerprint(self) -> str:
         h = hashlib.sha1()
