@@ -185,9 +185,9 @@ def create_encoder(
     device = resolve_device(device)
     enc = fam.create(name, device=device, backend=backend, **options)
     logger.info(
-        "encoder %s: dim %d, backend %s on %s, weights from %s (%s)",
+        "encoder %s: dim %s, backend %s on %s, weights from %s (%s)",
         enc.name,
-        enc.dim,
+        enc.dim or "set when fitted",
         enc.backend,
         enc.device,
         enc.weights_source,
