@@ -1,8 +1,10 @@
 """Evaluation: every method on one split, honest metrics, report tables and plots.
 
-Modules follow the data flow: :mod:`.data` (what is evaluated) -> :mod:`.runner` (split, fit,
-threshold, predict; few-shot refits, using :mod:`.baselines`, :mod:`.scratch_cnn`,
-:mod:`.fewshot`) -> :mod:`.metrics` -> :mod:`.report` (files) and :mod:`.plots` (PNGs).
+Modules follow the data flow: :mod:`.data` (what is evaluated) -> :mod:`.split` (train / test,
+from a seed or a split file) -> :mod:`.runner` (fit every method of :mod:`.methods` with
+thresholds, predict, fuse; :mod:`.baselines` and :mod:`.scratch_cnn` alongside) ->
+:mod:`.scoring` (rows of :mod:`.metrics` per test subset) and :mod:`.fewshot` (refits on k
+examples per genre) -> :mod:`.report` (files) and :mod:`.plots` (PNGs).
 
 Typical use::
 

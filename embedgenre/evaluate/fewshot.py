@@ -11,11 +11,25 @@ How a k-per-genre sample is drawn (multi-label makes "k per class" ambiguous, so
    a person labelling "k posters per genre" would end up with.
 
 ``k = None`` ("all") returns every training row.
+
+:func:`fewshot_curve` refits each trainable method on such samples (several seeds per k) and
+scores it on the test items; its decisions are each item's top-r genres (r = the mean number of
+genres per movie), so the curves compare rankings, not thresholds fitted on a handful of items.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+
 import numpy as np
+
+from embedgenre.errors import EmbedgenreError
+from embedgenre.evaluate.methods import TRAINABLE, make_predictor
+from embedgenre.evaluate.metrics import summary_metrics
+
+logger = logging.getLogger(__name__)
 
 
 def parse_shots(text: str) -> list[int | None]:
@@ -63,3 +77,76 @@ def sample_k_per_genre(Y: np.ndarray, k: int | None, seed: int = 0) -> np.ndarra
         chosen[picked] = True
         have += Y[picked].sum(axis=0).astype(np.int64)
     return np.flatnonzero(chosen).astype(np.int64)
+
+
+def top_r(P: np.ndarray, r: int) -> np.ndarray:
+    """Decisions uint8 (n, g): each item's ``r`` highest-scoring genres (ties: lower column)."""
+    order = np.argsort(-np.asarray(P, dtype=np.float64), axis=1, kind="stable")[:, :r]
+    D = np.zeros(np.shape(P), dtype=np.uint8)
+    np.put_along_axis(D, order, 1, axis=1)
+    return D
+
+
+def fewshot_curve(
+    view,
+    pool: np.ndarray,
+    test_rows: np.ndarray,
+    Y: np.ndarray,
+    genres: list[str],
+    methods: Sequence[str],
+    shots: Sequence[int | None],
+    n_seeds: int,
+    seed: int,
+    r: int,
+    fitted: dict[str, np.ndarray],
+    log: Callable[[str], None] = logger.info,
+) -> list[dict]:
+    """Few-shot rows of one embedding set ``view`` (an EmbeddingView).
+
+    ``pool``: the training items with a vector in ``view`` (samples are drawn from them);
+    ``test_rows``: the test items with one; ``Y``: every item's labels. ``fitted``: test scores
+    of models already fitted on the whole pool, by method: "zeroshot" gives the k = 0 point and a
+    trainable method's entry is reused as its k = "all" point instead of fitting it again.
+    """
+    X_test = view.matrix(test_rows)
+    Y_test = Y[test_rows]
+
+    def row(method: str, k: int | None, s: int, n_train: int, P: np.ndarray) -> dict:
+        m = summary_metrics(Y_test, top_r(P, r), P)
+        return {
+            "method": method,
+            "modality": view.modality,
+            "encoder": view.encoder,
+            "k": "all" if k is None else int(k),
+            "seed": int(s),
+            "n_train": int(n_train),
+            "micro_f1": m["micro_f1"],
+            "macro_f1": m["macro_f1"],
+            "map": m["map"],
+        }
+
+    rows = []
+    if "zeroshot" in fitted:
+        rows.append(row("zeroshot", 0, 0, 0, fitted["zeroshot"]))
+    for method in [m for m in methods if m in TRAINABLE]:
+        for k in shots:
+            if k is None and method in fitted:
+                rows.append(row(method, None, 0, len(pool), fitted[method]))
+                continue
+            for s in range(n_seeds) if k is not None else [0]:
+                sample = pool[sample_k_per_genre(Y[pool], k, seed=seed + s)]
+                log(
+                    f"few-shot {method} · {view.modality} · k={k or 'all'} "
+                    f"seed {s} ({len(sample)} items)"
+                )
+                model = make_predictor(method, len(sample), seed + s, genres)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)
+                        model.fit(view.matrix(sample), Y[sample])
+                except EmbedgenreError as e:
+                    logger.warning("few-shot %s k=%s failed: %s", method, k, e)
+                    continue
+                P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
+                rows.append(row(method, k, s, len(sample), P))
+    return rows

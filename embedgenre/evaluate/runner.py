@@ -1,12 +1,12 @@
 """Run every method x modality x embedding set on one split and score it.
 
-The flow: :class:`~embedgenre.evaluate.data.EvalData` -> split (train / test) -> for each
+The flow: :class:`~embedgenre.evaluate.data.EvalData` -> split (:mod:`.split`) -> for each
 embedding set and method: :func:`~embedgenre.predictors.fit_with_validation` on the training
 part, exactly as ``embedgenre train`` does (thresholds on out-of-fold predictions, then a fit on
 every training item), predict test -> fusion (early: a head on concatenated vectors; late: the
 poster and plot heads' probabilities averaged with a weight chosen on their held-out
 predictions) -> scratch CNN on pixels -> trivial baselines -> metrics on the "all" and
-"with_plot" test subsets -> few-shot refits.
+"with_plot" test subsets (:mod:`.scoring`) -> few-shot refits (:mod:`.fewshot`).
 
 On the "all" subset, plot and fusion predictions of items without a plot come from the same
 method on the default poster set, so every row scores the same test items.
@@ -25,16 +25,13 @@ import numpy as np
 from embedgenre.errors import EmbedgenreError
 from embedgenre.evaluate.baselines import TRIVIAL_KINDS, TrivialBaseline
 from embedgenre.evaluate.data import EmbeddingView, EvalData
-from embedgenre.evaluate.fewshot import sample_k_per_genre
-from embedgenre.evaluate.metrics import (
-    per_genre_metrics,
-    summary_metrics,
-)
+from embedgenre.evaluate.fewshot import fewshot_curve
+from embedgenre.evaluate.methods import METHODS, make_predictor
+from embedgenre.evaluate.scoring import Output, score, with_fallback
+from embedgenre.evaluate.split import make_split
 
 logger = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("zeroshot", "knn", "mlknn", "linear", "mlp")
-TRAINABLE: tuple[str, ...] = ("knn", "mlknn", "linear", "mlp")
 MODALITIES: tuple[str, ...] = ("poster", "plot", "early_fusion", "late_fusion")
 SCRATCH_ENCODER = "pixels:64x96"
 LATE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
@@ -84,26 +81,6 @@ class EvalConfig:
             raise EmbedgenreError(f"--cnn-epochs must be >= 1, got {self.cnn_epochs}.")
 
 
-@dataclass
-class _Output:
-    """Predictions of one (method, modality, encoder) on the test items it covers."""
-
-    items: np.ndarray  # int64 (m,), item positions (sorted)
-    P: np.ndarray  # float (m, g) scores
-    D: np.ndarray  # uint8 (m, g) decisions
-    has_scores: bool = True
-    fit_s: float = 0.0
-    predict_s: float = 0.0
-
-    def take(self, items: np.ndarray) -> _Output:
-        pos = np.searchsorted(self.items, items)
-        if (pos >= len(self.items)).any() or (
-            self.items[np.minimum(pos, len(self.items) - 1)] != items
-        ).any():
-            raise ValueError("requested items the output does not cover")
-        return _Output(items, self.P[pos], self.D[pos], self.has_scores, self.fit_s, self.predict_s)
-
-
 def _late_heldout(w: float, ra, Pa, rb, Pb) -> tuple[np.ndarray, np.ndarray]:
     """Late-fusion held-out scores over the union of the poster rows ``ra`` and plot rows ``rb``:
     ``w * Pa + (1 - w) * Pb`` where an item has both, else the one it has."""
@@ -136,40 +113,8 @@ class Evaluation:
 # ---------------------------------------------------------------------------- predictors
 
 
-def make_predictor(
-    method: str,
-    n_train: int,
-    seed: int,
-    genres: list[str],
-    encoder=None,
-    prompt_modality: str = "poster",
-):
-    """A fresh, unfitted predictor of ``method`` sized for ``n_train`` training items."""
-    from embedgenre.predictors import make_predictor as make
-
-    if method == "knn":
-        return make("knn", k=max(1, min(20, n_train)), classes=genres)
-    if method == "mlknn":
-        return make("mlknn", k=max(1, min(10, n_train - 1)), classes=genres)
-    if method == "linear":
-        return make("linear", classes=genres)
-    if method == "mlp":
-        return make("mlp", seed=seed, classes=genres)
-    if method == "zeroshot":
-        return make("zeroshot", encoder=encoder, modality=prompt_modality, classes=genres)
-    raise EmbedgenreError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
-
-
 def _import_predictors() -> None:
     import embedgenre.predictors  # noqa: F401  (fail early, before any work, if missing)
-
-
-def top_r(P: np.ndarray, r: int) -> np.ndarray:
-    """Decisions uint8 (n, g): each item's ``r`` highest-scoring genres (ties: lower column)."""
-    order = np.argsort(-np.asarray(P, dtype=np.float64), axis=1, kind="stable")[:, :r]
-    D = np.zeros(np.shape(P), dtype=np.uint8)
-    np.put_along_axis(D, order, 1, axis=1)
-    return D
 
 
 # ---------------------------------------------------------------------------- the run
@@ -182,7 +127,7 @@ class _Run:
         self.cfg = config
         self.Y = np.asarray(data.labels, dtype=np.uint8)
         self.genres = list(data.genres)
-        self.outputs: dict[tuple[str, str, str], _Output] = {}
+        self.outputs: dict[tuple[str, str, str], Output] = {}
         self.skipped: list[dict] = []
         self.timings: dict[str, dict] = {}
         # (method, modality, encoder) -> held-out (item rows, probabilities) of its training
@@ -243,49 +188,20 @@ class _Run:
         return np.flatnonzero(keep).astype(np.int64)
 
     def _split(self, universe: np.ndarray) -> None:
-        from embedgenre.catalog import iterative_split
-
         cfg = self.cfg
-        if cfg.split is not None:
-            pos = {item_id: i for i, item_id in enumerate(self.data.ids)}
-            inside = set(universe.tolist())
-
-            def rows(name: str) -> np.ndarray:
-                ids = cfg.split.get(name) or []
-                missing = [i for i in ids if i not in pos]
-                if missing:
-                    raise EmbedgenreError(
-                        f"split file names {len(missing)} {name} id(s) the index does not hold "
-                        f"(first: {missing[0]}); make the split from this index's ids."
-                    )
-                got = np.array(sorted(pos[i] for i in ids if pos[i] in inside), dtype=np.int64)
-                return got
-
-            train, test = rows("train"), rows("test")
-            if np.intersect1d(train, test).size:
-                raise EmbedgenreError("split file puts some ids in both 'train' and 'test'.")
-            if len(train) < 2 or len(test) < 1:
-                raise EmbedgenreError("split file needs at least 2 train ids and 1 test id.")
-            val = rows("validation") if cfg.split.get("validation") else None
-            if val is not None and np.setdiff1d(val, train).size:
-                raise EmbedgenreError("split file's 'validation' ids must be part of 'train'.")
-        else:
-            a, b = iterative_split(self.Y[universe], test_size=cfg.test_size, seed=cfg.seed)
-            train, test = universe[a], universe[b]
-            val = None
-        if val is None and not cfg.folds:
-            a, b = iterative_split(self.Y[train], test_size=cfg.val_size, seed=cfg.seed + 1)
-            val = train[b]
-        self.train, self.test, self.val = train, test, val
-        self.test_plot = test[self.has_plot[test]]
-        self.split_doc = {
-            "seed": cfg.seed,
-            "test_size": cfg.test_size if cfg.split is None else None,
-            "folds": None if val is not None else cfg.folds,
-            "train": [self.data.ids[i] for i in train],
-            "validation": [] if val is None else [self.data.ids[i] for i in val],
-            "test": [self.data.ids[i] for i in test],
-        }
+        split = make_split(
+            self.data.ids,
+            self.Y,
+            universe,
+            document=cfg.split,
+            test_size=cfg.test_size,
+            seed=cfg.seed,
+            folds=cfg.folds,
+            val_size=cfg.val_size,
+        )
+        self.train, self.test, self.val = split.train, split.test, split.val
+        self.test_plot = self.test[self.has_plot[self.test]]
+        self.split_doc = split.doc
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -321,7 +237,7 @@ class _Run:
         X_test = X_of(test_rows)
         P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
         D = np.asarray(model.predict(X_test), dtype=np.uint8)
-        out = _Output(test_rows, P, D, True, fit_s, time.perf_counter() - t1)
+        out = Output(test_rows, P, D, True, fit_s, time.perf_counter() - t1)
         self.outputs[key] = out
         if key[1] in ("poster", "plot"):
             rows, P_held = model.heldout_
@@ -447,7 +363,7 @@ class _Run:
             P = w * a_t.P + (1 - w) * b_t.P
             self.late_weights[method] = float(w)
             D = apply_thresholds(P, thr, rule)
-            self.outputs[(method, "late_fusion", enc)] = _Output(
+            self.outputs[(method, "late_fusion", enc)] = Output(
                 self.test_plot, P, np.asarray(D, np.uint8), True, a.fit_s + b.fit_s, 0.0
             )
 
@@ -489,63 +405,33 @@ class _Run:
         )
         fit_s = time.perf_counter() - t0
         P = model.predict_proba(X_of(self.test))
-        self.outputs[key] = _Output(self.test, P, apply_thresholds(P, thr, rule), True, fit_s)
+        self.outputs[key] = Output(self.test, P, apply_thresholds(P, thr, rule), True, fit_s)
 
     def _trivial(self) -> None:
         for kind in TRIVIAL_KINDS:
             model = TrivialBaseline(kind, classes=self.genres).fit(None, self.Y[self.train])
             P = model.predict_proba(self.test)
-            self.outputs[(kind, "labels", "-")] = _Output(
+            self.outputs[(kind, "labels", "-")] = Output(
                 self.test, P, model.predict(self.test), model.has_scores
             )
         self.top_k = int(TrivialBaseline("top_k").fit(None, self.Y[self.train]).k_)
 
     # -- scoring -------------------------------------------------------------------------
 
-    def _compose_all(self, key, out: _Output) -> _Output | None:
-        """``out`` extended to every test item: items without a plot take the poster output."""
-        if len(out.items) == len(self.test):
-            return out
-        if self.poster0 is None:
-            return None
-        fallback = self.outputs.get((key[0], "poster", self.poster0.encoder))
-        if fallback is None:
-            return None
-        rest = np.setdiff1d(self.test, out.items)
-        fb = fallback.take(rest)
-        items = np.concatenate([out.items, rest])
-        order = np.argsort(items, kind="stable")
-        return _Output(
-            items[order],
-            np.vstack([out.P, fb.P])[order],
-            np.vstack([out.D, fb.D])[order],
-            out.has_scores and fb.has_scores,
-            out.fit_s,
-            out.predict_s,
-        )
-
-    def _score(self, key, out: _Output, subset: str) -> None:
-        Y = self.Y[out.items]
-        row = {
-            "method": key[0],
-            "modality": key[1],
-            "encoder": key[2],
-            "subset": subset,
-            "n_test": int(len(out.items)),
-        }
-        row.update(summary_metrics(Y, out.D, out.P if out.has_scores else None))
+    def _score(self, key, out: Output, subset: str) -> None:
+        row, per_genre = score(key, out, self.Y, self.genres, subset)
         self.rows.append(row)
-        for p in per_genre_metrics(Y, out.D, self.genres):
-            self.per_genre.append(
-                {"method": key[0], "modality": key[1], "encoder": key[2], "subset": subset, **p}
-            )
+        self.per_genre.extend(per_genre)
 
     def _score_all(self) -> dict:
         self.rows: list[dict] = []
         self.per_genre: list[dict] = []
         test_outputs = {}
         for key, out in self.outputs.items():
-            full = self._compose_all(key, out)
+            fallback = None
+            if self.poster0 is not None:
+                fallback = self.outputs.get((key[0], "poster", self.poster0.encoder))
+            full = with_fallback(out, fallback, self.test)
             if full is not None:
                 self._score(key, full, "all")
                 if full.has_scores:
@@ -573,66 +459,34 @@ class _Run:
     # -- few-shot ------------------------------------------------------------------------
 
     def _fewshot(self) -> list[dict]:
-        """Refit each trainable method on k examples per genre; decisions = top-r genres."""
-        r = self.top_k
-        out: list[dict] = []
-        shots = [k for k in self.cfg.shots]
+        """Few-shot curves of the default poster and plot sets (see :mod:`.fewshot`)."""
+        rows: list[dict] = []
         for view in (self.poster0, self.plot0):
             if view is None or view.modality not in self.cfg.modalities:
                 continue
             rows_ok = np.zeros(len(self.data.ids), dtype=bool)
             rows_ok[view.rows] = True
-            pool = self.train[rows_ok[self.train]]
             test_rows = self.test[rows_ok[self.test]]
-            X_test = view.matrix(test_rows)
-            Y_test = self.Y[test_rows]
-            zs = self.outputs.get(("zeroshot", view.modality, view.encoder))
-            if zs is not None:
-                out.append(self._fs_row("zeroshot", view, 0, 0, 0, Y_test, zs.take(test_rows).P, r))
-            for method in [m for m in self.cfg.methods if m in TRAINABLE]:
-                for k in shots:
-                    main = self.outputs.get((method, view.modality, view.encoder))
-                    if k is None and main is not None:
-                        # "all" = the main-table model (fitted on every training item)
-                        n_fit = int(rows_ok[self.train].sum())
-                        out.append(
-                            self._fs_row(
-                                method, view, None, 0, n_fit, Y_test, main.take(test_rows).P, r
-                            )
-                        )
-                        continue
-                    seeds = range(self.cfg.fewshot_seeds) if k is not None else [0]
-                    for s in seeds:
-                        sample = pool[sample_k_per_genre(self.Y[pool], k, seed=self.cfg.seed + s)]
-                        self._log(
-                            f"few-shot {method} · {view.modality} · k={k or 'all'} "
-                            f"seed {s} ({len(sample)} items)"
-                        )
-                        model = make_predictor(method, len(sample), self.cfg.seed + s, self.genres)
-                        try:
-                            with warnings.catch_warnings():
-                                warnings.simplefilter("ignore", UserWarning)
-                                model.fit(view.matrix(sample), self.Y[sample])
-                        except EmbedgenreError as e:
-                            logger.warning("few-shot %s k=%s failed: %s", method, k, e)
-                            continue
-                        P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
-                        out.append(self._fs_row(method, view, k, s, len(sample), Y_test, P, r))
-        return out
-
-    def _fs_row(self, method, view, k, seed, n_train, Y, P, r) -> dict:
-        m = summary_metrics(Y, top_r(P, r), P)
-        return {
-            "method": method,
-            "modality": view.modality,
-            "encoder": view.encoder,
-            "k": "all" if k is None else int(k),
-            "seed": int(seed),
-            "n_train": int(n_train),
-            "micro_f1": m["micro_f1"],
-            "macro_f1": m["macro_f1"],
-            "map": m["map"],
-        }
+            fitted = {}
+            for method in self.cfg.methods:
+                out = self.outputs.get((method, view.modality, view.encoder))
+                if out is not None:
+                    fitted[method] = out.take(test_rows).P
+            rows += fewshot_curve(
+                view,
+                pool=self.train[rows_ok[self.train]],
+                test_rows=test_rows,
+                Y=self.Y,
+                genres=self.genres,
+                methods=self.cfg.methods,
+                shots=self.cfg.shots,
+                n_seeds=self.cfg.fewshot_seeds,
+                seed=self.cfg.seed,
+                r=self.top_k,
+                fitted=fitted,
+                log=self._log,
+            )
+        return rows
 
     # -- driver --------------------------------------------------------------------------
 
