@@ -143,7 +143,7 @@ def search(
 
 
 def _show(result, html: Path | None, open_page: bool, as_json: bool) -> None:
-    from embedgenre.retrieval import write_html
+    from embedgenre.contact_sheet import write_html
 
     page = write_html(result, html) if html else None
     if as_json:
