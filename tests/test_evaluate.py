@@ -437,3 +437,31 @@ def test_late_fusion_heldout_scores_cover_every_training_item():
         [0.8, 0.2],
     ]
     np.testing.assert_allclose(P, expected, rtol=1e-6)
+
+
+def test_make_split_reads_documents_and_draws_splits():
+    from embedgenre.errors import EmbedgenreError
+    from embedgenre.evaluate.split import make_split
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((60, 4)) < 0.4).astype(np.uint8)
+    ids = [f"tt{i:07d}" for i in range(60)]
+    universe = np.arange(50, dtype=np.int64)  # the last 10 items lack what the run needs
+    drawn = make_split(ids, Y, universe, test_size=0.2, seed=3, folds=None, val_size=0.25)
+    assert np.intersect1d(drawn.train, drawn.test).size == 0
+    assert np.union1d(drawn.train, drawn.test).tolist() == universe.tolist()
+    assert np.isin(drawn.val, drawn.train).all() and len(drawn.val) > 0  # carved: no folds
+    assert drawn.doc["folds"] is None and drawn.doc["test"] == [ids[i] for i in drawn.test]
+    again = make_split(ids, Y, universe, test_size=0.2, seed=3, folds=None, val_size=0.25)
+    assert again.doc == drawn.doc
+    with_folds = make_split(ids, Y, universe, seed=3, folds=5)
+    assert with_folds.val is None and with_folds.doc["folds"] == 5
+
+    doc = {"train": ids[:40] + ids[55:], "test": ids[40:50]}
+    read = make_split(ids, Y, universe, document=doc, folds=5)
+    assert read.train.tolist() == list(range(40))  # ids outside the universe are left out
+    assert read.test.tolist() == list(range(40, 50)) and read.doc["test_size"] is None
+    with pytest.raises(EmbedgenreError, match="both 'train' and 'test'"):
+        make_split(ids, Y, universe, document={"train": ids[:41], "test": ids[40:50]})
+    with pytest.raises(EmbedgenreError, match="must be part of 'train'"):
+        make_split(ids, Y, universe, document=dict(doc, validation=ids[45:47]))
