@@ -12,18 +12,23 @@ an id, title, year, genres, plot and poster path, plus the genre vocabulary. Sup
 - ``"mmimdb"``: MM-IMDb, ``<id>.json`` (``genres`` list, ``plot`` list or string) with
   ``<id>.jpeg`` beside it, in the folder or its ``dataset/`` subfolder.
 
-Row-level problems (duplicate id, no genres, bad year, ...) are handled and listed in
-``Catalog.problems``; only problems that make the whole catalog unusable raise ``CatalogError``.
+Row-level problems (duplicate id, no genres, bad year, control characters in an id, ...) are
+handled and listed in ``Catalog.problems``; only problems that make the whole catalog unusable raise
+``CatalogError``. A CSV field longer than ``MAX_FIELD_CHARS`` is cut to that length with a
+:class:`CatalogWarning`. Poster file names come from ids through :func:`poster_stem` only, so an id
+is never a path.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -49,6 +54,12 @@ REQUIRED_FIELDS = ("id", "genres")
 RARE_MODES = ("drop", "other")
 OTHER_GENRE = "Other"
 POSTER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# A CSV field longer than this (a pasted book, a corrupt file) is cut to this many characters.
+MAX_FIELD_CHARS = 100_000
+# The csv module's own limit on a field, raised so that over-long fields can be cut, not refused.
+_CSV_FIELD_LIMIT = 2**31 - 1
+# Readable characters kept from an id in a poster file name, before the hash.
+POSTER_STEM_CHARS = 80
 
 # Column names tried for each field when no mapping is given; compared after _column_key().
 _DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -72,6 +83,10 @@ _GENRE_ALIASES = {"sciencefiction": "Sci-Fi", "sports": "Sport", "biopic": "Biog
 _YEAR_RE = re.compile(r"^(\d{4})(?:\.0+|-\d{1,2}(?:-\d{1,2})?)?$")
 _TITLE_YEAR_RE = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 _IMDB_ID_RE = re.compile(r"^(?:tt)?(\d{1,8})$", re.IGNORECASE)
+_PLAIN_STEM_RE = re.compile(rf"[a-z0-9_-][a-z0-9._-]{{0,{POSTER_STEM_CHARS - 1}}}")
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
+    f"{d}{i}" for d in ("com", "lpt") for i in range(10)
+}
 
 
 class CatalogWarning(UserWarning):
@@ -220,6 +235,46 @@ def normalise_imdb_id(value: str | int) -> str | None:
     return "tt" + m.group(1).zfill(7)
 
 
+def clean_id(value: str) -> str:
+    """An id cell without control or invisible format characters (NUL, tab, newline, zero-width and
+    direction marks) and without outer spaces; ``""`` when nothing else is left."""
+    kept = "".join(c for c in str(value) if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+    return kept.strip()
+
+
+def unusable_id(item_id: str) -> bool:
+    """True for ids that name no movie: ``"."`` and ``".."`` (path words, refused as ids)."""
+    return item_id in (".", "..")
+
+
+def poster_stem(item_id: str) -> str:
+    """The poster file name (without extension) for ``item_id``; never a path.
+
+    A short lower-case id of letters, digits, ``.``, ``_`` and ``-`` (not starting with ``.``) is
+    its own name, e.g. ``tt0114709``. Any other id keeps up to ``POSTER_STEM_CHARS`` of those
+    characters and gets ``+`` and a hash of the whole id, so that distinct ids never share a name,
+    even on a case-insensitive file system; ``"."``, ``".."`` and hidden names cannot occur.
+    """
+    if _PLAIN_STEM_RE.fullmatch(item_id) and item_id.split(".")[0] not in _WINDOWS_RESERVED:
+        return item_id
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).lstrip("._-")[:POSTER_STEM_CHARS]
+    digest = hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{readable or 'id'}+{digest}"
+
+
+def brief(text: str, limit: int = 80) -> str:
+    """``text`` for messages, cut to ``limit`` characters with its length noted."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} chars)"
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """``repr`` of ``value`` for messages, cut to about ``limit`` characters."""
+    text = repr(value)
+    return (
+        text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]} ({len(value):,} chars)"
+    )
+
+
 def split_title_year(title: str) -> tuple[str, int | None]:
     """``"Toy Story (1995)"`` -> ``("Toy Story", 1995)``; titles without a year pass through."""
     m = _TITLE_YEAR_RE.match(title)
@@ -269,7 +324,8 @@ def read_csv_table(
     """Read a CSV file into (header, [(line number, row dict)], encoding used).
 
     UTF-8 (with or without BOM) is expected; other bytes are decoded as cp1252, then latin-1, with a
-    :class:`CatalogWarning`. Pass ``encoding`` to choose one explicitly.
+    :class:`CatalogWarning`. Pass ``encoding`` to choose one explicitly. A field longer than
+    ``MAX_FIELD_CHARS`` is cut to that length, with one :class:`CatalogWarning` for the file.
     """
     path = Path(path)
     try:
@@ -277,17 +333,44 @@ def read_csv_table(
     except OSError as e:
         raise CatalogError(f"Cannot read catalog file {path}: {e.strerror or e}.") from e
     text, used = _decode(raw, path, encoding)
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    cut: list[tuple[int, str, int]] = []  # (line, column, original length)
     try:
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        header = [_cut_field(h, 1, "(header)", cut).strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
-        rows = [(reader.line_num, row) for row in reader]
+        rows = []
+        for row in reader:
+            for key, value in row.items():
+                if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                    row[key] = _cut_field(value, reader.line_num, key, cut)
+            rows.append((reader.line_num, row))
     except csv.Error as e:
         raise CatalogError(
             f"{path} is not a readable CSV file (line {reader.line_num}: {e}). "
             "Fix: save it as comma-separated values with a header row."
         ) from e
+    if cut:
+        line, column, length = cut[0]
+        more = f" ({len(cut) - 1} more field(s) cut the same way)" if len(cut) > 1 else ""
+        where = (
+            "the header" if column == "(header)" else f"line {line}, column {shown(str(column))}"
+        )
+        message = (
+            f"{path.name} {where}: a field of {length:,} characters was cut to the first "
+            f"{MAX_FIELD_CHARS:,}{more}. Fix: shorten the field, or check that the file's quotes "
+            "are balanced."
+        )
+        warnings.warn(message, CatalogWarning, stacklevel=2)
     return header, rows, used
+
+
+def _cut_field(value: str, line: int, column: str, cut: list[tuple[int, str, int]]) -> str:
+    if len(value) <= MAX_FIELD_CHARS:
+        return value
+    cut.append((line, column, len(value)))
+    return value[:MAX_FIELD_CHARS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,7 +622,7 @@ class _PosterFinder:
                         self._stems[stem.lower()] = Path(e.path).absolute()
 
     def find(self, item_id: str) -> Path | None:
-        keys = [item_id.lower()]
+        keys = [poster_stem(item_id).lower(), item_id.lower()]
         if item_id.lower().startswith("tt"):
             digits = item_id[2:]
             keys += [digits, digits.lstrip("0")]
@@ -582,18 +665,28 @@ def _read_csv_layout(
         if None in row:
             problems.append(f"{where}: more fields than the header has; extra fields ignored")
         raw_id = cell(row, "id")
+        cleaned = clean_id(raw_id)
+        if cleaned != raw_id and cleaned:
+            problems.append(
+                f"{where}: id {shown(raw_id)} holds control characters; read as {shown(cleaned)}"
+            )
+        raw_id = cleaned
         if not raw_id:
             if any(
                 (v or "").strip() for k, v in row.items() if k is not None and isinstance(v, str)
             ):
                 problems.append(f"{where}: no id; row skipped")
             continue
+        if unusable_id(raw_id):
+            problems.append(f"{where}: id {raw_id!r} names no movie; row skipped")
+            continue
         item_id = raw_id
         if id_is_imdb or raw_id.lower().startswith("tt"):
             item_id = normalise_imdb_id(raw_id) or raw_id
         if item_id in first_line:
             problems.append(
-                f"{where}: duplicate id {item_id} (first at line {first_line[item_id]}); kept the first"
+                f"{where}: duplicate id {brief(item_id)} (first at line {first_line[item_id]}); "
+                "kept the first"
             )
             continue
         first_line[item_id] = line
@@ -617,7 +710,7 @@ def _read_csv_layout(
         else:
             poster = finder.find(item_id)
             if poster is None and kaggle:
-                poster = root / "posters" / f"{item_id}.jpg"
+                poster = root / "posters" / f"{poster_stem(item_id)}.jpg"
         items.append(Item(item_id, title, year, genres, plot, poster))
 
     _warn_if_separator_looks_wrong(items, rows, cols, genre_sep, source)
