@@ -38,7 +38,12 @@ def download(
         int, typer.Option(min=0, max=10, help="Extra attempts on 5xx/timeouts/connection errors.")
     ] = 3,
     timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds allowed per attempt (per poster).")
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds one attempt at a poster may take in all, however slowly the server "
+            "sends.",
+        ),
     ] = 10.0,
     column: Annotated[
         list[str] | None,
@@ -56,7 +61,7 @@ def download(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from embedgenre.catalog import CatalogWarning, parse_columns
-    from embedgenre.download import download_posters
+    from embedgenre.download import REPORT_NAME, download_posters
 
     progress = Progress(
         "[progress.description]{task.description}",
@@ -67,23 +72,31 @@ def download(
         disable=as_json,
         transient=True,
     )
-    with progress, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CatalogWarning)
-        task = progress.add_task("posters", total=None)
+    try:
+        with progress, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CatalogWarning)
+            task = progress.add_task("posters", total=None)
 
-        def tick(done: int, total: int, status: str) -> None:
-            progress.update(task, completed=done, total=total)
+            def tick(done: int, total: int, status: str) -> None:
+                progress.update(task, completed=done, total=total)
 
-        report = download_posters(
-            csv_path,
-            out,
-            workers=workers,
-            retries=retries,
-            timeout=timeout,
-            columns=parse_columns(column),
-            encoding=encoding,
-            progress=tick,
+            report = download_posters(
+                csv_path,
+                out,
+                workers=workers,
+                retries=retries,
+                timeout=timeout,
+                columns=parse_columns(column),
+                encoding=encoding,
+                progress=tick,
+            )
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: the posters fetched so far are listed in {out / 'movies.csv'} and "
+            f"{out / REPORT_NAME}; run the same command again to resume",
+            highlight=False,
         )
+        raise typer.Exit(code=130) from None
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
     summary = report.to_dict()

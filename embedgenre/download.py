@@ -3,29 +3,41 @@
 ``download_posters(csv, out_dir)`` reads rows with an id, title, genres and a poster URL
 (``imdbId, Title, Genre, Poster``), fetches each URL in a thread pool and writes:
 
-- ``<out_dir>/posters/<id>.<ext>``: each poster that decoded as an image (``ext`` from its format,
-  ``.jpg`` for JPEG). Written to a hidden ``.part`` file first and renamed, so a killed run never
-  leaves a half-written poster; stale ``.part`` files are removed by the next run.
+- ``<out_dir>/posters/<name>.<ext>``: each poster that decoded as an image (``name`` is
+  ``catalog.poster_stem(id)``: the id itself for plain ids like ``tt0114709``, never a path;
+  ``ext`` from its format, ``.jpg`` for JPEG). Written to a hidden ``.part`` file first and
+  renamed, so a killed run never leaves a half-written poster; stale ``.part`` files are removed by
+  the next run.
 - ``<out_dir>/movies.csv``: the catalog layout ``read_catalog`` reads, one row per movie whose
   poster is on disk (so ``embedgenre index <out_dir>`` works right after).
 - ``<out_dir>/download_report.json``: counts, failures by reason, and every failed row.
 
+Both files are written even when the run stops early (Ctrl-C, an error), with what was done by
+then. A row that cannot be fetched or written is a listed failure; it never stops the run.
 Resumable: a poster already on disk that decodes is not fetched again. Retries with exponential
 backoff on 5xx, 408, 429, timeouts and connection errors; never on other 4xx answers. An answer
-is kept only if its content type is ``image/*`` (or ``application/octet-stream``) AND its bytes
-decode with Pillow. Only ``http``/``https`` URLs are fetched.
+is kept only if its content type is ``image/*`` (or ``application/octet-stream``), its header
+declares no more pixels than Pillow's decompression-bomb limit (the one ``embedgenre.images``
+refuses beyond) AND its bytes decode with Pillow. Only ``http``/``https`` URLs are fetched, and
+redirects are followed only to ``http``/``https``. Each attempt has a wall-clock deadline of
+``timeout`` seconds for the whole answer, however slowly the server sends it.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 import os
+import socket
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -36,13 +48,19 @@ from pathlib import Path
 
 from embedgenre.catalog import (
     _match_columns,
+    brief,
+    clean_id,
     normalise_imdb_id,
     parse_year,
+    poster_stem,
     read_csv_table,
+    shown,
     split_genres,
     split_title_year,
+    unusable_id,
 )
 from embedgenre.errors import CatalogError, PosterError
+from embedgenre.images import _OPEN_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +71,7 @@ USER_AGENT = "embedgenre-poster-download/0.1"
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
 _KNOWN_EXT = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 _RETRY_STATUS = {408, 429}
+_SCHEMES = ("http", "https")
 
 
 @dataclass(frozen=True)
@@ -82,11 +101,16 @@ REASONS = {
     "no_url": "the row has no poster URL",
     "bad_url": "not an http(s) URL",
     "http_<code>": "the server answered with this HTTP error status (after retries for 5xx)",
+    "bad_redirect": "the server redirected to a URL that is not http(s)",
     "timeout": "no complete answer within --timeout seconds, after retries",
     "connection": "connection refused/reset or name not resolved, after retries",
     "not_image": "the answer's content type is not an image (e.g. an HTML page)",
     "undecodable": "the bytes do not decode as an image with Pillow",
     "too_large": f"the answer is larger than {MAX_BYTES // (1024 * 1024)} MiB",
+    "too_many_pixels": "the image header declares more pixels than a poster may have "
+    "(a possible decompression bomb); not decoded",
+    "write_error": "the poster could not be written to --out (disk full, permissions)",
+    "error": "an unexpected error while handling this row (see the detail)",
 }
 
 
@@ -101,6 +125,8 @@ class DownloadReport:
     failed: list[Failure] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False  # the run stopped early (Ctrl-C, an error); the rest not attempted
+    not_attempted: int = 0
 
     def failed_by_reason(self) -> dict[str, int]:
         counts = Counter(f.reason for f in self.failed)
@@ -116,6 +142,8 @@ class DownloadReport:
             "already_present": len(self.present),
             "failed": len(self.failed),
             "failed_by_reason": self.failed_by_reason(),
+            "interrupted": self.interrupted,
+            "not_attempted": self.not_attempted,
             "seconds": round(self.seconds, 3),
             "problems": list(self.problems),
             "failures": [asdict(f) for f in self.failed],
@@ -160,15 +188,25 @@ def read_poster_sources(
             value = row.get(cols[fld]) if cols[fld] else None
             return value.strip() if isinstance(value, str) else ""
 
+        where = f"{csv_path.name} line {line}"
         raw_id = cell("id")
+        cleaned = clean_id(raw_id)
+        if cleaned != raw_id and cleaned:
+            problems.append(
+                f"{where}: id {shown(raw_id)} holds control characters; read as {shown(cleaned)}"
+            )
+        raw_id = cleaned
         if not raw_id:
             if any(isinstance(v, str) and v.strip() for v in row.values()):
-                problems.append(f"{csv_path.name} line {line}: no id; row skipped")
+                problems.append(f"{where}: no id; row skipped")
+            continue
+        if unusable_id(raw_id):
+            problems.append(f"{where}: id {raw_id!r} names no movie; row skipped")
             continue
         item_id = normalise_imdb_id(raw_id) or raw_id
         if item_id in first_line:
             problems.append(
-                f"{csv_path.name} line {line}: duplicate id {item_id} "
+                f"{where}: duplicate id {brief(item_id)} "
                 f"(first at line {first_line[item_id]}); kept the first"
             )
             continue
@@ -202,9 +240,11 @@ def download_posters(
     """Fetch every row's poster into ``out_dir`` (see the module doc for what is written).
 
     ``workers``: concurrent downloads. ``retries``: extra attempts after the first for retryable
-    errors, waiting ``backoff * 2**k`` seconds before retry k. ``timeout``: seconds one attempt may
-    wait for the server (each connect/read), and for the whole answer (checked between chunks). ``progress(done, total, status)`` is called as each row finishes,
-    status being "downloaded", "present" or "failed".
+    errors, waiting ``backoff * 2**k`` seconds before retry k. ``timeout``: wall-clock seconds one
+    attempt may take, from connecting to the last byte of the answer. ``progress(done, total,
+    status)`` is called as each row finishes, status being "downloaded", "present" or "failed".
+    If the run is interrupted, movies.csv and the report still list what was done, and the
+    exception is raised again.
     """
     if workers < 1 or retries < 0 or timeout <= 0:
         raise PosterError(
@@ -232,31 +272,51 @@ def download_posters(
     start = time.monotonic()
 
     def job(src: PosterSource) -> tuple[str, str | Failure]:
-        return _one(src, existing.get(src.id.lower()), poster_dir, retries, timeout, backoff)
+        try:
+            found = existing.get(poster_stem(src.id).lower())
+            return _one(src, found, poster_dir, retries, timeout, backoff)
+        except Exception as e:  # one row must never stop the run
+            logger.warning(
+                "poster %s: unexpected %s", brief(src.id), type(e).__name__, exc_info=True
+            )
+            return "failed", Failure(src.id, src.url, "error", f"{type(e).__name__}: {e}"[:300], 1)
+
+    handled: set = set()
+
+    def collect(fut, src: PosterSource) -> str:
+        handled.add(fut)
+        status, result = fut.result()
+        if status == "failed":
+            report.failed.append(result)
+        else:
+            on_disk[src.id] = result
+            (report.downloaded if status == "downloaded" else report.present).append(src.id)
+        return status
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poster")
+    futures: dict = {}
     try:
         futures = {pool.submit(job, s): s for s in sources}
         for done, fut in enumerate(as_completed(futures), start=1):
-            src = futures[fut]
-            status, result = fut.result()
-            if status == "failed":
-                report.failed.append(result)
-            else:
-                on_disk[src.id] = result
-                (report.downloaded if status == "downloaded" else report.present).append(src.id)
+            status = collect(fut, futures[fut])
             if progress is not None:
                 progress(done, len(sources), status)
+    except BaseException:
+        report.interrupted = True
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    report.seconds = time.monotonic() - start
-
-    order = {s.id: i for i, s in enumerate(sources)}
-    report.failed.sort(key=lambda f: order[f.id])
-    report.downloaded.sort(key=order.__getitem__)
-    report.present.sort(key=order.__getitem__)
-    _write_catalog(catalog_path, [s for s in sources if s.id in on_disk], on_disk)
-    _write_atomic(out_dir / REPORT_NAME, json.dumps(_report_json(report), indent=2) + "\n")
+        pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            pool.shutdown(wait=True)  # downloads under way end within their deadline
+        finally:
+            for fut, src in futures.items():  # finished after an interruption
+                if fut not in handled and fut.done() and not fut.cancelled():
+                    if fut.exception() is None:
+                        collect(fut, src)
+            finished = len(report.downloaded) + len(report.present) + len(report.failed)
+            report.not_attempted = len(sources) - finished
+            report.seconds = time.monotonic() - start
+            _save_outputs(report, sources, on_disk, catalog_path)
     logger.debug(
         "posters: %d downloaded, %d already present, %d failed %s",
         len(report.downloaded), len(report.present), len(report.failed), report.failed_by_reason(),
@@ -265,43 +325,49 @@ def download_posters(
 
 
 def fetch_image(url: str, timeout: float = 10.0) -> tuple[bytes, str]:
-    """One attempt: the answer's bytes and the image extension, or _FetchError with a reason."""
+    """One attempt: the answer's bytes and the image extension, or _FetchError with a reason.
+
+    ``timeout`` bounds the whole attempt (connecting, redirects, headers and every read): when it
+    runs out the connection is shut and the attempt fails with reason "timeout".
+    """
     if not url:
         raise _FetchError("no_url", "no poster URL in the row", retry=False)
-    if not url.lower().startswith(("http://", "https://")):
+    if urllib.parse.urlsplit(url).scheme.lower() not in _SCHEMES:
         raise _FetchError("bad_url", f"not an http(s) URL: {url[:200]}", retry=False)
-    deadline = time.monotonic() + timeout
+    deadline = _Deadline(timeout)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    late = _FetchError("timeout", f"answer not complete after {timeout:g}s", retry=True)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with deadline, _opener(deadline).open(request, timeout=timeout) as answer:
             ctype = (answer.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             length = answer.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > MAX_BYTES:
                 raise _FetchError("too_large", f"Content-Length {length} bytes", retry=False)
             chunks, size = [], 0
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise _FetchError(
-                        "timeout", f"answer not complete after {timeout:g}s", retry=True
-                    )
-                chunk = answer.read(64 * 1024)
+                chunk = answer.read1(64 * 1024)  # returns what one read of the socket gives
+                if deadline.expired:
+                    raise late
                 if not chunk:
                     break
                 size += len(chunk)
                 if size > MAX_BYTES:
                     raise _FetchError("too_large", f"more than {MAX_BYTES} bytes", retry=False)
                 chunks.append(chunk)
+    except _FetchError:
+        raise
     except urllib.error.HTTPError as e:
         retry = e.code >= 500 or e.code in _RETRY_STATUS
         raise _FetchError(f"http_{e.code}", f"HTTP {e.code} {e.reason}", retry=retry) from None
     except urllib.error.URLError as e:
-        if isinstance(e.reason, TimeoutError):
-            raise _FetchError("timeout", f"no answer within {timeout:g}s", retry=True) from None
+        if deadline.expired or isinstance(e.reason, TimeoutError):
+            raise late from None
         raise _FetchError("connection", f"{e.reason}", retry=True) from None
     except TimeoutError:
-        raise _FetchError("timeout", f"no answer within {timeout:g}s", retry=True) from None
+        raise late from None
     except (ConnectionError, HTTPException, OSError) as e:
+        if deadline.expired:
+            raise late from None
         raise _FetchError("connection", f"{type(e).__name__}: {e}", retry=True) from None
     except ValueError as e:  # urllib's "unknown url type" and friends
         raise _FetchError("bad_url", str(e), retry=False) from None
@@ -314,6 +380,126 @@ def fetch_image(url: str, timeout: float = 10.0) -> tuple[bytes, str]:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+class _Deadline:
+    """A wall-clock limit on one attempt: when it passes, the connection's socket is shut down,
+    which ends any read or write blocked on it (a server sending a byte a second included)."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Shut ``sock`` down when the deadline passes (at once if it has already)."""
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            _shut(self._sock)
+
+
+def _shut(sock: socket.socket | None) -> None:
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed, or not connected yet
+
+
+def _watched_connection(http_class, deadline: _Deadline, host, **kwargs):
+    """An http.client connection whose sockets are shut when ``deadline`` passes."""
+    conn = http_class(host, **kwargs)
+    connect = conn.connect
+
+    def create_connection(*args, **kw):
+        sock = socket.create_connection(*args, **kw)
+        deadline.watch(sock)
+        return sock
+
+    def watched_connect():
+        connect()
+        deadline.watch(conn.sock)  # for https: the TLS socket that wraps the one above
+
+    conn._create_connection = create_connection
+    conn.connect = watched_connect
+    return conn
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(
+            functools.partial(_watched_connection, http_class, self._deadline), req, **kwargs
+        )
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(
+            functools.partial(_watched_connection, http_class, self._deadline), req, **kwargs
+        )
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an http(s) URL; any other scheme fails as "bad_redirect"."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            self._check(urllib.parse.urljoin(req.full_url, target), code, fp)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self._check(newurl, code, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    @staticmethod
+    def _check(url: str, code: int, fp) -> None:
+        if urllib.parse.urlsplit(url).scheme.lower() not in _SCHEMES:
+            fp.close()
+            raise _FetchError(
+                "bad_redirect", f"HTTP {code} redirect to {url[:200]}: not http(s)", retry=False
+            )
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """An opener for http and https only (no ftp:, file: or data:), bounded by ``deadline``."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        _HTTPHandler(deadline),
+        _HTTPSHandler(deadline),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _HttpOnlyRedirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 def _one(
@@ -329,7 +515,7 @@ def _one(
             _decoded_ext(existing.read_bytes())
             return "present", existing.name
         except (_FetchError, OSError):
-            logger.info("re-downloading %s: %s does not decode", src.id, existing)
+            logger.info("re-downloading %s: %s does not decode", brief(src.id), existing)
             existing.unlink(missing_ok=True)
     attempt = 0
     while True:
@@ -341,28 +527,53 @@ def _one(
             if not e.retry or attempt > retries:
                 return "failed", Failure(src.id, src.url, e.reason, e.detail, attempt)
             wait = min(backoff * 2 ** (attempt - 1), 30.0)
-            logger.debug("%s: %s (attempt %d); retrying in %.2fs", src.id, e.detail, attempt, wait)
+            logger.debug(
+                "%s: %s (attempt %d); retrying in %.2fs", brief(src.id), e.detail, attempt, wait
+            )
             time.sleep(wait)
-    name = f"{src.id}{ext}"
+    name = f"{poster_stem(src.id)}{ext}"
     try:
         _write_atomic(poster_dir / name, data)
     except OSError as e:
-        raise PosterError(
-            f"Cannot write {poster_dir / name}: {e.strerror or e}. Fix: check free disk space and permissions."
-        ) from e
+        detail = f"cannot write {POSTERS_DIR}/{name}: {e.strerror or e}"
+        return "failed", Failure(src.id, src.url, "write_error", detail, attempt)
     return "downloaded", name
 
 
 def _decoded_ext(data: bytes) -> str:
-    """Extension for ``data`` if Pillow fully decodes it, else _FetchError("undecodable")."""
+    """Extension for ``data`` if Pillow fully decodes it, else _FetchError with the reason.
+
+    The pixel count in the header is checked before decoding: an image over Pillow's
+    ``MAX_IMAGE_PIXELS`` (which ``embedgenre.images`` refuses) fails as "too_many_pixels".
+    """
     from PIL import Image
 
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format or ""
-            img.load()
+        # Image.open parses the header only; its bomb warning becomes an error here. Changing
+        # warning filters is process-wide, so this shares embedgenre.images' lock.
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise _FetchError("too_many_pixels", str(e)[:300], retry=False) from None
     except Exception as e:  # Pillow raises many types for bad bytes
         raise _FetchError("undecodable", f"{type(e).__name__}: {e}"[:300], retry=False) from None
+    with img:
+        width, height = img.size
+        if limit and width * height > limit:
+            raise _FetchError(
+                "too_many_pixels",
+                f"{width}x{height} = {width * height:,} pixels, over the {limit:,} limit",
+                retry=False,
+            )
+        fmt = img.format or ""
+        try:
+            img.load()
+        except Exception as e:
+            raise _FetchError(
+                "undecodable", f"{type(e).__name__}: {e}"[:300], retry=False
+            ) from None
     return _FORMAT_EXT.get(fmt, "." + fmt.lower() if fmt else ".img")
 
 
@@ -380,12 +591,48 @@ def _scan_existing(poster_dir: Path) -> dict[str, Path]:
 
 
 def _write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_outputs(
+    report: DownloadReport,
+    sources: list[PosterSource],
+    on_disk: dict[str, str],
+    catalog_path: Path,
+) -> None:
+    """Write movies.csv and the report for what was done. After an interruption a write error
+    is logged, not raised, so that the interruption itself is what the caller sees."""
+    order = {s.id: i for i, s in enumerate(sources)}
+    report.failed.sort(key=lambda f: order[f.id])
+    report.downloaded.sort(key=order.__getitem__)
+    report.present.sort(key=order.__getitem__)
+    path = catalog_path
+    try:
+        _write_catalog(catalog_path, [s for s in sources if s.id in on_disk], on_disk)
+        path = report.out_dir / REPORT_NAME
+        _write_atomic(path, json.dumps(_report_json(report), indent=2) + "\n")
+    except OSError as e:
+        message = (
+            f"Cannot write {path}: {e.strerror or e}. Fix: check free disk space and permissions."
+        )
+        if report.interrupted:
+            logger.error("%s", message)
+            return
+        raise PosterError(message) from e
+    if report.interrupted:
+        logger.warning(
+            "download stopped early: %d poster(s) on disk are listed in %s; %d row(s) not "
+            "attempted (run again to resume)", len(on_disk), catalog_path, report.not_attempted,
+        )  # fmt: skip
 
 
 def _write_catalog(path: Path, sources: list[PosterSource], files: dict[str, str]) -> None:
