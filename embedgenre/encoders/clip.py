@@ -34,6 +34,9 @@ from embedgenre.encoders.weights import (
     hf_cached_file,
     imported_weights,
     is_offline,
+    is_refused_pickle,
+    load_error_detail,
+    unsafe_checkpoint_error,
 )
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 
@@ -192,8 +195,11 @@ def build_model(arch: str, cfg: dict, weights: Path | None):
         try:
             open_clip.load_checkpoint(model, str(weights), strict=True)
         except Exception as e:
+            if is_refused_pickle(e):  # torch's restricted unpickler met code or other objects
+                raise unsafe_checkpoint_error(weights) from None
             raise EmbedgenreError(
-                f"checkpoint {weights} does not fit CLIP architecture '{arch}' ({str(e)[:300]}); "
+                f"checkpoint {weights} does not fit CLIP architecture '{arch}' "
+                f"({load_error_detail(e)}); "
                 "import it under the name of the architecture it was trained as"
             ) from e
     return model.eval(), tokenizer

@@ -84,6 +84,8 @@ def build_model(model: str, weights: Path):
         sd = read_state_dict(weights)
         sd = {k: v for k, v in sd.items() if not any(k.startswith(h + ".") for h in heads if h)}
         net.load_state_dict(sd, strict=True)
+    except EmbedgenreError:  # a checkpoint refused for safety: its own message says why
+        raise
     except Exception as e:
         raise EmbedgenreError(
             f"weights file {weights} cannot be loaded into timm model '{model}' ({str(e)[:300]}); "

@@ -17,6 +17,8 @@ import hashlib
 import json
 import logging
 import os
+import pickle
+import pickletools
 import re
 import shutil
 import tempfile
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedgenre.errors import WeightsNotFoundError
+from embedgenre.errors import EmbedgenreError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -211,20 +213,62 @@ def hf_cached_file(repo_id: str, filenames: Iterable[str]) -> Path | None:
     return None
 
 
+_PICKLE_OPCODES = frozenset(ord(op.code) for op in pickletools.opcodes)
+
+
+def unsafe_checkpoint_error(path: Path) -> EmbedgenreError:
+    """The error for a checkpoint that holds more than tensors (a pickle that would run code)."""
+    return EmbedgenreError(
+        f"checkpoint {path} holds code or arbitrary Python objects, not only tensors and plain "
+        "containers; it was refused for safety, since loading it could run that code. Fix: use a "
+        "checkpoint of plain tensors (a state dict saved with torch.save, or a .safetensors file)."
+    )
+
+
+def is_refused_pickle(error: BaseException) -> bool:
+    """True when torch's restricted unpickler refused a real pickle (a global, a call, an object
+    it does not allow); False for any other error, bytes that are no pickle at all included."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return False
+    m = re.search(r"Unsupported operand (\d+)", str(error))
+    return not (m and int(m.group(1)) not in _PICKLE_OPCODES)
+
+
+def load_error_detail(error: BaseException) -> str:
+    """A short reason a checkpoint did not load, without torch's advice on loading it unsafely."""
+    text = f"{type(error).__name__}: {error}"
+    if "weights_only" in text:
+        m = re.search(r"Unsupported operand (\d+)", text)
+        text = (
+            f"not a pickle (byte {m.group(1)} is no pickle opcode)" if m else type(error).__name__
+        )
+    return text[:200]
+
+
 def read_state_dict(path: Path) -> dict:
     """Load a torch (.bin/.pt/.pth) or safetensors state dict on CPU without running any code.
 
     Accepts checkpoints that wrap the weights in ``{"state_dict": ...}``. Raises ValueError when
-    the file is not a state dict.
+    the file is not a checkpoint or not a state dict, and EmbedgenreError when it holds Python
+    objects other than tensors and containers (refused: loading them could run code).
     """
     import torch
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        sd = load_file(str(path), device="cpu")
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch and safetensors raise many types for a file that is not theirs
+        if is_refused_pickle(e):
+            raise unsafe_checkpoint_error(path) from None
+        raise ValueError(
+            f"{path} is not a torch checkpoint or safetensors file ({load_error_detail(e)}); "
+            "expected a state dict of tensors saved with torch.save (.bin/.pt/.pth) or a "
+            ".safetensors file"
+        ) from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if (
