@@ -70,3 +70,9 @@ class ErrorHandlingGroup(TyperGroup):
                 "[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True
             )
             raise typer.Exit(code=1) from None
+
+
+WAIT_HELP = (
+    "If another process is writing the index, wait for it to finish instead of refusing "
+    "(the writer lock is released however that process ends)."
+)

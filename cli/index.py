@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import console, emit_json, err_console
+from cli.common import WAIT_HELP, console, emit_json, err_console
 
 app = typer.Typer()
 
@@ -65,6 +65,7 @@ def index(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on the first unreadable poster.")
     ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Encode a catalog's posters and plots into an index directory (incremental, resumable)."""
@@ -87,6 +88,7 @@ def index(
         image_encoders=image_encoder,
         text_encoders=text_encoder,
         add=add,
+        wait=None if wait else 0,
         device=device,
         batch_size=batch_size,
         chunk_size=chunk_size,

@@ -1,7 +1,10 @@
 """Contact sheets: a retrieval result as one self-contained HTML page (``similar --html``).
 
 The query sits on top, the results below in a grid, each with its poster, title, genres and
-score. Posters are embedded as small JPEG data URIs, so the page needs nothing beside it.
+score. Posters are embedded as small JPEG data URIs, so the page needs nothing beside it. Indexed
+movies are shown by the thumbnails stored in the index at index time, never by reading the poster
+paths its item table names (an index from someone else could name any image of this machine);
+only a query poster the user gave on the command line is read from disk.
 """
 
 from __future__ import annotations
@@ -66,11 +69,16 @@ def thumbnail_data_uri(path: str | Path | None, height: int = THUMB_HEIGHT) -> s
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _img(path, alt: str) -> str:
-    uri = thumbnail_data_uri(path)
+def _img(uri: str | None, alt: str) -> str:
     if uri is None:
         return '<div class="meta">(no poster)</div>'
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _stored(result: RetrievalResult, item_id: str | None) -> str | None:
+    """The data URI of the thumbnail the index stores for ``item_id`` (None: none stored)."""
+    data = result.thumbnails.get(item_id) if item_id else None
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii") if data else None
 
 
 def _label(d: dict) -> str:
@@ -91,8 +99,12 @@ def render_html(result: RetrievalResult) -> str:
     else:
         shown = q if q["kind"] == "item" else q.get("matched", {"poster": q["path"]})
         title = _label(shown) if shown.get("id") else Path(q["path"]).name
+        # an indexed movie shows its stored thumbnail; a poster file the user gave, that file
+        uri = _stored(result, shown.get("id")) or (
+            thumbnail_data_uri(q["path"]) if q["kind"] == "poster" else None
+        )
         head = (
-            _img(shown.get("poster") or q.get("path"), title)
+            _img(uri, title)
             + f"<div><h1>{e(title)}</h1>"
             + (
                 f'<p class="meta">{e(", ".join(shown["genres"]))}</p>'
@@ -109,7 +121,7 @@ def render_html(result: RetrievalResult) -> str:
     for n in result.neighbours:
         dup = f'<div class="meta">also: {e(", ".join(n.duplicates))}</div>' if n.duplicates else ""
         cards.append(
-            f'<div class="card">{_img(n.poster, _label(asdict(n)))}'
+            f'<div class="card">{_img(_stored(result, n.id), _label(asdict(n)))}'
             f'<div class="title">{n.rank}. {e(_label(asdict(n)))}</div>'
             f'<div class="genres">{e(", ".join(n.genres))}</div>'
             f'<div class="score">score {n.score:.3f}</div>'

@@ -11,7 +11,10 @@ sides at least that large, which is much cheaper than decoding full size and res
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -28,6 +31,74 @@ _OPEN_LOCK = threading.Lock()
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
+MAX_POSTER_BYTES = 64 * 1024 * 1024  # a poster file larger than this is refused unread
+THUMB_HEIGHT = 200  # px of the thumbnails stored in an index (about 135 x 200)
+
+# The first bytes of the image formats Pillow reads that posters come in.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\0", b"MM\0*")
+
+
+def check_poster_file(path: str | Path) -> int:
+    """The size of ``path`` in bytes if it is a regular image file under the size cap.
+
+    Checked before anything reads the file: a FIFO, a device (a link to ``/dev/zero``), a
+    directory or a huge sparse file would hang or exhaust whoever reads it. The first bytes must
+    be an image signature, so nothing but images is ever hashed or stored.
+    Raises PosterError naming the file and the reason.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise PosterError(f"poster {path}: file not found; check the path in the catalog") from None
+    except OSError as e:
+        raise PosterError(f"poster {path}: cannot be read ({e.strerror or e})") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise PosterError(f"poster {path}: is a directory, expected an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise PosterError(
+            f"poster {path}: not a regular file (a pipe, socket or device); give an image file"
+        )
+    if st.st_size == 0:
+        raise PosterError(f"poster {path}: file is empty (0 bytes); re-download it")
+    if st.st_size > MAX_POSTER_BYTES:
+        raise PosterError(
+            f"poster {path}: {st.st_size / 2**20:.0f} MB is over the {MAX_POSTER_BYTES >> 20} MB "
+            "limit for a poster; resize it"
+        )
+    try:
+        with open_regular(path) as f:
+            head = f.read(16)
+    except OSError as e:
+        raise PosterError(f"poster {path}: cannot be read ({e.strerror or e})") from e
+    if not (head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+        raise PosterError(
+            f"poster {path}: not an image (no JPEG, PNG, WebP, GIF, BMP or TIFF signature)"
+        )
+    return st.st_size
+
+
+def open_regular(path: str | Path):
+    """Open ``path`` for reading without blocking on a FIFO; refuse anything but a regular file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def thumbnail_jpeg(img: Image.Image, height: int = THUMB_HEIGHT) -> bytes:
+    """``img`` scaled to ``height`` px (never up) as JPEG bytes, without any metadata."""
+    img = to_rgb(img)
+    if img.height > height:
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
 
 def load_image(path: str | Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Read ``path`` into a loaded RGB image.
@@ -37,17 +108,7 @@ def load_image(path: str | Path, draft_size: tuple[int, int] | None = None) -> I
     Raises PosterError naming the file and what is wrong with it.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise PosterError(f"poster {path}: file not found; check the path in the catalog") from None
-    except OSError as e:
-        raise PosterError(f"poster {path}: cannot be read ({e})") from e
-    if path.is_dir():
-        raise PosterError(f"poster {path}: is a directory, expected an image file")
-    if size == 0:
-        raise PosterError(f"poster {path}: file is empty (0 bytes); re-download it")
-
+    check_poster_file(path)
     try:
         img = _open_checked(path)
         if draft_size is not None and img.format == "JPEG":

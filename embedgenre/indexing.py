@@ -2,15 +2,17 @@
 
 The pipeline is reader -> encoder -> writer, one embedding set (modality x encoder) at a time:
 
-1. every item's content is hashed (poster bytes, plot text);
+1. every item's content is hashed (poster bytes, plot text); a poster is first checked to be a
+   regular image file under the size cap, so nothing else is ever read;
 2. items whose (id, hash) is already in the set, or in the ``.partial/`` chunks an interrupted run
-   left behind, are reused; the rest are encoded in chunks, each chunk saved atomically as soon as
-   it is done (a killed run loses at most one chunk);
-3. the set is consolidated in item order, its FAISS index built, and the manifest replaced.
+   left behind, are reused; the rest are encoded in chunks (vectors and poster thumbnails), each
+   chunk saved atomically as soon as it is done (a killed run loses at most one chunk);
+3. each changed set is written in item order to a new generation folder, and one manifest commit
+   publishes the run (:class:`~embedgenre.store.writer.IndexWriter`, which holds the writer lock).
 
-An encoder is only loaded when something needs encoding, so re-running on an unchanged catalog is
-cheap. Posters that cannot be read are skipped, listed in ``skipped.json`` and in the summary, and
-not retried while their bytes stay the same (``strict=True`` makes the first one fatal).
+An encoder is only loaded when something needs encoding, and an unchanged catalog writes
+nothing. Posters that cannot be read are skipped, listed in the skip list and the summary, and not
+retried while their bytes stay the same (``strict=True`` makes the first one fatal).
 """
 
 from __future__ import annotations
@@ -26,19 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from embedgenre import __version__, ann
+from embedgenre.encoders import iter_image_batches
+from embedgenre.encoders.hybrid import HybridEncoder
 from embedgenre.errors import IndexStoreError, PosterError
-from embedgenre.store import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    GenreIndex,
-    atomic_save_npy,
-    atomic_write_bytes,
-    atomic_write_json,
-    now_iso,
-    remove_unreferenced,
-    set_key,
-)
+from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
+from embedgenre.store import atomic
+from embedgenre.store.reader import THUMBS_BIN, THUMBS_INDEX, GenreIndex, now_iso, set_key
+from embedgenre.store.schema import EncoderInfo, Manifest, SetEntry
+from embedgenre.store.writer import IndexWriter
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +43,7 @@ DEFAULT_CHUNK = 256
 # Plots are padded to the longest text of a batch: on CPU, MiniLM through ONNX Runtime ran at
 # ~75 plots/s with batches of 8-16 and ~47 with 64 (benchmarks/encode_speed.py).
 TEXT_BATCH = 16
+ENCODER_FILE = "encoder.json"  # in .partial/<key>/: what the chunks were encoded with
 
 
 @dataclass
@@ -80,24 +78,32 @@ class IndexSummary:
 
 
 @dataclass
+class _Part:
+    """Rows of one set: a committed set's kept rows, a resumed chunk, or a newly encoded one."""
+
+    ids: np.ndarray  # str (n,)
+    hashes: np.ndarray  # str (n,)
+    vectors: np.ndarray  # float32 (n, dim)
+    thumbs: list[bytes | None] | None = None  # posters: JPEG thumbnail of each row
+
+    def take(self, keep: np.ndarray) -> _Part:
+        thumbs = [t for t, k in zip(self.thumbs, keep) if k] if self.thumbs is not None else None
+        return _Part(self.ids[keep], self.hashes[keep], np.asarray(self.vectors[keep]), thumbs)
+
+
+@dataclass
 class _Job:
     """What one embedding set needs: the items to encode and what can be kept."""
 
     modality: str
     encoder_name: str
     key: str
-    todo: list[int]  # item positions to encode
-    keep_vectors: list[np.ndarray]
-    keep_ids: list[np.ndarray]
-    keep_hashes: list[np.ndarray]
+    todo: list[int] = field(default_factory=list)  # item positions to encode
+    parts: list[_Part] = field(default_factory=list)
     reused: int = 0
     resumed: int = 0
-    old_entry: dict | None = None
-
-
-def sha1_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha1").hexdigest()
+    old_entry: SetEntry | None = None
+    partial_encoder: EncoderInfo | None = None
 
 
 def sha1_text(text: str) -> str:
@@ -117,126 +123,137 @@ def build_index(
     strict: bool = False,
     progress: bool = False,
     encoder_factory: Callable | None = None,
+    wait: float | None = 0,
 ) -> IndexSummary:
     """Encode ``catalog`` (a :class:`~embedgenre.catalog.Catalog`) into the index at ``out``.
 
     ``image_encoders`` / ``text_encoders``: registry names. None means the encoders the existing
     index already holds, or, for a new index, the best available offline defaults. Asking an
-    existing index for encoders it does not hold is refused unless ``add=True``.
+    existing index for encoders it does not hold is refused unless ``add=True``. ``wait``:
+    seconds to wait for another writer of the index (0: refuse at once, None: for ever).
+    An unchanged catalog writes nothing; a run killed at any point resumes from its chunks.
     """
     from embedgenre import encoders as registry
 
     t0 = time.perf_counter()
     out = Path(out)
     factory = encoder_factory or (lambda name: registry.create_encoder(name, device=device))
-    old = _open_existing(out)
-
     items = catalog.items
     if not items:
         raise IndexStoreError(f"catalog {catalog.root} has no items; nothing to index.")
-    poster_hash, missing = _hash_posters(items)
-    if strict and missing:
-        rec = next(iter(missing.values()))
-        raise PosterError(
-            f"{rec['path']}: {rec['reason']} ({len(missing)} poster(s) missing; --strict makes "
-            "any unreadable poster fatal: fix the paths, or drop --strict to skip and list them)"
+
+    with IndexWriter(out, wait=wait, new=True, command="embedgenre index") as writer:
+        old = _open_existing(writer)
+        poster_hash, missing = _hash_posters(items)
+        if strict and missing:
+            rec = next(iter(missing.values()))
+            raise PosterError(
+                f"{rec['path']}: {rec['reason']} ({len(missing)} poster(s) unreadable; --strict "
+                "makes any unreadable poster fatal: fix them, or drop --strict to skip and list them)"
+            )
+        plot_hash = [sha1_text(it.plot_text) if it.plot_text else None for it in items]
+        n_plots = sum(h is not None for h in plot_hash)
+        wanted = _choose_encoders(
+            writer.current, out, image_encoders, text_encoders, add, registry, n_plots
         )
-    plot_hash = [sha1_text(it.plot_text) if it.plot_text else None for it in items]
+        old_skipped = {(s["id"], s.get("hash")): s for s in (old.skipped if old else [])}
+        skipped: dict[str, dict] = dict(missing)
+        gen = writer.generation
 
-    n_plots = sum(h is not None for h in plot_hash)
-    wanted = _choose_encoders(old, image_encoders, text_encoders, add, registry, n_plots)
-    out.mkdir(parents=True, exist_ok=True)
-    old_skipped = {(s["id"], s.get("hash")): s for s in (old.skipped if old else [])}
-
-    # Commit 1: the items (and vocabulary) of this run, next to whatever sets already exist.
-    gen = int(old.manifest.get("generation", 0)) + 1 if old else 1
-    manifest = _base_manifest(catalog, old, gen)
-    items_file = f"items-{gen}.parquet"
-    _write_items(out / items_file, items, poster_hash, plot_hash)
-    manifest["items_file"] = items_file
-    manifest["sets"] = [e for e in (old.manifest["sets"] if old else [])]
-    manifest["encoders"] = [{"modality": m, "name": n} for m, n in wanted]
-    skipped: dict[str, dict] = {item_id: rec for item_id, rec in missing.items()}
-    _commit(out, manifest, skipped)
-
-    summaries = []
-    for modality, name in wanted:
-        hashes = poster_hash if modality == "poster" else plot_hash
-        key = set_key(modality, name)
-        job = _plan(out, old, modality, name, key, items, hashes, skipped, old_skipped)
-        if job.reused and _preprocessing_changed(job.old_entry, name, registry):
-            logger.warning(
-                "%s: %s now prepares images differently from when this index was built; "
-                "re-encoding its %d stored posters",
-                key,
-                name,
-                job.reused,
+        if writer.current is None:  # a new index opens from its first commit on
+            writer.commit(
+                _next_manifest(
+                    writer, catalog, items, poster_hash, plot_hash, wanted, [], skipped
+                ).evolve(complete=False)
             )
-            job = _plan(out, None, modality, name, key, items, hashes, skipped, old_skipped)
-            job.old_entry = None
-        summary = SetSummary(key=key, modality=modality, encoder=name, dim=0)
-        t_set = time.perf_counter()
-        encoder = None
-        if job.todo:
-            encoder = factory(name)
-            if getattr(encoder, "fitted_on_catalog", False):
-                _prepare_fitted(encoder, out, job, items)
-            _check_compatible(job.old_entry, encoder, out)
-            logger.info(
-                "%s: encoding %d %ss with %s (%d reused, %d resumed)",
-                key,
-                len(job.todo),
-                modality,
-                name,
-                job.reused,
-                job.resumed,
-            )
-            for ids, hs, vecs, bad in _encode_chunks(
-                encoder, modality, items, job.todo, hashes, batch_size, chunk_size, progress
-            ):
-                for rec in bad:
-                    if strict:
-                        raise PosterError(
-                            f"{rec['path']}: {rec['reason']} (--strict makes any unreadable "
-                            "poster fatal; drop --strict to skip and list it instead)"
-                        )
-                    skipped[rec["id"]] = rec
-                    summary.skipped += 1
-                _save_chunk(out, key, ids, hs, vecs)
-                job.keep_vectors.append(vecs)
-                job.keep_ids.append(ids)
-                job.keep_hashes.append(hs)
-                summary.encoded += len(ids)
-        entry = _consolidate(out, job, items, gen, encoder, name, modality, key)
-        if entry is None:  # e.g. a catalog without plots: no set to write
-            logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
-            continue
-        manifest["sets"] = [e for e in manifest["sets"] if e["key"] != key] + [entry]
-        manifest.setdefault("defaults", {}).setdefault(modality, key)
-        _commit(out, manifest, skipped)
-        _clear_partial(out, key)
-        summary.dim = entry["encoder"]["dim"]
-        summary.count = entry["count"]
-        summary.reused, summary.resumed = job.reused, job.resumed
-        summary.seconds = round(time.perf_counter() - t_set, 3)
-        summary.faiss = entry["faiss"]
-        summaries.append(summary)
-        if encoder is None:
-            logger.info("%s: up to date (%d rows)", key, entry["count"])
+        sets: list = []
+        summaries = []
+        for modality, name in wanted:
+            hashes = poster_hash if modality == "poster" else plot_hash
+            key = set_key(modality, name)
+            job = _plan(writer, old, modality, name, key, items, hashes, skipped, old_skipped)
+            if job.reused and _preprocessing_changed(job.old_entry, name, registry):
+                logger.warning(
+                    "%s: %s now prepares images differently from when this index was built; "
+                    "re-encoding its %d stored posters",
+                    key,
+                    name,
+                    job.reused,
+                )
+                job = _plan(writer, None, modality, name, key, items, hashes, skipped, old_skipped)
+            summary = SetSummary(key=key, modality=modality, encoder=name, dim=0)
+            t_set = time.perf_counter()
+            encoder = None
+            if job.todo:
+                encoder = factory(name)
+                if getattr(encoder, "fitted_on_catalog", False):
+                    _prepare_fitted(encoder, writer, job, items)
+                _check_compatible(job.old_entry, encoder, out)
+                _remember_encoder(writer, job, encoder)
+                logger.info(
+                    "%s: encoding %d %ss with %s (%d reused, %d resumed)",
+                    key,
+                    len(job.todo),
+                    modality,
+                    name,
+                    job.reused,
+                    job.resumed,
+                )
+                for chunk, bad in _encode_chunks(
+                    encoder, modality, items, job.todo, hashes, batch_size, chunk_size, progress
+                ):
+                    for rec in bad:
+                        if strict:
+                            raise PosterError(
+                                f"{rec['path']}: {rec['reason']} (--strict makes any unreadable "
+                                "poster fatal; drop --strict to skip and list it instead)"
+                            )
+                        skipped[rec["id"]] = rec
+                        summary.skipped += 1
+                    _save_chunk(writer, key, chunk)
+                    job.parts.append(chunk)
+                    summary.encoded += len(chunk.ids)
+            entry = _consolidate(writer, job, items, gen, encoder, modality, key)
+            if entry is None:  # e.g. a catalog without plots: no set to write
+                logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
+                continue
+            sets.append(entry)
+            summary.dim = entry.encoder.dim
+            summary.count = entry.count
+            summary.reused, summary.resumed = job.reused, job.resumed
+            summary.seconds = round(time.perf_counter() - t_set, 3)
+            summary.faiss = dict(entry.faiss)
+            summaries.append(summary)
+            if encoder is None and entry is job.old_entry:
+                logger.info("%s: up to date (%d rows)", key, entry.count)
 
-    manifest["complete"] = True
-    manifest["counts"]["skipped_posters"] = len(skipped)
-    _commit(out, manifest, skipped)
-    remove_unreferenced(out, manifest)
+        manifest = _next_manifest(
+            writer,
+            catalog,
+            items,
+            poster_hash,
+            plot_hash,
+            wanted,
+            sets,
+            skipped,
+            fresh_items=old is None,
+        )
+        if manifest is None:
+            logger.info("%s is up to date; nothing written", out)
+        else:
+            writer.commit(manifest)
+        for _, name in wanted:
+            for modality in ("poster", "plot"):
+                writer.clear_partial(set_key(modality, name))
 
     return IndexSummary(
         path=str(out),
         items=len(items),
-        with_plot=sum(h is not None for h in plot_hash),
+        with_plot=n_plots,
         with_poster=sum(
             h is not None and it.id not in skipped for it, h in zip(items, poster_hash)
         ),
-        genres=dict(manifest["genre_counts"]),
+        genres={g: int(c) for g, c in catalog.genre_counts().items() if g in catalog.genres},
         sets=summaries,
         skipped=sorted(skipped.values(), key=lambda r: r["id"]),
         seconds=round(time.perf_counter() - t0, 3),
@@ -244,33 +261,114 @@ def build_index(
     )
 
 
+def _next_manifest(
+    writer: IndexWriter,
+    catalog,
+    items,
+    poster_hash,
+    plot_hash,
+    wanted,
+    sets,
+    skipped,
+    fresh_items: bool = False,
+) -> Manifest | None:
+    """The manifest to commit, with the item table and skip list written if they changed;
+    None when the index already says exactly this (an unchanged catalog writes nothing)."""
+    old = writer.current
+    digest = _items_digest(items, poster_hash, plot_hash)
+    same = old is not None and old.items_digest == digest and not fresh_items
+    g = writer.generation  # the number of the commit this manifest is for: unique per commit
+    items_file = old.items_file if same else f"items-{g}.parquet"
+    recs = sorted(skipped.values(), key=lambda r: r["id"])
+    old_recs = _read_skipped(writer) if old else None
+    if old is not None and old.skipped_file and recs == old_recs:
+        skipped_file = old.skipped_file
+    else:
+        skipped_file = f"skipped-{g}.json" if recs else None
+    counts = catalog.genre_counts()
+    genres = list(catalog.genres)
+    keys = {e.key for e in sets}
+    defaults = {m: k for m, k in (old.defaults if old else {}).items() if k in keys}
+    for entry in sets:
+        defaults.setdefault(entry.modality, entry.key)
+    candidate = Manifest(
+        generation=old.generation if old else 0,
+        items_file=items_file,
+        genres=genres,
+        genre_counts={g: int(counts.get(g, 0)) for g in genres},
+        counts={
+            "items": len(items),
+            "with_plot": sum(1 for it in items if it.plot),
+            "with_poster": sum(1 for it in items if it.poster),
+            "skipped_posters": len(recs),
+        },
+        sets=sets,
+        heads=list(old.heads) if old else [],
+        skipped_file=skipped_file,
+        defaults=defaults,
+        encoders=[{"modality": m, "name": n} for m, n in wanted],
+        complete=True,
+        created=old.created if old and old.created else now_iso(),
+        updated=old.updated if old else None,
+        embedgenre_version=__version__,
+        catalog={"path": str(Path(catalog.root).resolve())},
+        items_digest=digest,
+    )
+    if old is not None and candidate == old:
+        return None
+    if old is None or items_file != old.items_file:
+        _write_items(writer.path / items_file, items, poster_hash, plot_hash)
+    if skipped_file and (old is None or skipped_file != old.skipped_file):
+        atomic.write_json(writer.path / skipped_file, recs, indent=1)
+    return candidate
+
+
+def _items_digest(items, poster_hash, plot_hash) -> str:
+    h = hashlib.sha1()
+    for it, ph, th in zip(items, poster_hash, plot_hash):
+        row = [it.id, it.title, it.year, list(it.genres), it.plot, str(it.poster or ""), ph, th]
+        h.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def _read_skipped(writer: IndexWriter) -> list[dict] | None:
+    m = writer.current
+    if m is None or not m.skipped_file:
+        return []
+    try:
+        return json.loads((writer.path / m.skipped_file).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------------------- planning
 
 
-def _open_existing(out: Path) -> GenreIndex | None:
-    if not (out / MANIFEST).exists():
-        if out.exists() and any(p for p in out.iterdir() if p.name != ".partial"):
-            raise IndexStoreError(
-                f"{out} exists and is not an embedgenre index; choose a new --out directory "
-                "or empty this one."
-            )
+def _open_existing(writer: IndexWriter) -> GenreIndex | None:
+    """The committed generation, or None for a new index. A generation whose files cannot be
+    read is re-encoded (what ``.partial/`` holds is still used), never trusted."""
+    if writer.current is None:
         return None
-    return GenreIndex.open(out)
+    try:
+        return GenreIndex(writer.path, writer.current)
+    except IndexStoreError as e:
+        logger.warning("%s; re-encoding it", e)
+        return None
 
 
 def _choose_encoders(
-    old, image_encoders, text_encoders, add, registry, n_plots: int
+    manifest: Manifest | None, out: Path, image_encoders, text_encoders, add, registry, n_plots: int
 ) -> list[tuple[str, str]]:
     existing = []
-    if old is not None:  # the encoders asked for before, whether or not they produced a set
-        recorded = old.manifest.get("encoders") or [
-            {"modality": e["modality"], "name": e["encoder"]["name"]} for e in old.manifest["sets"]
+    if manifest is not None:  # the encoders asked for before, whether or not they produced a set
+        recorded = manifest.encoders or [
+            {"modality": e.modality, "name": e.encoder.name} for e in manifest.sets
         ]
         existing = [(e["modality"], e["name"]) for e in recorded]
     asked: list[tuple[str, str]] = []
     asked += [("poster", n) for n in image_encoders or ()]
     asked += [("plot", n) for n in text_encoders or ()]
-    if not existing:  # a new index, or one killed before its first set was committed
+    if not existing:  # a new index, or one killed before its first commit
         if not image_encoders:
             asked.insert(0, ("poster", registry.default_image_encoder_name()))
         if not text_encoders:
@@ -281,18 +379,18 @@ def _choose_encoders(
         held = ", ".join(f"{m}:{n}" for m, n in existing)
         names = ", ".join(f"{m}:{n}" for m, n in new)
         raise IndexStoreError(
-            f"index {old.path} was built with {held}; you asked for {names}. Pass --add to "
+            f"index {out} was built with {held}; you asked for {names}. Pass --add to "
             "encode the same items with it too (one embedding set per encoder), or choose a "
             "new --out directory to build a separate index."
         )
     return existing + new
 
 
-def _check_compatible(old_entry: dict | None, encoder, out: Path) -> None:
+def _check_compatible(old_entry: SetEntry | None, encoder, out: Path) -> None:
     """Refuse to mix embeddings of a changed encoder into an existing set."""
     if old_entry is None:
         return
-    was = old_entry["encoder"]
+    was = old_entry.encoder.to_dict()
     now = encoder.describe()
     for field_name in ("dim", "space"):
         if was.get(field_name) != now.get(field_name):
@@ -303,89 +401,103 @@ def _check_compatible(old_entry: dict | None, encoder, out: Path) -> None:
             )
 
 
-def _preprocessing_changed(entry: dict | None, name: str, registry) -> bool:
+def _preprocessing_changed(entry: SetEntry | None, name: str, registry) -> bool:
     """True when the set's recorded image preprocessing differs from what ``name`` uses now
     (known without loading the model only for some families; unknown counts as unchanged)."""
     if entry is None:
         return False
     now = registry.preprocessing(name)
-    was = entry.get("encoder", {}).get("preprocessing")
+    was = entry.encoder.extra.get("preprocessing")
     if now is None or was is None:
         return False
     return json.loads(json.dumps(now)) != was  # as the manifest stores it: tuples become lists
 
 
-def _state_source(out: Path, job: _Job) -> Path | None:
+def _state_source(writer: IndexWriter, job: _Job) -> Path | None:
     """Where the fit of a catalog-fitted encoder for ``job`` is stored: the interrupted run's
     ``.partial/`` (if it left chunks), else the committed set (if rows are reused)."""
-    from embedgenre.encoders.hybrid import HybridEncoder
-
-    partial = out / ".partial" / job.key
+    partial = writer.partial_dir(job.key)
     if job.resumed and HybridEncoder.has_state(partial):
         return partial
-    if job.old_entry is not None and HybridEncoder.has_state(out / job.old_entry["dir"]):
-        return out / job.old_entry["dir"]
+    if job.old_entry is not None and HybridEncoder.has_state(writer.path / job.old_entry.dir):
+        return writer.path / job.old_entry.dir
     return None
 
 
-def _prepare_fitted(encoder, out: Path, job: _Job, items) -> None:
+def _prepare_fitted(encoder, writer: IndexWriter, job: _Job, items) -> None:
     """Give an encoder fitted on the catalog (``hybrid:``) its fit before anything is encoded.
 
     Rows kept from before were embedded with the stored fit, so it is loaded again and new rows
     share their space; with nothing kept, it is fitted on the catalog's plots. Either way the fit
     is saved in ``.partial/`` first, so a killed run resumes with the same one.
     """
-    source = _state_source(out, job) if (job.reused or job.resumed) else None
+    source = _state_source(writer, job) if (job.reused or job.resumed) else None
     if source is not None:
         encoder.load_state(source)
         logger.info("%s: using the lexical fit stored in %s", job.key, source)
     else:
         if job.resumed:  # chunks of a run whose fit is lost cannot be matched: encode again
             raise IndexStoreError(
-                f"{out}/.partial/{job.key} holds encoded plots without the fit they were made "
-                f"with; delete {out}/.partial and run the same command again"
+                f"{writer.partial_dir(job.key)} holds encoded plots without the fit they were "
+                f"made with; delete {writer.path / '.partial'} and run the same command again"
             )
         encoder.fit([it.plot_text for it in items if it.plot_text])
         job.old_entry = None  # nothing is kept, so a new fit mixes with nothing
-    encoder.save_state(out / ".partial" / job.key)
+    encoder.save_state(writer.partial_dir(job.key))
 
 
-def _plan(out, old, modality, name, key, items, hashes, skipped, old_skipped) -> _Job:
-    job = _Job(modality, name, key, [], [], [], [])
+def _remember_encoder(writer: IndexWriter, job: _Job, encoder) -> None:
+    """Record in ``.partial/`` which encoder the chunks come from, so a run killed after its
+    last chunk commits them without loading the model again."""
+    path = writer.partial_dir(job.key) / ENCODER_FILE
+    desc = encoder.describe()
+    if job.resumed and job.partial_encoder is not None:
+        was = job.partial_encoder.to_dict()
+        if (was["dim"], was["space"]) != (desc.get("dim"), desc.get("space")):
+            raise IndexStoreError(
+                f"{writer.partial_dir(job.key)} holds chunks of {was['name']} with "
+                f"dim {was['dim']}, space {was['space']!r}, but the encoder now gives dim "
+                f"{desc.get('dim')}, space {desc.get('space')!r}; delete "
+                f"{writer.path / '.partial'} and run the same command again"
+            )
+    atomic.write_json(path, desc)
+
+
+def _plan(writer, old, modality, name, key, items, hashes, skipped, old_skipped) -> _Job:
+    job = _Job(modality, name, key)
     unreadable = skipped if modality == "poster" else {}
     current = {
         it.id: h for it, h in zip(items, hashes) if h is not None and it.id not in unreadable
     }
     done: set[str] = set()
     if old is not None:
-        entry = next((e for e in old.manifest["sets"] if e["key"] == key), None)
+        entry = old.manifest.set_by_key(key)
         job.old_entry = entry
         if entry is not None:
-            d = out / entry["dir"]
-            ids = np.load(d / "ids.npy")
-            hs = np.load(d / "hashes.npy")
-            keep = np.array([current.get(str(i)) == str(h) for i, h in zip(ids, hs)], bool)
+            part = _read_set(writer.path / entry.dir, entry)
+            keep = np.array(
+                [current.get(str(i)) == str(h) for i, h in zip(part.ids, part.hashes)], bool
+            )
             if keep.any():
-                job.keep_vectors.append(np.load(d / "vectors.npy")[keep])
-                job.keep_ids.append(ids[keep])
-                job.keep_hashes.append(hs[keep])
-                done.update(str(i) for i in ids[keep])
+                job.parts.append(part.take(keep))
+                done.update(str(i) for i in part.ids[keep])
                 job.reused = int(keep.sum())
-    for chunk in sorted((out / ".partial" / key).glob("chunk-*.npz")):
-        try:
-            with np.load(chunk, allow_pickle=False) as z:
-                ids, hs, vecs = z["ids"], z["hashes"], z["vectors"]
-        except Exception as e:  # a chunk is written atomically; still, never trust it blindly
-            logger.warning("ignoring unreadable partial chunk %s (%s)", chunk, e)
+    partial = writer.partial_dir(key)
+    job.partial_encoder = _read_partial_encoder(partial)
+    for path in sorted(partial.glob("chunk-*.npz")):
+        part = _read_chunk(path, job.partial_encoder)
+        if part is None:
             continue
         keep = np.array(
-            [current.get(str(i)) == str(h) and str(i) not in done for i, h in zip(ids, hs)], bool
+            [
+                current.get(str(i)) == str(h) and str(i) not in done
+                for i, h in zip(part.ids, part.hashes)
+            ],
+            bool,
         )
         if keep.any():
-            job.keep_vectors.append(vecs[keep])
-            job.keep_ids.append(ids[keep])
-            job.keep_hashes.append(hs[keep])
-            done.update(str(i) for i in ids[keep])
+            job.parts.append(part.take(keep))
+            done.update(str(i) for i in part.ids[keep])
             job.resumed += int(keep.sum())
     for pos, (it, h) in enumerate(zip(items, hashes)):
         if h is None or it.id in done:
@@ -397,23 +509,81 @@ def _plan(out, old, modality, name, key, items, hashes, skipped, old_skipped) ->
     return job
 
 
+def _read_partial_encoder(partial: Path) -> EncoderInfo | None:
+    try:
+        return EncoderInfo.of(json.loads((partial / ENCODER_FILE).read_bytes()))
+    except (OSError, ValueError, IndexStoreError):
+        return None
+
+
+def _read_set(directory: Path, entry: SetEntry) -> _Part:
+    """The rows of a committed set (validated when the index was opened)."""
+    ids = np.load(directory / "ids.npy", allow_pickle=False)
+    hashes = np.load(directory / "hashes.npy", allow_pickle=False)
+    vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    thumbs = None
+    if entry.thumbnails:
+        data = np.load(directory / THUMBS_BIN, mmap_mode="r", allow_pickle=False)
+        offsets = np.load(directory / THUMBS_INDEX, allow_pickle=False)
+        thumbs = [bytes(data[a : a + n]) if n else None for a, n in offsets]
+    return _Part(ids, hashes, vectors, thumbs)
+
+
+def _read_chunk(path: Path, encoder: EncoderInfo | None) -> _Part | None:
+    """One chunk an interrupted run saved, or None when it cannot be trusted."""
+    if encoder is None:
+        logger.warning("ignoring %s: no record of the encoder that made it", path)
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, hashes, vectors = z["ids"], z["hashes"], z["vectors"]
+            thumbs = _unpack_thumbs(z["thumb_data"], z["thumb_len"]) if "thumb_len" in z else None
+    except Exception as e:  # a chunk is written atomically; still, never trust it blindly
+        logger.warning("ignoring unreadable partial chunk %s (%s)", path, e)
+        return None
+    n = len(ids)
+    ok = (
+        ids.ndim == 1
+        and hashes.shape == (n,)
+        and vectors.shape == (n, encoder.dim)
+        and vectors.dtype == np.float32
+        and np.isfinite(vectors).all()
+        and (thumbs is None or len(thumbs) == n)
+    )
+    if not ok:
+        logger.warning("ignoring partial chunk %s: its arrays do not agree", path)
+        return None
+    return _Part(ids.astype(str), hashes.astype(str), vectors, thumbs)
+
+
 def _hash_posters(items) -> tuple[list[str | None], dict[str, dict]]:
+    """SHA-1 of each poster file, checked first to be a regular image file under the size cap
+    (a FIFO, a device or a huge sparse file is refused unread); failures are listed, not raised."""
     hashes: list[str | None] = []
     missing: dict[str, dict] = {}
     for it in items:
-        path = Path(it.poster) if it.poster else None
-        if path is None:
+        if not it.poster:
             hashes.append(None)
             continue
+        path = Path(it.poster)
         try:
-            hashes.append(sha1_file(path))
-        except FileNotFoundError:
+            check_poster_file(path)
+            with open_regular(path) as f:
+                hashes.append(hashlib.file_digest(f, "sha1").hexdigest())
+        except PosterError as e:
             hashes.append(None)
-            missing[it.id] = {"id": it.id, "path": str(path), "reason": "file not found"}
+            missing[it.id] = {"id": it.id, "path": str(path), "reason": _reason(e, path)}
         except OSError as e:
             hashes.append(None)
             missing[it.id] = {"id": it.id, "path": str(path), "reason": f"cannot read: {e}"}
     return hashes, missing
+
+
+def _reason(e: PosterError, path: Path) -> str:
+    """The part of a PosterError after ``poster PATH:``, as skipped.json lists reasons."""
+    text = str(e)
+    prefix = f"poster {path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -421,13 +591,14 @@ def _hash_posters(items) -> tuple[list[str | None], dict[str, dict]]:
 
 def _encode_chunks(
     encoder, modality, items, todo, hashes, batch_size, chunk_size, progress
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]]:
-    """Yield (ids, hashes, vectors, unreadable posters) for consecutive chunks of ``todo``."""
+) -> Iterator[tuple[_Part, list[dict]]]:
+    """Yield (encoded part, unreadable posters) for consecutive chunks of ``todo``."""
     bar = _progress(len(todo), f"{modality}s", progress)
+    thumbs: dict[int, bytes] | None = {} if modality == "poster" else None
     batches = (
         _plot_batches(encoder, items, todo, min(batch_size, TEXT_BATCH))
         if modality == "plot"
-        else _poster_batches(encoder, items, todo, hashes, batch_size)
+        else _poster_batches(encoder, items, todo, hashes, batch_size, thumbs)
     )
     vecs: list[np.ndarray] = []
     ok: list[int] = []
@@ -438,19 +609,20 @@ def _encode_chunks(
         bad.extend(batch_bad)
         bar(len(batch_ok) + len(batch_bad))
         if len(ok) >= chunk_size:
-            yield _chunk(items, hashes, ok, vecs, bad)
+            yield _chunk(items, hashes, ok, vecs, thumbs), bad
             vecs, ok, bad = [], [], []
     if ok or bad:
-        yield _chunk(items, hashes, ok, vecs, bad)
+        yield _chunk(items, hashes, ok, vecs, thumbs), bad
     bar(None)
 
 
-def _chunk(items, hashes, ok, vecs, bad):
+def _chunk(items, hashes, ok, vecs, thumbs: dict[int, bytes] | None) -> _Part:
     ids = np.array([items[p].id for p in ok], dtype=str)
     hs = np.array([hashes[p] for p in ok], dtype=str)
     dim = vecs[0].shape[1] if vecs else 0
     v = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
-    return ids, hs, np.ascontiguousarray(v, dtype=np.float32), bad
+    t = [thumbs.pop(p, None) for p in ok] if thumbs is not None else None
+    return _Part(ids, hs, np.ascontiguousarray(v, dtype=np.float32), t)
 
 
 def _plot_batches(encoder, items, todo, batch_size):
@@ -465,16 +637,25 @@ def _plot_batches(encoder, items, todo, batch_size):
         yield encoder.encode_texts(texts, batch_size=batch_size), positions, []
 
 
-def _poster_batches(encoder, items, todo, hashes, batch_size):
+def _poster_batches(encoder, items, todo, hashes, batch_size, thumbs: dict[int, bytes]):
     """(vectors, item positions, unreadable posters) per batch, decoding in worker threads
-    across the whole run, so the model never waits at a checkpoint."""
-    from embedgenre.encoders import iter_image_batches
-
+    across the whole run, so the model never waits at a checkpoint. Each decoded poster's
+    thumbnail is made in the same worker and put in ``thumbs`` by item position."""
     transform = getattr(encoder, "transform", None)
     draft = transform.draft_size if transform is not None else None
     paths = [items[p].poster for p in todo]
-    batches = iter_image_batches(paths, encoder.preprocess, batch_size, draft_size=draft)
+    made: dict[int, bytes] = {}
+    batches = iter_image_batches(
+        paths,
+        encoder.preprocess,
+        batch_size,
+        draft_size=draft,
+        on_image=thumbnail_jpeg,
+        extras=made,
+    )
     for batch, rows, failures in batches:
+        for i in rows:
+            thumbs[todo[i]] = made.pop(i)
         vecs = encoder.encode_pixels(batch) if len(rows) else np.zeros((0, encoder.dim), np.float32)
         bad = [
             {
@@ -511,90 +692,112 @@ def _progress(total: int, unit: str, enabled: bool):
 # ---------------------------------------------------------------------------- writing
 
 
-def _save_chunk(out: Path, key: str, ids, hashes, vectors) -> None:
-    d = out / ".partial" / key
+def _pack_thumbs(thumbs: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 concatenated bytes, int64 lengths) of a list of thumbnails (None: length 0)."""
+    lengths = np.array([len(t) if t else 0 for t in thumbs], dtype=np.int64)
+    data = np.frombuffer(b"".join(t for t in thumbs if t), dtype=np.uint8)
+    return data, lengths
+
+
+def _unpack_thumbs(data: np.ndarray, lengths: np.ndarray) -> list[bytes | None]:
+    if data.dtype != np.uint8 or lengths.ndim != 1 or lengths.sum() != len(data):
+        raise ValueError("thumbnail arrays do not agree")
+    ends = np.cumsum(lengths)
+    return [bytes(data[e - n : e]) if n else None for e, n in zip(ends, lengths)]
+
+
+def _save_chunk(writer: IndexWriter, key: str, part: _Part) -> None:
+    d = writer.partial_dir(key)
     d.mkdir(parents=True, exist_ok=True)
-    n = len(list(d.glob("chunk-*.npz")))
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, ids=ids, hashes=hashes, vectors=vectors)
-    atomic_write_bytes(d / f"chunk-{n:06d}.npz", buf.getvalue())
-
-
-def _clear_partial(out: Path, key: str) -> None:
-    import shutil
-
-    shutil.rmtree(out / ".partial" / key, ignore_errors=True)
-    try:
-        (out / ".partial").rmdir()
-    except OSError:
-        pass
+    n = 1 + max((int(p.stem.split("-")[-1]) for p in d.glob("chunk-*.npz")), default=-1)
+    arrays = {"ids": part.ids, "hashes": part.hashes, "vectors": part.vectors}
+    if part.thumbs is not None:
+        arrays["thumb_data"], arrays["thumb_len"] = _pack_thumbs(part.thumbs)
+    atomic.save_npz(d / f"chunk-{n:06d}.npz", **arrays)
 
 
-def _consolidate(out, job: _Job, items, gen, encoder, name, modality, key) -> dict | None:
-    """Write the set in item order to a new generation directory; return its manifest entry."""
-    order = {it.id: i for i, it in enumerate(items)}
-    if job.keep_vectors:
-        vecs = np.concatenate(job.keep_vectors)
-        ids = np.concatenate(job.keep_ids)
-        hs = np.concatenate(job.keep_hashes)
-    elif job.old_entry is None:
+def _fill_thumbs(part: _Part, items, order: dict[str, int]) -> list[bytes | None]:
+    """Thumbnails of ``part``, made from the poster files for rows stored without one (sets
+    written before thumbnails were kept)."""
+    thumbs = list(part.thumbs) if part.thumbs is not None else [None] * len(part.ids)
+    for i, t in enumerate(thumbs):
+        if t is None:
+            try:
+                thumbs[i] = thumbnail_jpeg(load_image(items[order[str(part.ids[i])]].poster))
+            except (PosterError, OSError, TypeError):
+                thumbs[i] = None
+    return thumbs
+
+
+def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, key):
+    """Write the set in item order to a new generation folder and return its entry; the old
+    entry when nothing changed; None when the set has no rows and never had any."""
+    old = job.old_entry
+    if not job.parts and old is None:
         return None
+    if (
+        encoder is None
+        and old is not None
+        and not job.resumed
+        and job.reused == old.count
+        and (old.thumbnails or modality != "poster")
+    ):
+        return old  # nothing changed: keep the committed folder as it is
+    order = {it.id: i for i, it in enumerate(items)}
+    info = (
+        EncoderInfo.of(encoder.describe())
+        if encoder is not None
+        else (job.partial_encoder if job.resumed else None) or old.encoder
+    )
+    if job.parts:
+        ids = np.concatenate([p.ids for p in job.parts])
+        hs = np.concatenate([p.hashes for p in job.parts])
+        vecs = np.concatenate([np.asarray(p.vectors) for p in job.parts])
     else:
-        dim = job.old_entry["encoder"]["dim"]
-        vecs, ids, hs = np.zeros((0, dim), np.float32), np.array([], str), np.array([], str)
+        ids, hs = np.array([], str), np.array([], str)
+        vecs = np.zeros((0, info.dim), np.float32)
     perm = np.argsort([order[str(i)] for i in ids], kind="stable")
     vecs, ids, hs = np.ascontiguousarray(vecs[perm], np.float32), ids[perm], hs[perm]
 
-    if (
-        encoder is None
-        and job.old_entry is not None
-        and job.reused == len(ids)
-        and (len(ids) == job.old_entry["count"])
-    ):
-        return job.old_entry  # nothing changed: keep the committed directory as it is
-
     rel = f"embeddings/{key}-{gen}"
-    d = out / rel
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(d / "vectors.npy", vecs)
-    atomic_save_npy(d / "ids.npy", ids.astype(str))
-    atomic_save_npy(d / "hashes.npy", hs.astype(str))
+    d = writer.new_dir(rel)
+    atomic.save_npy(d / "vectors.npy", vecs)
+    atomic.save_npy(d / "ids.npy", ids.astype(str))
+    atomic.save_npy(d / "hashes.npy", hs.astype(str))
+    if modality == "poster":
+        thumbs = [t for p in job.parts for t in _fill_thumbs(p, items, order)]
+        data, lengths = _pack_thumbs([thumbs[i] for i in perm])
+        offsets = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1).astype(np.int64)
+        atomic.save_npy(d / THUMBS_BIN, data)
+        atomic.save_npy(d / THUMBS_INDEX, offsets.reshape(-1, 2))
+    faiss_meta = {"kind": "flat"}
     if len(ids):
         index, faiss_info = ann.build_faiss_index(vecs)
-        tmp = d / ".faiss.index.tmp"
-        ann.save_faiss_index(index, tmp)
-        tmp.replace(d / "faiss.index")
-    else:
-        faiss_info = "flat"
-    faiss_meta = faiss_info if isinstance(faiss_info, dict) else {"kind": faiss_info}
-    _keep_fit(out, job, encoder, d)
-    describe = encoder.describe() if encoder is not None else job.old_entry["encoder"]
-    return {
-        "key": key,
-        "modality": modality,
-        "dir": rel,
-        "encoder": describe,
-        "count": int(len(ids)),
-        "faiss": faiss_meta,
-        "updated": now_iso(),
-    }
+        faiss_meta = faiss_info if isinstance(faiss_info, dict) else {"kind": faiss_info}
+        if faiss_meta.get("kind", "flat") != "flat":  # exact indexes are rebuilt on open
+            ann.save_faiss_index(index, d / "faiss.index")
+    _keep_fit(writer, job, encoder, d)
+    return SetEntry(
+        key=key,
+        modality=modality,
+        dir=rel,
+        encoder=info,
+        count=int(len(ids)),
+        faiss=faiss_meta,
+        updated=now_iso(),
+        thumbnails=modality == "poster",
+    )
 
 
-def _keep_fit(out: Path, job: _Job, encoder, directory: Path) -> None:
+def _keep_fit(writer: IndexWriter, job: _Job, encoder, directory: Path) -> None:
     """Store the fit of a catalog-fitted encoder beside the set's vectors (queries need it)."""
-    import shutil
-
     if encoder is not None:
         if getattr(encoder, "fitted_on_catalog", False):
             encoder.save_state(directory)
         return
-    source = _state_source(out, job)
+    source = _state_source(writer, job)
     if source is not None:
-        from embedgenre.encoders.hybrid import STATE_DIR
-
-        shutil.copytree(source / STATE_DIR, directory / STATE_DIR, dirs_exist_ok=True)
+        HybridEncoder.copy_state(source, directory)
 
 
 def _write_items(path: Path, items, poster_hash, plot_hash) -> None:
@@ -617,36 +820,4 @@ def _write_items(path: Path, items, poster_hash, plot_hash) -> None:
     )
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _base_manifest(catalog, old: GenreIndex | None, gen: int) -> dict:
-    counts = catalog.genre_counts()
-    created = old.manifest.get("created") if old else now_iso()
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "generation": gen,
-        "complete": False,
-        "created": created,
-        "updated": now_iso(),
-        "embedgenre_version": __version__,
-        "catalog": {"path": str(Path(catalog.root).resolve())},
-        "genres": list(catalog.genres),
-        "genre_counts": {g: int(counts.get(g, 0)) for g in catalog.genres},
-        "counts": {
-            "items": len(catalog.items),
-            "with_plot": sum(1 for it in catalog.items if it.plot),
-            "with_poster": sum(1 for it in catalog.items if it.poster),
-        },
-        "defaults": dict(old.manifest.get("defaults", {})) if old else {},
-        "sets": [],
-    }
-
-
-def _commit(out: Path, manifest: dict, skipped: dict[str, dict]) -> None:
-    """Write skipped.json, then the manifest: the manifest rename is the commit point."""
-    manifest["updated"] = now_iso()
-    recs = sorted(skipped.values(), key=lambda r: r["id"])
-    atomic_write_bytes(out / "skipped.json", (json.dumps(recs, indent=1) + "\n").encode())
-    atomic_write_json(out / MANIFEST, manifest)
+    atomic.write_bytes(path, buf.getvalue())

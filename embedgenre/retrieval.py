@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import EmbedgenreError
 
 logger = logging.getLogger(__name__)
@@ -259,9 +260,14 @@ class RetrievalResult:
     k: int
     neighbours: list[Neighbour]
     notes: list[str] = field(default_factory=list)
+    # JPEG thumbnails stored in the index, by item id (the query item's and each neighbour's):
+    # pages show these, never files the item table names.
+    thumbnails: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("thumbnails")
+        return d
 
 
 # ------------------------------------------------------------------------------ the retriever
@@ -417,7 +423,7 @@ class Retriever:
             if row is not None:
                 qpost = self._stored_vector(poster_set, row)
             if qpost is None and poster is not None:
-                enc = self.index.load_encoder(poster_set, device=self.device)
+                enc = load_set_encoder(poster_set, device=self.device)
                 qpost = enc.encode_images([Path(poster)])[0]
         if plot_set is not None and row is not None:
             qplot = self._stored_vector(plot_set, row)
@@ -495,7 +501,7 @@ class Retriever:
         poster_set = self._set("poster", required=False)
         notes = []
         if poster_set is not None and "text" in poster_set.describe.get("modalities", []):
-            enc = self.index.load_encoder(poster_set, device=self.device)
+            enc = load_set_encoder(poster_set, device=self.device)
             target, by = poster_set, "poster"
             notes.append(
                 f"text -> posters through the text tower of {enc.name} ({poster_set.space})"
@@ -508,7 +514,7 @@ class Retriever:
                     f"({poster_set.encoder if poster_set else 'none'}) has no text tower and it "
                     "holds no plot embeddings. Index posters with a CLIP encoder or add plots."
                 )
-            enc = self.index.load_encoder(plot_set, device=self.device)
+            enc = load_set_encoder(plot_set, device=self.device)
             target, by = plot_set, "plot"
             why = (
                 f"the poster encoder {poster_set.encoder} has no text tower"
@@ -567,7 +573,11 @@ class Retriever:
             notes.append("left out items with any of: " + ", ".join(exclude_genres))
         if len(neighbours) < k:
             notes.append(f"only {len(neighbours)} items match (asked for {k})")
-        return RetrievalResult(query, by, encoders, scoring, k, neighbours, notes)
+        shown = [n.id for n in neighbours] + [
+            q["id"] for q in (query, query.get("matched") or {}) if q.get("id")
+        ]
+        thumbs = {i: t for i in shown if (t := self.index.thumbnail(i)) is not None}
+        return RetrievalResult(query, by, encoders, scoring, k, neighbours, notes, thumbs)
 
 
 def open_retriever(index_dir: str | Path, **kwargs) -> Retriever:

@@ -89,7 +89,7 @@ def test_build_writes_a_self_describing_index(small_catalog, tmp_path):
     summary = build(root, out, Factory())
     idx = GenreIndex.open(out)
     assert idx.ids == [r["imdb_id"] for r in rows]
-    assert idx.manifest["complete"] is True
+    assert idx.manifest.complete is True
     assert {s.key for s in idx.sets} == {"poster__fake-a", "plot__fake-t"}
     poster = idx.get_set("poster")
     assert poster.vectors.shape == (20, 8) and poster.vectors.dtype == np.float32
@@ -148,7 +148,9 @@ def test_incremental_add_change_remove(small_catalog, tmp_path, fixture_dir):
     for i, v in zip(poster.ids, poster.vectors):
         if i in old_vec:
             np.testing.assert_array_equal(v, old_vec[i])
-    # files of the previous generation are gone
+    # the generation readers may still be on is kept until the next write, older ones are gone
+    assert len(list((out / "embeddings").iterdir())) == 4
+    build(root, out, Factory())  # unchanged: commits nothing, removes the previous generation
     assert len(list((out / "embeddings").iterdir())) == 2
     assert len(list(out.glob("items-*.parquet"))) == 1
 
@@ -342,7 +344,7 @@ def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
     done_before = len(list(partial.glob("chunk-*.npz")))
     assert done_before >= 2
     idx = GenreIndex.open(out)  # the killed run left an index that opens
-    assert idx.manifest["complete"] is False
+    assert idx.manifest.complete is False
 
     summary = build_index(
         read_catalog(fixture_dir),
@@ -354,7 +356,7 @@ def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
     assert poster.resumed >= 16 * done_before
     assert poster.resumed + poster.encoded == 110
     idx = GenreIndex.open(out)
-    assert idx.manifest["complete"] is True
+    assert idx.manifest.complete is True
     assert not (out / ".partial").exists()
     assert len(idx.get_set("poster").rows) == 110 and len(idx.get_set("plot").rows) == 110
 
@@ -438,4 +440,4 @@ def test_clip_checkpoint_imported_then_used_to_index(small_catalog, tmp_path, mo
     text = create_encoder(name).encode_texts(["a poster of a horror movie"])
     scores, rows = poster.search(text, k=3)
     assert rows.shape == (1, 3) and (rows >= 0).all() and np.isfinite(scores).all()
-    assert idx.manifest["sets"][0]["encoder"]["family"] == "clip"
+    assert idx.manifest.sets[0].encoder.extra["family"] == "clip"

@@ -12,6 +12,7 @@ from _tiny_clip import make_tiny_clip_checkpoint
 from typer.testing import CliRunner
 
 from cli.app import app
+from embedgenre.store import GenreIndex
 
 runner = CliRunner()
 BROKEN_ID = "tt9999990"  # the only "Zombie" movie; its poster is an empty file
@@ -103,7 +104,7 @@ def test_train_then_predict_posters_and_plot(data):
     index = str(data["index"])
     out = ok("train", index, "--method", "linear", "--image-encoder", "cnn:efficientnet-lite0")
     assert out["name"] == "linear-poster" and 0 <= out["validation"]["micro_f1"] <= 1
-    saved = json.loads((data["index"] / "heads" / "linear-poster" / "head.json").read_text())
+    saved = json.loads((GenreIndex.open(data["index"]).head_dir("linear-poster") / "head.json").read_text())
     assert saved["encoders"]["poster"]["encoder"] == "cnn:efficientnet-lite0"
     assert len(saved["predictor"]["thresholds"]) == len(saved["genres"])
     res = ok(
@@ -224,7 +225,7 @@ def test_empty_plot(data):
 def test_head_trained_on_another_vocabulary_or_encoder(data):
     index = data["index"]
     ok("train", str(index), "--method", "linear", "--modality", "plot", "--name", "p1")
-    head = index / "heads" / "p1" / "head.json"
+    head = GenreIndex.open(index).head_dir("p1") / "head.json"
     doc = json.loads(head.read_text())
     for _field, change, expected in (
         ("genres", lambda d: d["genres"].append("Space-Opera"), "another genre vocabulary"),

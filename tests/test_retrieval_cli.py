@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.app import app
+from embedgenre.encoders import load_set_encoder
 from embedgenre.store import GenreIndex
 
 runner = CliRunner()
@@ -190,7 +191,7 @@ def test_search_text_uses_plots_without_clip_and_clip_text_tower_with_it(small):
     # the score is the cosine between the text tower's embedding and the stored poster vector
     idx = GenreIndex.open(small["index"])
     s = idx.get_set("poster", small["clip"])
-    q = idx.load_encoder(s).encode_texts(["a haunted house at night"])[0]
+    q = load_set_encoder(s).encode_texts(["a haunted house at night"])[0]
     best = np.max(np.asarray(s.vectors) @ q)
     assert out["neighbours"][0]["score"] == pytest.approx(best, abs=1e-5)
 

@@ -21,6 +21,7 @@ from embedgenre.encoders.registry import (
     default_text_encoder_name,
     encoder_spec,
     list_encoders,
+    load_set_encoder,
     preprocessing,
     register,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "encoder_spec",
     "iter_image_batches",
     "list_encoders",
+    "load_set_encoder",
     "preprocessing",
     "register",
 ]

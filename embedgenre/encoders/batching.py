@@ -41,12 +41,13 @@ def _load_one(
     item: str | Path | Image.Image,
     preprocess: Callable[[Image.Image], np.ndarray],
     draft_size: tuple[int, int] | None,
-) -> np.ndarray:
+    on_image: Callable[[Image.Image], object] | None = None,
+) -> tuple[np.ndarray, object]:
     if isinstance(item, Image.Image):
         img = to_rgb(item)
     else:
         img = load_image(item, draft_size=draft_size)
-    return preprocess(img)
+    return preprocess(img), (on_image(img) if on_image is not None else None)
 
 
 def iter_image_batches(
@@ -56,6 +57,8 @@ def iter_image_batches(
     workers: int | None = None,
     draft_size: tuple[int, int] | None = None,
     prefetch_batches: int = 2,
+    on_image: Callable[[Image.Image], object] | None = None,
+    extras: dict[int, object] | None = None,
 ) -> Iterator[Batch]:
     """Yield (batch, rows, failures) in input order.
 
@@ -65,6 +68,8 @@ def iter_image_batches(
     short; a final yield may carry only failures (an empty batch). At most
     ``prefetch_batches * batch_size`` images are decoded ahead of the consumer.
     draft_size: passed to ``load_image`` (JPEG reduced-scale decoding), e.g. transform.draft_size.
+    on_image: called in the worker with each decoded image; its result is stored in
+    ``extras[position]`` before the batch holding that position is yielded (thumbnails, say).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -82,7 +87,9 @@ def iter_image_batches(
                 pending.append(
                     (
                         next_submit,
-                        pool.submit(_load_one, images[next_submit], preprocess, draft_size),
+                        pool.submit(
+                            _load_one, images[next_submit], preprocess, draft_size, on_image
+                        ),
                     )
                 )
                 next_submit += 1
@@ -96,8 +103,11 @@ def iter_image_batches(
                 i, fut = pending.popleft()
                 top_up()
                 try:
-                    arrays.append(fut.result())
+                    array, extra = fut.result()
+                    arrays.append(array)
                     rows.append(i)
+                    if extras is not None:
+                        extras[i] = extra
                 except PosterError as e:
                     failures.append((i, e))
                 if len(arrays) == batch_size:

@@ -28,6 +28,7 @@ import numpy as np
 from embedgenre.encoders.base import Encoder, l2_normalize
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.errors import EmbedgenreError
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +117,10 @@ class LexicalLSA:
         return h.hexdigest()[:12]
 
     def save(self, directory: Path) -> None:
-        from embedgenre.store import atomic_save_npy, atomic_write_json
-
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(directory / "idf.npy", self.idf)
-        atomic_save_npy(directory / "components.npy", self.components)
-        atomic_write_json(directory / "terms.json", self.terms)
+        atomic.save_npy(directory / "idf.npy", self.idf)
+        atomic.save_npy(directory / "components.npy", self.components)
+        atomic.write_json(directory / "terms.json", self.terms)
         meta = {
             "dim": self.dim,
             "documents": self.documents,
@@ -131,7 +130,7 @@ class LexicalLSA:
             "sublinear_tf": True,
             "fingerprint": self.fingerprint(),
         }
-        atomic_write_json(directory / "lsa.json", meta)  # written last: marks a complete fit
+        atomic.write_json(directory / "lsa.json", meta)  # written last: marks a complete fit
 
     @classmethod
     def load(cls, directory: Path) -> LexicalLSA:
@@ -204,12 +203,20 @@ class HybridEncoder(Encoder):
     def has_state(directory: Path) -> bool:
         return (Path(directory) / STATE_DIR / "lsa.json").is_file()
 
+    @staticmethod
+    def copy_state(source: Path, directory: Path) -> None:
+        """Copy the fit stored in ``source`` to ``directory`` (files written atomically)."""
+        src, dst = Path(source) / STATE_DIR, Path(directory) / STATE_DIR
+        names = sorted(p.name for p in src.iterdir() if p.is_file() and p.name != "lsa.json")
+        for name in [*names, "lsa.json"]:  # lsa.json last: it marks a complete fit
+            atomic.copy_file(src / name, dst / name)
+
     # -- encoding --------------------------------------------------------------------------
     def _forward_texts(self, texts: list[str]) -> np.ndarray:
         if self.lsa is None:
             raise EmbedgenreError(
                 f"encoder '{self.name}' has a lexical half fitted on a catalog: embed texts "
-                "through an index (`GenreIndex.load_encoder`), or fit it first with "
+                "through an index (`embedgenre.encoders.load_set_encoder`), or fit it first with "
                 "`encoder.fit(plots)`"
             )
         dense = self.sentence.encode_texts(texts, batch_size=max(1, len(texts)))

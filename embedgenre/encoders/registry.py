@@ -262,3 +262,12 @@ def default_text_encoder_name(plots: int | None = None) -> str:
         )
         return SENTENCE_TEXT
     return DEFAULT_TEXT
+
+
+def load_set_encoder(emb, device: str = "cpu") -> Encoder:
+    """The encoder that built embedding set ``emb`` (a ``GenreIndex`` set), ready to embed
+    queries in the same space: an encoder fitted on the catalog gets the fit stored in the set."""
+    encoder = create_encoder(emb.encoder, device=device)
+    if getattr(encoder, "fitted_on_catalog", False):
+        encoder.load_state(emb.directory)
+    return encoder

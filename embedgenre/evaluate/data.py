@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from embedgenre.encoders import load_set_encoder
+
 logger = logging.getLogger(__name__)
 
 
@@ -91,7 +93,7 @@ def from_index(index_path: str | Path) -> EvalData:
         by_view[id(v)] = s
 
     def load_encoder(view: EmbeddingView):
-        return idx.load_encoder(by_view[id(view)])
+        return load_set_encoder(by_view[id(view)])
 
     return EvalData(
         ids=list(idx.ids),

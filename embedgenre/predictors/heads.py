@@ -11,20 +11,24 @@ Inputs of a ``both`` head are ``[poster | plot]`` rows with zeros for a missing 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from embedgenre.catalog import plot_text
-from embedgenre.errors import PredictorError
+from embedgenre.encoders import load_set_encoder
+from embedgenre.errors import EmbedgenreError, IndexStoreError, PredictorError
 from embedgenre.predictors.factory import DEFAULT_FOLDS, fit_with_validation, make_predictor
+from embedgenre.store.paths import NAME_RE, check_name
+from embedgenre.store.reader import now_iso
+from embedgenre.store.schema import HeadRecord
+from embedgenre.store.writer import IndexWriter
 
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("poster", "plot", "both")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass
@@ -101,7 +105,7 @@ def _check_zeroshot_sets(sets: dict) -> None:
 
 def _zeroshot_params(index, sets: dict, params: dict) -> dict:
     """Zero-shot needs the text side of each set's space: the set's own encoder."""
-    per = {m: {"encoder": index.load_encoder(s), "modality": m} for m, s in sets.items()}
+    per = {m: {"encoder": load_set_encoder(s), "modality": m} for m, s in sets.items()}
     if len(sets) == 1:
         return {**params, **next(iter(per.values()))}
     return {**params, "poster_params": per["poster"], "plot_params": per["plot"]}
@@ -129,10 +133,12 @@ def train_head(
     metric: str = "micro_f1",
     save: bool = True,
     folds: int | None = DEFAULT_FOLDS,
+    wait: float | None = 0,
 ) -> Head:
     """Fit ``method`` on the index's labelled items and save it: thresholds (and the fusion
     weight, MLP epochs) are chosen on held-out predictions, out-of-fold over ``folds`` folds or
     on one ``val_size`` validation split (``folds=None``), and the head is fitted on all items.
+    Saving takes the index's writer lock (``wait`` seconds for another writer; None: for ever).
 
     ``modality`` "both" needs ``fusion`` "early" or "late" (default late). Zero-shot also works
     on an index without labels (default thresholds then). Returns the :class:`Head`.
@@ -150,7 +156,7 @@ def train_head(
         if modality == "both" and fusion == "early":
             raise PredictorError("Zero-shot fuses poster and plot late only; use --fusion late.")
     name = name or default_head_name(method, modality, fusion)
-    if not _NAME.match(name):
+    if not NAME_RE.match(name):
         raise PredictorError(
             f"Head name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (max 64)."
         )
@@ -215,34 +221,47 @@ def train_head(
     }
     head = Head(name, pred, modality, info["encoders"], list(genres), metrics, info, saved=save)
     if save:
-        from embedgenre.predictors.persist import save_predictor
-
-        index.heads_dir.mkdir(parents=True, exist_ok=True)
-        save_predictor(pred, index.heads_dir / name, extra=info)
-        logger.info("saved head %s to %s", name, index.heads_dir / name)
+        path = save_head(index.path, pred, info, wait=wait)
+        logger.info("saved head %s to %s", name, path)
     return head
+
+
+def save_head(index_path, pred, info: dict, wait: float | None = 0) -> Path:
+    """Save fitted ``pred`` as head ``info["name"]`` of the index at ``index_path``: written to a
+    new generation folder and published by a manifest commit under the writer lock (``wait``
+    seconds for another writer). Returns the head's folder."""
+    from embedgenre.predictors.persist import save_predictor
+
+    name = check_name(info["name"])
+    with IndexWriter(index_path, wait=wait, command="embedgenre train") as writer:
+        rel = f"heads/{name}-{writer.generation}"
+        directory = writer.path / rel
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        save_predictor(pred, directory, extra=info)
+        record = HeadRecord(name, rel, info.get("method"), info.get("modality"), now_iso())
+        heads = [h for h in writer.current.heads if h.name != name] + [record]
+        writer.commit(writer.current.evolve(heads=heads))
+    return directory
 
 
 # ------------------------------------------------------------------------------- loading
 
 
 def list_heads(index) -> list[dict]:
-    """head.json documents (without arrays) of every head saved in the index, by name."""
+    """head.json documents (without arrays) of every head the index's manifest names."""
     from embedgenre.predictors.persist import read_head_json
 
     out = []
-    if index.heads_dir.is_dir():
-        for d in sorted(index.heads_dir.iterdir()):
-            if d.is_dir() and not d.name.startswith(".") and (d / "head.json").exists():
-                try:
-                    out.append(read_head_json(d))
-                except PredictorError as e:
-                    logger.warning("skipping head %s: %s", d.name, e)
+    for rec in index.heads:
+        try:
+            out.append(read_head_json(index.head_dir(rec.name)))
+        except EmbedgenreError as e:
+            logger.warning("skipping head %s: %s", rec.name, e)
     return out
 
 
 def check_compatible(index, info: dict) -> None:
-    """Raise PredictorError if a head does not fit the index (genres, encoders, dims)."""
+    """Raise PredictorError if a head does not fit the index (genres, encoders, dims, space)."""
     name = info.get("name", "?")
     if index.genres and list(info.get("genres", [])) != index.genres:
         raise PredictorError(
@@ -250,30 +269,52 @@ def check_compatible(index, info: dict) -> None:
             f"genres) than index {index.path} ({len(index.genres)}); retrain it with "
             f"`embedgenre train {index.path} --method {info.get('method')} --name {name}`."
         )
-    for modality, enc in info.get("encoders", {}).items():
+    encoders = info.get("encoders")
+    if not isinstance(encoders, dict) or not all(isinstance(e, dict) for e in encoders.values()):
+        raise PredictorError(
+            f"Head {name!r} does not say which embeddings it scores; train it again."
+        )
+    for modality, enc in encoders.items():
         have = [s for s in index.sets if s.modality == modality]
-        match = [s for s in have if s.encoder == enc["encoder"] and s.dim == enc["dim"]]
+        match = [s for s in have if s.encoder == enc.get("encoder") and s.dim == enc.get("dim")]
         if not match:
             held = ", ".join(f"{s.encoder} ({s.dim}-d)" for s in have) or "none"
             raise PredictorError(
-                f"Head {name!r} was trained on {modality} embeddings by {enc['encoder']} "
-                f"({enc['dim']}-d), but index {index.path} holds {modality} embeddings by: {held}. "
+                f"Head {name!r} was trained on {modality} embeddings by {enc.get('encoder')} "
+                f"({enc.get('dim')}-d), but index {index.path} holds {modality} embeddings by: {held}. "
                 f"Retrain it with `embedgenre train {index.path} --method {info.get('method')}`."
+            )
+        if "space" in enc and not any(s.space == enc["space"] for s in match):
+            raise PredictorError(
+                f"Head {name!r} was trained on {modality} embeddings of space {enc['space']!r}, "
+                f"but the index's {enc['encoder']} embeddings are now of space "
+                f"{match[0].space!r} (the encoder was refitted when the index was rebuilt), so "
+                f"its scores would be meaningless. Retrain it with `embedgenre train "
+                f"{index.path} --method {info.get('method')} --name {name}`."
             )
 
 
 def load_head(index, name: str) -> Head:
-    """Load saved head ``name`` from the index, checking it matches the index."""
+    """Load saved head ``name`` (a name, never a path) from the index, checking it fits."""
     from embedgenre.predictors.persist import load_predictor
 
-    directory = index.heads_dir / name
-    if not (directory / "head.json").exists():
-        names = ", ".join(h["name"] for h in list_heads(index)) or "none"
+    try:
+        directory = index.head_dir(name)
+    except IndexStoreError as e:
+        raise PredictorError(str(e)) from None
+    if directory is None:
+        names = ", ".join(h.name for h in index.heads) or "none"
         raise PredictorError(
             f"No head named {name!r} in {index.path} (saved heads: {names}). "
             f"Train one with `embedgenre train {index.path} --method linear --name {name}`."
         )
     pred, doc = load_predictor(directory)
+    missing = [k for k in ("name", "modality", "encoders", "genres") if k not in doc]
+    if missing:
+        raise PredictorError(
+            f"Head {name!r} in {index.path} has no {', '.join(missing)} in head.json; it is "
+            f"incomplete. Train it again with `embedgenre train {index.path} --name {name}`."
+        )
     check_compatible(index, doc)
     return Head(
         doc["name"],
@@ -347,7 +388,7 @@ class QueryEncoders:
 def load_query_encoders(index, head: Head) -> QueryEncoders:
     q = QueryEncoders(head)
     for modality, enc in head.encoders.items():
-        setattr(q, modality, index.load_encoder(index.get_set(modality, enc["encoder"])))
+        setattr(q, modality, load_set_encoder(index.get_set(modality, enc["encoder"])))
     return q
 
 
