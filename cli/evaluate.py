@@ -85,15 +85,24 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Train and score every method x modality x embedding set on one split, with baselines."""
+    from cli.outputs import writing
     from embedgenre.errors import EmbedgenreError
-    from embedgenre.evaluate import EvalConfig, evaluate_index
+    from embedgenre.evaluate import EvalConfig, evaluate_index, make_plots
     from embedgenre.evaluate.fewshot import parse_shots
-    from embedgenre.evaluate.report import accuracy_caveat, read_split, summary_table
+    from embedgenre.evaluate.report import (
+        accuracy_caveat,
+        check_report_dir,
+        read_split,
+        summary_table,
+        write_report,
+    )
 
     if folds == 1:
         raise EmbedgenreError("--folds must be 0 (one validation part) or at least 2.")
     if thresholds not in ("per_genre", "global"):
         raise EmbedgenreError(f"--thresholds must be per_genre or global, got {thresholds!r}.")
+    report = report or Path("reports") / index_dir.resolve().name
+    check_report_dir(report, "--report")  # before the work, not after it
     try:
         shot_values = () if shots.strip().lower() == "none" else tuple(parse_shots(shots))
     except ValueError as e:
@@ -115,8 +124,10 @@ def evaluate(
         config.methods = _names(methods)
     if _names(modalities):
         config.modalities = _names(modalities)
-    report = report or Path("reports") / index_dir.resolve().name
-    ev = evaluate_index(index_dir, config, report_dir=report)
+    ev = evaluate_index(index_dir, config)
+    with writing(report, "--report", partial=False):  # the figures; write_report wraps its own
+        write_report(ev.result, report)
+        make_plots(ev, report)
     res = ev.result
     if as_json:
         emit_json(

@@ -265,6 +265,10 @@ def predict(
         raise PredictorError("--out is for --catalog; print single predictions with --json.")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise PredictorError(f"--out {out}: the file name must end in .csv or .json.")
+    if out is not None:
+        from cli.outputs import check_output_file
+
+        check_output_file(out, "--out", "predictions.csv")  # before the work, not after it
     index = GenreIndex.open(index_dir)
     if catalog is not None:
         _predict_catalog(index, catalog, head, top, out, batch_size, as_json)
@@ -313,16 +317,20 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     rows = list(H.predict_catalog(q, cat, batch_size=batch_size, top=top))
     failed = sum(r["error"] is not None for r in rows)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".json":
-            out.write_text(json.dumps({"head": chosen.describe(), "items": rows}, indent=2) + "\n")
-        else:
-            with out.open("w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["id", "genres", "scores", "error"])
-                for r in rows:
-                    scores = "|".join(f"{g}:{s:.4f}" for g, s in r["scores"].items())
-                    w.writerow([r["id"], "|".join(r["genres"]), scores, r["error"] or ""])
+        from cli.outputs import writing
+
+        with writing(out, "--out"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.suffix.lower() == ".json":
+                doc = {"head": chosen.describe(), "items": rows}
+                out.write_text(json.dumps(doc, indent=2) + "\n")
+            else:
+                with out.open("w", newline="") as f:
+                    w = csv.writer(f)
+                    w.writerow(["id", "genres", "scores", "error"])
+                    for r in rows:
+                        scores = "|".join(f"{g}:{s:.4f}" for g, s in r["scores"].items())
+                        w.writerow([r["id"], "|".join(r["genres"]), scores, r["error"] or ""])
     summary = {
         "head": chosen.describe(),
         "items": len(rows),

@@ -92,6 +92,7 @@ def similar(
     """Movies most like a poster file or an indexed movie (never the query itself)."""
     from embedgenre.retrieval import open_retriever
 
+    _check_html(html)
     retriever = open_retriever(
         index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
     )
@@ -129,6 +130,7 @@ def search(
     """Text to posters (CLIP text tower) or, without CLIP posters, text to plots; says which."""
     from embedgenre.retrieval import open_retriever
 
+    _check_html(html)
     retriever = open_retriever(
         index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
     )
@@ -142,10 +144,22 @@ def search(
     _show(result, html, open_page, as_json)
 
 
+def _check_html(html: Path | None) -> None:
+    """A --html path that cannot be written is refused before the search."""
+    from cli.outputs import check_output_file
+
+    if html is not None:
+        check_output_file(html, "--html", "similar.html")
+
+
 def _show(result, html: Path | None, open_page: bool, as_json: bool) -> None:
+    from cli.outputs import writing
     from embedgenre.contact_sheet import write_html
 
-    page = write_html(result, html) if html else None
+    page = None
+    if html:
+        with writing(html, "--html"):
+            page = write_html(result, html)
     if as_json:
         out = result.to_dict()
         if page:

@@ -11,6 +11,8 @@ Files (``write_report``):
 | ``fewshot.csv`` | every few-shot run (method, modality, k, seed, metrics) |
 | ``split.json`` | the item ids of the train, validation and test parts (reusable with ``--split``) |
 | ``timings.json`` | fit/predict seconds per row and the total wall time |
+
+:func:`check_report_dir` says before an evaluation whether its report can be written there.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import csv
 import json
 import logging
 import math
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embedgenre.errors import OutputPathError
 from embedgenre.evaluate.metrics import METRIC_NAMES
 
 logger = logging.getLogger(__name__)
@@ -110,8 +115,25 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+@contextmanager
+def _writing(path: Path):
+    """Turn an OSError while writing ``path`` (disk full, no permission) into OutputPathError."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputPathError(
+            f"Cannot write the report to {path}: {e.strerror or e}. Free some disk space or "
+            "give a report directory you can write to, then run the evaluation again."
+        ) from e
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _writing(path):
+        path.write_text(text)
+
+
 def _write_csv(path: Path, records: list[dict], columns: list[str]) -> None:
-    with path.open("w", newline="") as f:
+    with _writing(path), path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for r in records:
@@ -235,10 +257,48 @@ def fewshot_markdown(fewshot: list[dict], metric: str = "micro_f1") -> str:
     return markdown_table(["method", "modality", "encoder"] + [f"{name} k={k}" for k in ks], body)
 
 
+def check_output_dir(directory: str | Path, what: str | None = None) -> Path:
+    """Raise OutputPathError unless files can be written in ``directory`` (missing folders are
+    made when writing): no part of the path is a file and the deepest existing folder takes a
+    new file. ``what`` names the path in messages (default: the path). Creates nothing."""
+    directory = Path(directory)
+    what = what or str(directory)
+    probe = directory
+    while not (probe.exists() or probe.is_symlink()) and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        kind = "a broken link" if probe.is_symlink() else "a special file"
+        kind = "a file" if probe.is_file() else kind
+        problem = "not a folder" if probe == directory else "so no folder can be made in it"
+        raise OutputPathError(
+            f"{what}: {probe} is {kind}, {problem}; give a path whose "
+            "existing parts are folders (missing ones are made)."
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".embedgenre-write-check-"):
+            pass
+    except OSError as e:
+        raise OutputPathError(
+            f"{what}: no file can be created in {probe} ({e.strerror or e}); give a path in a "
+            "folder you can write to."
+        ) from e
+    return directory
+
+
+def check_report_dir(path: str | Path, what: str = "report directory") -> Path:
+    """Raise OutputPathError unless :func:`write_report` can write into ``path``; call it before
+    an evaluation so a bad path is found before the work, not after it."""
+    return check_output_dir(path, f"{what} {path}")
+
+
 def write_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write every report file of ``result`` (see module doc) into ``out_dir``; returns the paths."""
+    """Write every report file of ``result`` (see module doc) into ``out_dir``; returns the paths.
+
+    A failed write (disk full, no permission) raises OutputPathError naming the file.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     paths = {
         name: out / name
         for name in (
@@ -262,7 +322,7 @@ def write_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
         if t
     )
     doc = {k: v for k, v in result.items() if k not in ("timings", "fewshot_table")}
-    paths["results.json"].write_text(json.dumps(_clean(doc), indent=1) + "\n")
+    _write_text(paths["results.json"], json.dumps(_clean(doc), indent=1) + "\n")
     cols = list(ROW_KEYS) + list(METRIC_NAMES)
     _write_csv(paths["results.csv"], result["rows"], cols)
     _write_csv(
@@ -285,12 +345,15 @@ def write_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
         result.get("fewshot", []),
         ["method", "modality", "encoder", "k", "seed", "n_train", "micro_f1", "macro_f1", "map"],
     )
-    paths["summary.md"].write_text(summary_markdown(result))
-    paths["per_genre.md"].write_text(
-        per_genre_markdown(result["per_genre"], result["rows"], result["info"]["genres"])
+    _write_text(paths["summary.md"], summary_markdown(result))
+    _write_text(
+        paths["per_genre.md"],
+        per_genre_markdown(result["per_genre"], result["rows"], result["info"]["genres"]),
     )
-    paths["split.json"].write_text(json.dumps(result["split"], indent=1) + "\n")
-    paths["timings.json"].write_text(json.dumps(_clean(result.get("timings", {})), indent=1) + "\n")
+    _write_text(paths["split.json"], json.dumps(result["split"], indent=1) + "\n")
+    _write_text(
+        paths["timings.json"], json.dumps(_clean(result.get("timings", {})), indent=1) + "\n"
+    )
     return paths
 
 
