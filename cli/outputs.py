@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from embedgenre.errors import OutputPathError
+from embedgenre.errors import OutputPathError, WriteError
 from embedgenre.evaluate.report import check_output_dir
 
 
@@ -27,6 +27,8 @@ def writing(path: Path, option: str, partial: bool = True) -> Iterator[None]:
     with ``partial``, remove the half-written file."""
     try:
         yield
+    except WriteError as e:  # an atomic write: the target was left as it was
+        raise OutputPathError(f"{option} {path}: {e}") from e
     except OSError as e:
         if partial and path.is_file():
             with suppress(OSError):

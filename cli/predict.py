@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, emit_json, err_console
+from cli.common import WAIT_HELP, console, emit_json, err_console
 from embedgenre.predictors.factory import DEFAULT_FOLDS
 
 app = typer.Typer()
@@ -162,6 +162,7 @@ def train(
     temperature: Annotated[
         float | None, typer.Option(help="zeroshot: temperature without labels.")
     ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Fit a head on the index's items, choose its thresholds on held-out predictions, save it."""
@@ -205,8 +206,13 @@ def train(
             folds=folds or None,
             threshold=threshold.value,
             metric=metric,
+            wait=None if wait else 0,
         )
-    out = {**head.describe(), "path": str(index.heads_dir / head.name), "params": params}
+    out = {
+        **head.describe(),
+        "path": str(GenreIndex.open(index.path).head_dir(head.name)),
+        "params": params,
+    }
     if as_json:
         emit_json(out)
         return

@@ -607,6 +607,14 @@ def _match_columns(
     return mapping
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """``entry.is_file()``, False for a link that cannot be followed (a loop, no permission)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 class _PosterFinder:
     """Finds ``<root>/posters/<id>.<ext>`` (or ``<root>/<id>.<ext>``), listing each folder once."""
 
@@ -615,11 +623,17 @@ class _PosterFinder:
         for folder in (root, root / "posters"):  # later folders win: posters/ first
             if not folder.is_dir():
                 continue
-            with os.scandir(folder) as entries:
-                for e in entries:
-                    stem, ext = os.path.splitext(e.name)
-                    if ext.lower() in POSTER_EXTENSIONS and e.is_file():
-                        self._stems[stem.lower()] = Path(e.path).absolute()
+            try:
+                with os.scandir(folder) as entries:
+                    for e in entries:
+                        stem, ext = os.path.splitext(e.name)
+                        if ext.lower() in POSTER_EXTENSIONS and _is_file(e):
+                            self._stems[stem.lower()] = Path(e.path).absolute()
+            except OSError as e:
+                raise CatalogError(
+                    f"Cannot list the poster folder {folder} ({e.strerror or e}). Fix: make it "
+                    "readable, or name each poster's path in the catalog's poster column."
+                ) from e
 
     def find(self, item_id: str) -> Path | None:
         keys = [poster_stem(item_id).lower(), item_id.lower()]

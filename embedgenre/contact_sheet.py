@@ -18,6 +18,7 @@ from pathlib import Path
 
 from embedgenre.errors import EmbedgenreError
 from embedgenre.retrieval import RetrievalError, RetrievalResult
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,5 @@ def write_html(result: RetrievalResult, path: str | Path) -> Path:
         raise RetrievalError(
             f"--html {path} is a directory; give a file name such as similar.html."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(result), encoding="utf-8")
+    atomic.write_text(path, render_html(result))
     return path

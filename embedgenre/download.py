@@ -5,8 +5,8 @@
 
 - ``<out_dir>/posters/<name>.<ext>``: each poster that decoded as an image (``name`` is
   ``catalog.poster_stem(id)``: the id itself for plain ids like ``tt0114709``, never a path;
-  ``ext`` from its format, ``.jpg`` for JPEG). Written to a hidden ``.part`` file first and
-  renamed, so a killed run never leaves a half-written poster; stale ``.part`` files are removed by
+  ``ext`` from its format, ``.jpg`` for JPEG). Written to a hidden temporary file first and
+  renamed, so a killed run never leaves a half-written poster; stale temporary files are removed by
   the next run.
 - ``<out_dir>/movies.csv``: the catalog layout ``read_catalog`` reads, one row per movie whose
   poster is on disk (so ``embedgenre index <out_dir>`` works right after).
@@ -59,8 +59,9 @@ from embedgenre.catalog import (
     split_title_year,
     unusable_id,
 )
-from embedgenre.errors import CatalogError, PosterError
+from embedgenre.errors import CatalogError, PosterError, WriteError
 from embedgenre.images import _OPEN_LOCK
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -534,8 +535,8 @@ def _one(
     name = f"{poster_stem(src.id)}{ext}"
     try:
         _write_atomic(poster_dir / name, data)
-    except OSError as e:
-        detail = f"cannot write {POSTERS_DIR}/{name}: {e.strerror or e}"
+    except (OSError, WriteError) as e:
+        detail = f"cannot write {POSTERS_DIR}/{name}: {getattr(e, 'strerror', None) or e}"
         return "failed", Failure(src.id, src.url, "write_error", detail, attempt)
     return "downloaded", name
 
@@ -581,7 +582,7 @@ def _scan_existing(poster_dir: Path) -> dict[str, Path]:
     """lower-case id -> poster file already there; removes stale ``.part`` files."""
     found: dict[str, Path] = {}
     for entry in os.scandir(poster_dir):
-        if entry.name.startswith(".") and entry.name.endswith(".part"):
+        if entry.name.startswith(".") and entry.name.endswith((".part", atomic.TMP_SUFFIX)):
             Path(entry.path).unlink(missing_ok=True)
             continue
         stem, ext = os.path.splitext(entry.name)
@@ -591,16 +592,7 @@ def _scan_existing(poster_dir: Path) -> dict[str, Path]:
 
 
 def _write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _save_outputs(
@@ -620,7 +612,7 @@ def _save_outputs(
         _write_catalog(catalog_path, [s for s in sources if s.id in on_disk], on_disk)
         path = report.out_dir / REPORT_NAME
         _write_atomic(path, json.dumps(_report_json(report), indent=2) + "\n")
-    except OSError as e:
+    except (OSError, WriteError) as e:
         message = (
             f"Cannot write {path}: {e.strerror or e}. Fix: check free disk space and permissions."
         )

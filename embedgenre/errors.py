@@ -35,13 +35,13 @@ class PredictorError(EmbedgenreError):
     """A predictor cannot be trained or applied to the given data."""
 
 
-class WriteError(EmbedgenreError):
-    """A file cannot be written (read-only, disk full, no permission); nothing was changed."""
-
-
 class IndexLockedError(IndexStoreError):
     """Another process is writing the index; the message names it (pid, host, start time)."""
 
 
-class OutputPathError(EmbedgenreError):
+class WriteError(EmbedgenreError):
+    """A file cannot be written (read-only, disk full, no permission); nothing was changed."""
+
+
+class OutputPathError(WriteError):
     """An output file or folder cannot be written (a file in the way, no permission, disk full)."""

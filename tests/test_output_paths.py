@@ -57,12 +57,17 @@ def _no_work(monkeypatch, target: str):
 
 def _disk_full_for(monkeypatch, suffix: str) -> None:
     """Writing any file ending in ``suffix`` (write_text or open for writing) fails: disk full."""
-    write_text, open_ = Path.write_text, Path.open
+    write_text, write_bytes, open_ = Path.write_text, Path.write_bytes, Path.open
 
     def full_write_text(self, *args, **kwargs):
         if self.name.endswith(suffix):
             raise DISK_FULL
         return write_text(self, *args, **kwargs)
+
+    def full_write_bytes(self, *args, **kwargs):  # atomic writes go through a temporary file
+        if self.name.endswith(suffix) or f"{suffix}." in self.name:
+            raise DISK_FULL
+        return write_bytes(self, *args, **kwargs)
 
     def full_open(self, mode="r", *args, **kwargs):
         if self.name.endswith(suffix) and "w" in mode:
@@ -70,6 +75,7 @@ def _disk_full_for(monkeypatch, suffix: str) -> None:
         return open_(self, mode, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", full_write_text)
+    monkeypatch.setattr(Path, "write_bytes", full_write_bytes)
     monkeypatch.setattr(Path, "open", full_open)
 
 
@@ -217,7 +223,7 @@ def test_html_written_on_a_full_disk_is_a_clear_error(small, tmp_path, monkeypat
     assert result.exit_code == 0, result.output  # the search itself works
     _disk_full_for(monkeypatch, ".html")
     msg = _fails(_similar(small, "--html", str(page)))
-    assert f"--html {page}: writing failed (No space left on device)" in msg
+    assert f"--html {page}: " in msg and "No space left on device" in msg
     assert not page.exists()
 
 

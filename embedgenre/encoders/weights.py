@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedgenre.errors import EmbedgenreError, WeightsNotFoundError
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,9 @@ def sha256_file(path: Path) -> str:
 
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy a file or directory to ``dst`` through a temporary sibling, then rename."""
+    if not src.is_dir():
+        atomic.copy_file(src, dst)
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
@@ -194,9 +198,7 @@ def write_import(name: str, src: Path, extra_files: dict[str, Path] | None = Non
         "sha256": None if dest.is_dir() else sha256_file(dest),
         "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp_meta = target_dir / (META_FILE + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_meta, target_dir / META_FILE)
+    atomic.write_json(target_dir / META_FILE, meta)  # last: marks a complete import
     return dest
 
 

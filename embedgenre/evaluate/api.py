@@ -68,8 +68,10 @@ def evaluate_index(
 ) -> Evaluation:
     """Evaluate every method on the index at ``index_path``; with ``report_dir``, write the
     report files (:func:`embedgenre.evaluate.report.write_report`) and figures there."""
-    from embedgenre.evaluate.report import write_report
+    from embedgenre.evaluate.report import check_report_dir, write_report
 
+    if report_dir is not None:
+        check_report_dir(report_dir)  # a bad path is found before the work, not after it
     ev = evaluate(from_index(index_path), config)
     if report_dir is not None:
         write_report(ev.result, report_dir)

@@ -316,6 +316,12 @@ def load_head(index, name: str) -> Head:
             f"incomplete. Train it again with `embedgenre train {index.path} --name {name}`."
         )
     check_compatible(index, doc)
+    if list(getattr(pred, "classes_", [])) != list(doc["genres"]):
+        raise PredictorError(
+            f"Head {name!r} in {index.path} scores {len(getattr(pred, 'classes_', []))} genres "
+            f"but its head.json lists {len(doc['genres'])}; it is damaged. Train it again with "
+            f"`embedgenre train {index.path} --name {name}`."
+        )
     return Head(
         doc["name"],
         pred,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from embedgenre.errors import PredictorError
+from embedgenre.store import atomic
 
 ARRAYS_FILE = "arrays.npz"
 
@@ -58,26 +58,16 @@ def predictor_state(pred) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def save_predictor(pred, directory: str | Path, extra: dict | None = None) -> Path:
-    """Write ``head.json`` (description + ``extra``) and ``arrays.npz`` into ``directory``.
+    """Write ``arrays.npz`` and then ``head.json`` (description + ``extra``) into ``directory``.
 
-    Written beside the target, then renamed into place, so a crash leaves no half-written head.
+    Each file is written atomically; heads of an index go to a new generation folder that only
+    the manifest commit publishes (:func:`embedgenre.predictors.heads.save_head`).
     """
     directory = Path(directory)
     desc, arrays = predictor_state(pred)
     doc = {"format": 1, **_json_safe(extra or {}), "predictor": desc}
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=False)
-    np.savez(tmp / ARRAYS_FILE, **arrays)
-    (tmp / "head.json").write_text(json.dumps(doc, indent=2) + "\n")
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        directory.rename(old)
-        tmp.rename(directory)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
-    else:
-        tmp.rename(directory)
+    atomic.save_npz(directory / ARRAYS_FILE, **arrays)
+    atomic.write_json(directory / "head.json", doc)  # last: marks a complete head
     return directory
 
 
