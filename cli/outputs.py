@@ -28,7 +28,7 @@ def writing(path: Path, option: str, partial: bool = True) -> Iterator[None]:
     try:
         yield
     except WriteError as e:  # an atomic write: the target was left as it was
-        raise OutputPathError(f"{option} {path}: {e}") from e
+        raise OutputPathError(f"{option}: {e}") from e
     except OSError as e:
         if partial and path.is_file():
             with suppress(OSError):

@@ -306,7 +306,6 @@ def predict(
 
 def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_json) -> None:
     import csv
-    import json
 
     from embedgenre.catalog import read_catalog
     from embedgenre.predictors import heads as H
@@ -324,14 +323,14 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     failed = sum(r["error"] is not None for r in rows)
     if out is not None:
         from cli.outputs import writing
+        from embedgenre.store import atomic
 
         with writing(out, "--out"):
-            out.parent.mkdir(parents=True, exist_ok=True)
             if out.suffix.lower() == ".json":
                 doc = {"head": chosen.describe(), "items": rows}
-                out.write_text(json.dumps(doc, indent=2) + "\n")
+                atomic.write_json(out, doc)
             else:
-                with out.open("w", newline="") as f:
+                with atomic.open_for_write(out, "w", newline="") as f:
                     w = csv.writer(f)
                     w.writerow(["id", "genres", "scores", "error"])
                     for r in rows:

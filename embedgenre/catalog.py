@@ -719,8 +719,14 @@ def _read_csv_layout(
             problems.append(f"{where}: {item_id} has no genres; kept with none")
         plot = cell(row, "plot") or None
         poster_cell = "" if kaggle else cell(row, "poster")
-        if poster_cell and not re.match(r"^[a-z][a-z0-9+.-]*://", poster_cell, re.IGNORECASE):
-            poster: Path | None = (root / poster_cell).absolute()
+        if "\0" in poster_cell:
+            problems.append(
+                f"{where}: {brief(item_id)} has a poster path with a NUL character, which no "
+                "file name holds; kept with no poster"
+            )
+            poster: Path | None = None
+        elif poster_cell and not re.match(r"^[a-z][a-z0-9+.-]*://", poster_cell, re.IGNORECASE):
+            poster = (root / poster_cell).absolute()
         else:
             poster = finder.find(item_id)
             if poster is None and kaggle:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -56,27 +57,29 @@ def _no_work(monkeypatch, target: str):
 
 
 def _disk_full_for(monkeypatch, suffix: str) -> None:
-    """Writing any file ending in ``suffix`` (write_text or open for writing) fails: disk full."""
-    write_text, write_bytes, open_ = Path.write_text, Path.write_bytes, Path.open
+    """Writing any file ending in ``suffix`` fails with a full disk: plain writes (write_text,
+    open for writing) at once, atomic writes when their temporary file is flushed (fsync)."""
+    write_text, open_, fsync = Path.write_text, Path.open, os.fsync
 
     def full_write_text(self, *args, **kwargs):
         if self.name.endswith(suffix):
             raise DISK_FULL
         return write_text(self, *args, **kwargs)
 
-    def full_write_bytes(self, *args, **kwargs):  # atomic writes go through a temporary file
-        if self.name.endswith(suffix) or f"{suffix}." in self.name:
-            raise DISK_FULL
-        return write_bytes(self, *args, **kwargs)
-
     def full_open(self, mode="r", *args, **kwargs):
         if self.name.endswith(suffix) and "w" in mode:
             raise DISK_FULL
         return open_(self, mode, *args, **kwargs)
 
+    def full_fsync(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.endswith(suffix) or f"{suffix}." in name:
+            raise DISK_FULL
+        return fsync(fd)
+
     monkeypatch.setattr(Path, "write_text", full_write_text)
-    monkeypatch.setattr(Path, "write_bytes", full_write_bytes)
     monkeypatch.setattr(Path, "open", full_open)
+    monkeypatch.setattr(os, "fsync", full_fsync)
 
 
 # ---------------------------------------------------------------------------- library
@@ -119,7 +122,7 @@ def test_write_report_turns_disk_full_into_a_clear_error(tmp_path, monkeypatch, 
     _disk_full_for(monkeypatch, suffix)
     with pytest.raises(
         OutputPathError,
-        match=r"Cannot write the report to .*" + suffix + r": No space left on device\. Free",
+        match=r"Cannot write the report: cannot write .*" + suffix + r": No space left on device; the disk is full",
     ):
         write_report(_minimal_result(), tmp_path / "report")
 
@@ -145,7 +148,7 @@ def test_evaluate_report_written_on_a_full_disk_is_a_clear_error(tmp_path, monke
     _disk_full_for(monkeypatch, "results.json")
     report = tmp_path / "report"
     msg = _fails(["evaluate", str(tmp_path / "index"), "--report", str(report)])
-    assert f"Cannot write the report to {report / 'results.json'}: No space left" in msg
+    assert f"cannot write {report / 'results.json'}: No space left" in msg
 
 
 def test_evaluate_figures_written_on_a_full_disk_are_a_clear_error(tmp_path, monkeypatch):
@@ -223,7 +226,7 @@ def test_html_written_on_a_full_disk_is_a_clear_error(small, tmp_path, monkeypat
     assert result.exit_code == 0, result.output  # the search itself works
     _disk_full_for(monkeypatch, ".html")
     msg = _fails(_similar(small, "--html", str(page)))
-    assert f"--html {page}: " in msg and "No space left on device" in msg
+    assert f"--html: cannot write {page}: No space left on device" in msg
     assert not page.exists()
 
 
@@ -253,7 +256,7 @@ def test_out_written_on_a_full_disk_is_a_clear_error(small, tmp_path, monkeypatc
     out = tmp_path / name
     _disk_full_for(monkeypatch, name)
     msg = _fails(_predict(small, out))
-    assert f"--out {out}: writing failed (No space left on device)" in msg
+    assert f"--out: cannot write {out}: No space left on device" in msg
     assert not out.exists()
     monkeypatch.undo()
     result = runner.invoke(app, [*_predict(small, out), "--json"], catch_exceptions=False)

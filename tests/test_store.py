@@ -425,3 +425,21 @@ def test_a_run_killed_at_every_commit_step_resumes(tmp_path):
     assert report["failures"] == []
     assert report["steps"] >= 40
     assert report["resumed"] == report["steps"]
+
+
+def test_read_only_index_is_one_clear_error(index_dir, monkeypatch):
+    import errno
+
+    from filelock import FileLock
+
+    root, out = index_dir
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(FileLock, "acquire", read_only)
+    result = CliRunner().invoke(app, ["index", str(root), "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "read-only: choose a writable location" in result.output
+    monkeypatch.undo()
+    GenreIndex.open(out)

@@ -23,6 +23,7 @@ import numpy as np
 
 from embedgenre.encoders.base import package_versions
 from embedgenre.encoders.weights import cache_dir, slug
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def export_onnx(
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
-        os.replace(tmp_name, path)
+        atomic.publish(tmp_name, path)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         if os.path.exists(tmp_name):

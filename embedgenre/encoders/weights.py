@@ -170,7 +170,10 @@ def atomic_copy(src: Path, dst: Path) -> None:
                 shutil.rmtree(dst)
             else:
                 dst.unlink()
-        os.replace(staged, dst)
+        if staged.is_file():
+            atomic.publish(staged, dst)
+        else:
+            os.replace(staged, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

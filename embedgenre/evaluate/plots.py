@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
+
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +21,13 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: Path, **kw) -> None:
+    """Render ``fig`` as PNG and write it atomically to ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, **kw)
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def row_label(r: dict) -> str:
@@ -73,7 +83,7 @@ def plot_per_genre_f1(
         frameon=False,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _save(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -100,7 +110,7 @@ def plot_pr_curves(curves: list[tuple[str, np.ndarray, np.ndarray, float]], path
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -131,7 +141,7 @@ def plot_cooccurrence(Y: np.ndarray, genres: list[str], path: Path) -> Path:
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cbar.set_label("P(column genre | row genre)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -202,7 +212,7 @@ def plot_fewshot(fewshot: list[dict], path: Path) -> Path:
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0.04 + 0.045 * rows, 1, 1))
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from embedgenre.errors import OutputPathError
+from embedgenre.errors import OutputPathError, WriteError
 from embedgenre.evaluate.metrics import METRIC_NAMES
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ def _writing(path: Path):
     """Turn an OSError while writing ``path`` (disk full, no permission) into OutputPathError."""
     try:
         yield
+    except WriteError as e:  # an atomic write: says what failed and the fix
+        raise OutputPathError(f"Cannot write the report: {e}") from e
     except OSError as e:
         raise OutputPathError(
             f"Cannot write the report to {path}: {e.strerror or e}. Free some disk space or "
@@ -129,11 +132,11 @@ def _writing(path: Path):
 
 def _write_text(path: Path, text: str) -> None:
     with _writing(path):
-        path.write_text(text)
+        atomic.write_text(path, text)
 
 
 def _write_csv(path: Path, records: list[dict], columns: list[str]) -> None:
-    with _writing(path), path.open("w", newline="") as f:
+    with _writing(path), atomic.open_for_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for r in records:

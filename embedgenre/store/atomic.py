@@ -126,6 +126,18 @@ def open_for_write(path: str | Path, mode: str = "w", **kw) -> Iterator[Any]:
         yield f
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Durably rename ``tmp`` (a finished file another library wrote) over ``path``."""
+    tmp, path = Path(tmp), Path(path)
+    try:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise write_error(path, e) from e
+
+
 def remove_stale_tmp(directory: Path) -> None:
     """Remove temporary files a killed writer left in ``directory``."""
     for f in Path(directory).glob(f".*{TMP_SUFFIX}"):

@@ -132,6 +132,10 @@ class EmbeddingSet:
     def faiss_index(self):
         """The FAISS index over ``vectors``. Exact (flat) indexes are rebuilt from the vectors,
         which is as fast as reading them; trained ones are read from disk, rebuilt if unusable."""
+        if not len(self.rows):  # every poster of the set failed, say: nothing to find
+            import faiss
+
+            return faiss.IndexFlatIP(self.dim)
         path = self.directory / "faiss.index"
         if self.faiss_kind != "flat" and path.is_file() and len(self.rows) == self._stored_rows:
             try:
@@ -156,8 +160,10 @@ class EmbeddingSet:
                 f"dim {self.dim}; encode queries with {self.encoder!r}."
             )
         scores, pos = self.faiss_index.search(queries, k)
-        rows = np.where(pos >= 0, self.rows[np.clip(pos, 0, None)], -1).astype(np.int64)
-        scores = np.where(pos >= 0, scores, -np.inf).astype(np.float32)
+        found = pos >= 0
+        rows = np.full(pos.shape, -1, dtype=np.int64)
+        rows[found] = self.rows[pos[found]]
+        scores = np.where(found, scores, -np.inf).astype(np.float32)
         return scores, rows
 
     def thumbnail(self, i: int) -> bytes | None:
