@@ -16,6 +16,7 @@ import math
 import re
 import zipfile
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
@@ -24,6 +25,9 @@ from embedgenre.errors import PredictorError
 from embedgenre.store import atomic
 
 ARRAYS_FILE = "arrays.npz"
+# what np.load raises for a damaged array besides ValueError (a garbled header is parsed as
+# Python literals)
+_NPY_ERRORS = (OSError, EOFError, SyntaxError, TokenError, MemoryError)
 
 
 def _json_safe(value):
@@ -477,6 +481,8 @@ def read_head_json(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / HEAD_FILE
     try:
+        if path.exists() and not path.is_file():  # never read a FIFO or a device
+            raise ValueError("not a regular file")
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise PredictorError(f"No saved head at {directory} (head.json missing).") from e
@@ -498,7 +504,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (*_NPY_ERRORS, ValueError, zipfile.BadZipFile) as e:
         raise _Unusable(ARRAYS_FILE, f"it is not an .npz archive of arrays ({e})") from e
     if not isinstance(loaded, NpzFile):
         raise _Unusable(ARRAYS_FILE, "it holds one bare array, expected an .npz archive")
@@ -513,7 +519,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 "it holds pickled Python objects, which are never loaded (a head stores plain "
                 "numeric arrays only)",
             ) from e
-        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        except (*_NPY_ERRORS, KeyError, zipfile.BadZipFile) as e:
             raise _Unusable(ARRAYS_FILE, f"it cannot be read ({e})") from e
 
 

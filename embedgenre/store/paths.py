@@ -32,8 +32,15 @@ def inside(root: Path, rel: str, what: str) -> Path:
             "an index names only its own files. Rebuild it with `embedgenre index`."
         )
     target = root / pure
-    base = root.resolve()
-    resolved = target.resolve()
+    try:
+        base = root.resolve()
+        resolved = target.resolve()
+        target.exists()  # raises for a name too long for the file system
+    except (OSError, RuntimeError) as e:  # a link loop (RuntimeError before Python 3.13)
+        raise IndexStoreError(
+            f"index {root}: {what} {rel!r} cannot be followed ({e}); the index is damaged or was "
+            "tampered with. Rebuild it with `embedgenre index CATALOG --out NEW_DIR`."
+        ) from e
     if resolved != base and base not in resolved.parents:
         raise IndexStoreError(
             f"index {root}: {what} {rel!r} is a link that leads outside the index (to "

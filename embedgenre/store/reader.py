@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
@@ -41,6 +42,8 @@ THUMBS_INDEX = "thumbs.npy"
 # Files and folders a writer makes; a folder holding only these is an index being built.
 INDEX_ENTRIES = (".lock", ".lock.json", ".partial", "embeddings", "heads", "manifest.json")
 INDEX_PREFIXES = ("items-", "skipped")
+# what np.load raises for a damaged .npy file (a garbled header is parsed as Python literals)
+_NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TokenError, MemoryError)
 
 
 def is_index_entry(name: str) -> bool:
@@ -74,7 +77,7 @@ def load_array(path: Path, what: str, root: Path, mmap: bool = False) -> np.ndar
         raise _damaged(root, f"{what} ({path.name}) is missing")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except _NPY_ERRORS as e:
         raise _damaged(root, f"{what} ({path.name}) cannot be read: {e}") from e
 
 
@@ -190,6 +193,8 @@ def _open_set(root: Path, entry: SetEntry, row_of: dict[str, int]) -> EmbeddingS
     dim = entry.encoder.dim
     if ids.ndim != 1 or ids.dtype.kind != "U":
         raise _damaged(root, f"set {entry.key!r} ids.npy is not a 1-D array of strings")
+    if hashes.ndim != 1 or hashes.dtype.kind != "U":
+        raise _damaged(root, f"set {entry.key!r} hashes.npy is not a 1-D array of strings")
     if vectors.ndim != 2 or vectors.dtype != np.float32:
         raise _damaged(
             root,
@@ -281,6 +286,8 @@ class GenreIndex:
         import pyarrow.parquet as pq
 
         path = inside(self.path, self.manifest.items_file, "manifest.items_file")
+        if not path.is_file():  # a folder would be read as a dataset, a FIFO would block
+            raise _damaged(self.path, f"item table {path.name} is missing or not a regular file")
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowException, ValueError) as e:
@@ -327,6 +334,8 @@ class GenreIndex:
         if not self.manifest.skipped_file:
             return []
         path = inside(self.path, self.manifest.skipped_file, "manifest.skipped_file")
+        if path.exists() and not path.is_file():  # never read a FIFO or a device
+            raise _damaged(self.path, f"{path.name} is not a regular file")
         try:
             recs = json.loads(path.read_bytes())
         except FileNotFoundError:
