@@ -504,7 +504,8 @@ SPECIAL_VALUES = [
     "flat", "auto", "ivf_sq8", "hnsw_sq8", "ivf_sq8:nlist=0", "ivf_sq8:nlist=4",
     "ivf_sq8:nlist=100000", "ivf_sq8:nprobe=0", "ivf_sq8:nprobe=-3", "ivf_sq8:nlist=-1",
     "hnsw_sq8:M=0", "hnsw_sq8:M=-1", "hnsw_sq8:ef_search=0", "hnsw_sq8:M=99999999999999999999",
-    "flat:x=1", "auto:nlist=2", "ivf_sq8:nlist=2,nprobe=1", {"kind": "hnsw_sq8:M=4"},
+    "flat:x=1", "auto:nlist=2", "ivf_sq8:nlist=2,nprobe=1", "hnsw_sq8:M=1", "hnsw_sq8:M=2",
+    "hnsw_sq8:M=2147483647", "auto:M=1", {"kind": "hnsw_sq8:M=4"}, {"kind": "ivf_sq8:nlist=0"},
     {"kind": "ivf_sq8:nlist=1"}, {"name": "fake:a", "dim": 4}, {"name": "fake:a", "dim": 8},
     {"modality": "poster", "name": "fake:a"}, {"name": "h", "dir": "heads"},
     ".", "..", "/", "/etc/passwd", "../outside", "manifest.json", "embeddings", "heads",
@@ -982,6 +983,23 @@ INDEX_CASES = {
         _skip_list(c).symlink_to(_skip_list(c).name),
     ),
     "item table name too long": lambda c: _set_manifest(c, ("items_file",), "x" * 5000),
+    **{  # FAISS crashes the process (nlist=0, M=1, M=0), hangs (M=-1) or raises on these
+        f"FAISS kind {kind}": lambda c, kind=kind: _set_manifest(
+            c, ("sets", 0, "faiss"), {"kind": kind}
+        )
+        for kind in (
+            "ivf_sq8:nlist=0",
+            "ivf_sq8:nprobe=-3",
+            "ivf_sq8:nlist=-1",
+            "hnsw_sq8:M=0",
+            "hnsw_sq8:M=1",
+            "hnsw_sq8:M=-1",
+            "hnsw_sq8:M=99999999999999999999",
+            "hnsw_sq8:M=2147483647",
+            "auto:M=1",
+            "unknown",
+        )
+    },
 }
 
 
@@ -1029,13 +1047,18 @@ def test_a_poster_path_with_nul_is_a_listed_problem(tmp_path):
     build_index(catalog, tmp_path / "out", ["fake:a"], ["fake:t"], encoder_factory=Factory())
 
 
-def test_a_set_whose_every_poster_failed_answers_searches_with_no_neighbours(tmp_path):
-    cat = tmp_path / "cat"
-    (cat / "posters").mkdir(parents=True)
-    (cat / "posters" / "tt0000001.jpg").write_bytes(image_bytes("rgb_jpg", 0)[:200])
-    (cat / "movies.csv").write_text("imdb_id,genres\ntt1,Drama\n")
-    build_index(read_catalog(cat), tmp_path / "out", ["fake:a"], [], encoder_factory=Factory())
-    poster = GenreIndex.open(tmp_path / "out").get_set("poster")
+def test_an_empty_set_answers_searches_with_no_neighbours(base_index, tmp_path):
+    copy = tmp_path / "idx"
+    shutil.copytree(base_index, copy, symlinks=True)
+    folder = _first_set(copy)
+    np.save(folder / "vectors.npy", np.zeros((0, 8), np.float32))
+    for name in ("ids.npy", "hashes.npy"):
+        np.save(folder / name, np.array([], dtype="<U9"))
+    np.save(folder / "thumbs.bin", np.zeros(0, np.uint8))
+    np.save(folder / "thumbs.npy", np.zeros((0, 2), np.int64))
+    _set_manifest(copy, ("sets", 0, "count"), 0)
+    poster = GenreIndex.open(copy).get_set("poster")
     assert len(poster.rows) == 0
     scores, rows = poster.search(np.ones((1, 8), np.float32) / np.sqrt(8), 3)
     assert (rows == -1).all() and np.isneginf(scores).all()
+    exercise_index(copy, np.random.default_rng(0))

@@ -42,6 +42,12 @@ THUMBS_INDEX = "thumbs.npy"
 # Files and folders a writer makes; a folder holding only these is an index being built.
 INDEX_ENTRIES = (".lock", ".lock.json", ".partial", "embeddings", "heads", "manifest.json")
 INDEX_PREFIXES = ("items-", "skipped")
+# FAISS kinds a set may name, with the values each parameter may take
+FAISS_PARAMS = {
+    "flat": {},
+    "ivf_sq8": {"nlist": (1, 1 << 20), "nprobe": (1, 1 << 20)},
+    "hnsw_sq8": {"M": (2, 1 << 10), "ef_construction": (1, 1 << 16), "ef_search": (1, 1 << 16)},
+}
 # what np.load raises for a damaged .npy file (a garbled header is parsed as Python literals)
 _NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TokenError, MemoryError)
 
@@ -220,10 +226,7 @@ def _open_set(root: Path, entry: SetEntry, row_of: dict[str, int]) -> EmbeddingS
     if thumbs is not None and keep is not None:
         thumbs = (thumbs[0], thumbs[1][keep])
     faiss_kind = entry.faiss.get("kind", "flat")
-    try:
-        ann.parse_kind(faiss_kind)
-    except Exception as e:
-        raise _damaged(root, f"set {entry.key!r} names an unknown FAISS kind {faiss_kind!r}") from e
+    _check_faiss_kind(root, entry.key, faiss_kind)
     return EmbeddingSet(
         key=entry.key,
         modality=entry.modality,
@@ -240,6 +243,32 @@ def _open_set(root: Path, entry: SetEntry, row_of: dict[str, int]) -> EmbeddingS
         thumbs=thumbs,
         _stored_rows=len(ids),
     )
+
+
+def _check_faiss_kind(root: Path, key: str, kind_string: str) -> None:
+    """Refuse a FAISS kind string that names an unknown kind or parameter, or a value FAISS does
+    not take: some (``nlist=0``, ``M=1``) crash the process instead of raising."""
+    try:
+        kind, params = ann.parse_kind(kind_string)
+    except IndexStoreError as e:
+        raise _damaged(root, f"set {key!r} names an unknown FAISS kind {kind_string!r}") from e
+    if kind == "auto":
+        ranges = {**FAISS_PARAMS["ivf_sq8"], **FAISS_PARAMS["hnsw_sq8"]}
+    elif kind in FAISS_PARAMS:
+        ranges = FAISS_PARAMS[kind]
+    else:
+        raise _damaged(root, f"set {key!r} names an unknown FAISS kind {kind_string!r}")
+    bad = [
+        f"{name}={value}"
+        for name, value in params.items()
+        if name not in ranges or not ranges[name][0] <= value <= ranges[name][1]
+    ]
+    if bad:
+        raise _damaged(
+            root,
+            f"set {key!r} names FAISS kind {kind_string!r} with {', '.join(bad)}, which FAISS "
+            "does not take",
+        )
 
 
 def _open_thumbs(root: Path, entry: SetEntry, directory: Path, n: int):
