@@ -24,6 +24,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
@@ -620,8 +622,6 @@ FILE_OPS = [
 
 def items_table(draw, base_ids: list[str]):
     """A parquet item table with odd column types, nulls, repeats, missing columns."""
-    import pyarrow as pa
-
     n = draw(st.integers(0, 14))
     pick = draw(st.sampled_from(["base", "dup", "null", "int", "large", "binary", "random"]))
     some = [base_ids[i % len(base_ids)] for i in range(n)]
@@ -693,8 +693,6 @@ def damage_index(data, copy: Path, outside: Path, base_ids: list[str]) -> str:
         damage_file(copy / rel, op, data.draw(st.integers(0, 2**20)), outside)
         return f"{rel}: {op}"
     else:
-        import pyarrow.parquet as pq
-
         table = items_table(data.draw, base_ids)
         (copy / doc["items_file"]).unlink()
         pq.write_table(table, copy / doc["items_file"])
@@ -972,6 +970,12 @@ def _items(copy: Path) -> Path:
     return copy / json.loads((copy / "manifest.json").read_text())["items_file"]
 
 
+def _items_with_genres(copy: Path, genres) -> None:
+    table = pq.read_table(_items(copy))
+    table = table.set_column(table.schema.get_field_index("genres"), "genres", genres(len(table)))
+    pq.write_table(table, _items(copy))
+
+
 INDEX_CASES = {
     "0-d hashes": lambda c: np.save(_first_set(c) / "hashes.npy", np.float32(0)),
     "garbled npy header": lambda c: _garble_header(_first_set(c) / "hashes.npy"),
@@ -983,6 +987,12 @@ INDEX_CASES = {
         _skip_list(c).symlink_to(_skip_list(c).name),
     ),
     "item table name too long": lambda c: _set_manifest(c, ("items_file",), "x" * 5000),
+    "genres are lists of lists": lambda c: _items_with_genres(
+        c, lambda n: pa.array([[["Drama"]]] * n)
+    ),
+    "genres are lists of structs": lambda c: _items_with_genres(
+        c, lambda n: pa.array([[{"g": "Drama"}]] * n)
+    ),
     **{  # FAISS crashes the process (nlist=0, M=1, M=0), hangs (M=-1) or raises on these
         f"FAISS kind {kind}": lambda c, kind=kind: _set_manifest(
             c, ("sets", 0, "faiss"), {"kind": kind}

@@ -332,8 +332,14 @@ class GenreIndex:
         ids = table.column("id")
         if not pa.types.is_string(ids.type) or ids.null_count:
             raise _damaged(self.path, f"item table {path.name} has ids that are not strings")
-        if not pa.types.is_list(table.column("genres").type):
-            raise _damaged(self.path, f"item table {path.name}: genres is not a list column")
+        genres = table.column("genres").type
+        if not (
+            pa.types.is_list(genres)
+            and (pa.types.is_string(genres.value_type) or pa.types.is_null(genres.value_type))
+        ):
+            raise _damaged(
+                self.path, f"item table {path.name}: genres is not a list of strings ({genres})"
+            )
         if len(set(ids.to_pylist())) != len(table):
             raise _damaged(self.path, f"item table {path.name} repeats an id")
         return table
