@@ -525,7 +525,7 @@ DIMS = st.sampled_from([0, 1, 2, 3, 8, 9, 11, 12, 13, 16]) | st.integers(0, 20)
 def arrays(draw) -> np.ndarray:
     dtype = draw(st.sampled_from(DTYPES))
     shape = tuple(draw(st.lists(DIMS, max_size=3)))
-    fill = draw(st.sampled_from(["zeros", "random", "nan", "inf", "huge", "negative"]))
+    fill = draw(st.sampled_from(["zeros", "random", "nan", "inf", "huge", "big", "negative"]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     size = int(np.prod(shape))
     if dtype == "object":
@@ -551,6 +551,7 @@ def arrays(draw) -> np.ndarray:
             "nan": np.full(size, np.nan),
             "inf": np.full(size, np.inf),
             "huge": np.full(size, 1e300),
+            "big": np.full(size, 2.0**62),
             "negative": -rng.integers(0, 1000, size).astype(float),
         }[fill]
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -713,7 +714,7 @@ def exercise_index(path: Path, rng: np.random.Generator) -> None:
         assert ((rows == -1) | ((rows >= 0) & (rows < len(idx.ids)))).all()
     for item_id in [*idx.ids[:2], "tt0000011", "no such id"]:
         thumb = idx.thumbnail(item_id)
-        assert thumb is None or isinstance(thumb, bytes)
+        assert thumb is None or (isinstance(thumb, bytes) and thumb), "an empty thumbnail"
     if idx.sets:
         idx.get_set(idx.sets[0].modality)
     list_heads(idx)
@@ -987,6 +988,10 @@ INDEX_CASES = {
         _skip_list(c).symlink_to(_skip_list(c).name),
     ),
     "item table name too long": lambda c: _set_manifest(c, ("items_file",), "x" * 5000),
+    "thumbnail offsets overflow": lambda c: np.save(
+        _first_set(c) / "thumbs.npy",
+        np.full((11, 2), 2**62, np.int64),
+    ),
     "genres are lists of lists": lambda c: _items_with_genres(
         c, lambda n: pa.array([[["Drama"]]] * n)
     ),

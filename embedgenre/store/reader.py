@@ -280,7 +280,8 @@ def _open_thumbs(root: Path, entry: SetEntry, directory: Path, n: int):
         and offsets.shape == (n, 2)
         and offsets.dtype.kind == "i"
         and (offsets >= 0).all()
-        and (offsets.sum(axis=1) <= len(data)).all()
+        and (offsets[:, 0] <= len(data)).all()
+        and (offsets[:, 1] <= len(data) - offsets[:, 0]).all()  # no overflow of start + length
     )
     if not ok:
         raise _damaged(root, f"set {entry.key!r} thumbnails do not match its rows")
