@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from embedgenre.encoders.base import Encoder, ImageTransform
 from embedgenre.encoders.batching import iter_image_batches
+from embedgenre.encoders.defaults import default_image_encoder_name, default_text_encoder_name
 from embedgenre.encoders.registry import (
     EncoderSpec,
     Family,
     create_encoder,
-    default_image_encoder_name,
-    default_text_encoder_name,
     encoder_spec,
     list_encoders,
     load_set_encoder,

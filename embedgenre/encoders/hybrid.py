@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, l2_normalize
-from embedgenre.encoders.registry import EncoderSpec, Family, register
+from embedgenre.encoders.registry import EncoderSpec, Family, create_encoder, encoder_spec, register
 from embedgenre.errors import EmbedgenreError
 from embedgenre.store import atomic
 
@@ -248,8 +248,6 @@ class HybridFamily(Family):
         return "st:" + name.split(":", 1)[1]
 
     def spec(self, name: str) -> EncoderSpec:
-        from embedgenre.encoders.registry import encoder_spec
-
         st = encoder_spec(self._sentence_name(name))
         return EncoderSpec(
             name=name,
@@ -263,8 +261,6 @@ class HybridFamily(Family):
         )
 
     def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
-        from embedgenre.encoders.registry import create_encoder
-
         sentence = create_encoder(
             self._sentence_name(name), device=device, backend=backend, **options
         )

@@ -32,11 +32,6 @@ _FAMILY_MODULES = (
 )
 _FAMILIES: dict[str, Family] = {}
 
-DEFAULT_CLIP = "clip:ViT-B-32@laion2b_s34b_b79k"
-FALLBACK_IMAGE = "cnn:efficientnet-lite0"
-DEFAULT_TEXT = "hybrid:all-MiniLM-L6-v2"
-SENTENCE_TEXT = "st:all-MiniLM-L6-v2"  # the default for catalogs with few plots
-
 
 @dataclass(frozen=True)
 class EncoderSpec:
@@ -221,47 +216,6 @@ def import_weights(path: str | Path, name: str, config: str | Path | None = None
         raise EmbedgenreError(f"imported {path} as '{name}' but the resolver cannot find it")
     logger.debug("imported %s as %s (%s)", path, name, spec.location)
     return spec
-
-
-def default_image_encoder_name() -> str:
-    """CLIP ViT-B/32 (LAION-2B) when its weights are here, else the packaged EfficientNet-Lite0.
-
-    The choice is logged as a warning when CLIP is missing, with how to get it.
-    """
-    spec = encoder_spec(DEFAULT_CLIP)
-    if spec.available:
-        logger.info("default image encoder: %s (weights from %s)", DEFAULT_CLIP, spec.source)
-        return DEFAULT_CLIP
-    logger.warning(
-        "CLIP weights for %s are not on this machine: using %s (ImageNet CNN features, weaker for "
-        "genres; no zero-shot). To use CLIP, download open_clip_pytorch_model.bin from the Hugging "
-        "Face repo laion/CLIP-ViT-B-32-laion2B-s34B-b79K and run "
-        "`embedgenre models import open_clip_pytorch_model.bin --as %s`",
-        DEFAULT_CLIP,
-        FALLBACK_IMAGE,
-        DEFAULT_CLIP,
-    )
-    return FALLBACK_IMAGE
-
-
-def default_text_encoder_name(plots: int | None = None) -> str:
-    """The packaged sentence encoder all-MiniLM-L6-v2 with a lexical half fitted on the
-    catalog's plots (``hybrid:``): on the shared posters it scores higher than MiniLM alone
-    (benchmarks/results/quality.md). A catalog with fewer than ``MIN_PLOTS`` plots (when
-    ``plots`` is given) gets plain MiniLM: too few plots to fit the lexical half on."""
-    from embedgenre.encoders.hybrid import MIN_PLOTS
-
-    if plots is not None and plots < MIN_PLOTS:
-        logger.warning(
-            "the catalog has %d plot(s), fewer than the %d needed to fit the lexical half of "
-            "%s: plots use %s",
-            plots,
-            MIN_PLOTS,
-            DEFAULT_TEXT,
-            SENTENCE_TEXT,
-        )
-        return SENTENCE_TEXT
-    return DEFAULT_TEXT
 
 
 def load_set_encoder(emb, device: str = "cpu") -> Encoder:
