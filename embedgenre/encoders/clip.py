@@ -366,7 +366,7 @@ class ClipFamily(Family):
             name, arch, cfg, config_source, located, device, backend, threads=options.get("threads")
         )
 
-    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         arch, tag = parse(name)
         if _looks_like_path(tag):
             raise EmbedgenreError(f"import name '{name}' must not contain a path; use a tag")
@@ -377,9 +377,7 @@ class ClipFamily(Family):
         else:
             cfg, _ = resolve_config(arch, tag, path)
         build_model(arch, cfg, path)  # strict load: raises with the reason if it does not fit
-        tmp = Path(tempfile.mkdtemp(prefix="embedgenre-import-")) / CONFIG_FILE
-        tmp.write_text(json.dumps(cfg, indent=2))
-        return {CONFIG_FILE: tmp}
+        return {CONFIG_FILE: (json.dumps(cfg, indent=2) + "\n").encode()}
 
     def _download(self, arch: str, tag: str, search: Search) -> Located | None:
         pre = _pretrained_cfg(arch, tag)

@@ -191,7 +191,7 @@ class CnnFamily(Family):
         backend = resolve_backend(backend, device, onnx_supported=True, name=name)
         return CnnEncoder(name, variant, located, device, backend, threads=options.get("threads"))
 
-    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         variant, explicit = self._parse(name)
         if explicit:
             raise EmbedgenreError(f"import name '{name}' must not contain a path")

@@ -266,7 +266,7 @@ class HybridFamily(Family):
         )
         return HybridEncoder(name, sentence)
 
-    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         raise EmbedgenreError(
             f"'{name}' has no weights of its own: import the sentence model as "
             f"{self._sentence_name(name)} instead"

@@ -75,7 +75,7 @@ class Family:
         known without loading the model; None otherwise."""
         return None
 
-    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         """Check that ``path`` holds weights for ``name`` (raise EmbedgenreError otherwise);
         return extra files to store beside it (destination name -> source path)."""
         from embedgenre.encoders.weights import read_state_dict

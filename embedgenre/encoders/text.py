@@ -266,7 +266,7 @@ class SentenceFamily(Family):
             name, located, device, backend, threads=options.get("threads"), dim=KNOWN.get(body)
         )
 
-    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise EmbedgenreError(
                 f"{path} is not a sentence-transformers model directory (expected a folder with "

@@ -199,7 +199,7 @@ class TimmFamily(Family):
         backend = resolve_backend(backend, device, onnx_supported=True, name=name)
         return TimmEncoder(name, model, located, device, backend, threads=options.get("threads"))
 
-    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path]:
+    def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         model, explicit = parse(name)
         if explicit:
             raise EmbedgenreError(f"import name '{name}' must not contain a path")

@@ -178,8 +178,9 @@ def atomic_copy(src: Path, dst: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_import(name: str, src: Path, extra_files: dict[str, Path] | None = None) -> Path:
-    """Copy ``src`` (file or directory) and ``extra_files`` (dest name -> path) into the cache.
+def write_import(name: str, src: Path, extra_files: dict[str, Path | bytes] | None = None) -> Path:
+    """Copy ``src`` (file or directory) and ``extra_files`` (dest name -> path, or the bytes to
+    write) into the cache.
 
     The metadata file is written last, so a half-finished import is never found by the resolver.
     Returns the cache path of the imported weights.
@@ -189,8 +190,11 @@ def write_import(name: str, src: Path, extra_files: dict[str, Path] | None = Non
     (target_dir / META_FILE).unlink(missing_ok=True)
     dest = target_dir / src.name
     atomic_copy(src, dest)
-    for dest_name, path in (extra_files or {}).items():
-        atomic_copy(path, target_dir / dest_name)
+    for dest_name, content in (extra_files or {}).items():
+        if isinstance(content, bytes):
+            atomic.write_bytes(target_dir / dest_name, content)
+        else:
+            atomic_copy(content, target_dir / dest_name)
     meta = {
         "name": name,
         "file": src.name,
