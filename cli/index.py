@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape as esc
 from rich.table import Table
 
 from cli.common import WAIT_HELP, console, emit_json, err_console
@@ -99,14 +100,14 @@ def index(
         emit_json(summary.to_dict())
         return
     console.print(
-        f"[bold]{summary.path}[/]: {summary.items} items, {summary.with_poster} posters, "
+        f"[bold]{esc(summary.path)}[/]: {summary.items} items, {summary.with_poster} posters, "
         f"{summary.with_plot} plots, {len(summary.genres)} genres ({summary.seconds:.1f} s)"
     )
     table = Table("embedding set", "encoder", "dim", "rows", "encoded", "reused", "skipped", "s")
     for s in summary.sets:
         table.add_row(
             s.modality,
-            s.encoder,
+            esc(s.encoder),
             str(s.dim),
             str(s.count),
             str(s.encoded + s.resumed),
@@ -117,14 +118,14 @@ def index(
     console.print(table)
     if summary.skipped:
         console.print(
-            f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in skipped.json):"
+            f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in the index's skip list):"
         )
         for rec in summary.skipped[:10]:
-            console.print(f"  {rec['id']}: {rec['path']}: {rec['reason']}", highlight=False)
+            console.print(f"  {rec['id']}: {rec['path']}: {rec['reason']}", markup=False)
         if len(summary.skipped) > 10:
             console.print(f"  ... and {len(summary.skipped) - 10} more")
     for problem in summary.problems[:10]:
-        console.print(f"[yellow]catalog:[/] {problem}", highlight=False)
+        console.print(f"[yellow]catalog:[/] {esc(problem)}", highlight=False)
 
 
 @app.command()
@@ -141,7 +142,7 @@ def info(
         return
     c = desc["counts"]
     console.print(
-        f"[bold]{desc['path']}[/]: {c['items']} items, {c['with_poster']} with poster, "
+        f"[bold]{esc(desc['path'])}[/]: {c['items']} items, {c['with_poster']} with poster, "
         f"{c['with_plot']} with plot, {c['skipped_posters']} posters skipped"
         + ("" if desc["complete"] else "  [red](incomplete: run `embedgenre index` again)[/]")
     )
@@ -151,17 +152,17 @@ def info(
     for s in desc["sets"]:
         sets.add_row(
             s["modality"],
-            s["encoder"],
+            esc(s["encoder"]),
             str(s["dim"]),
             str(s["count"]),
-            s["space"],
-            s["faiss"],
+            esc(s["space"]),
+            esc(s["faiss"]),
             f"{s['bytes'] / 1e6:.1f}",
         )
     console.print(sets)
     genres = Table("genre", "movies", title=f"{len(desc['genres'])} genres")
     for g, n in desc["genres"].items():
-        genres.add_row(g, str(n))
+        genres.add_row(esc(g), str(n))
     console.print(genres)
     if desc["heads"]:
-        console.print("heads: " + ", ".join(desc["heads"]))
+        console.print("heads: " + ", ".join(desc["heads"]), markup=False)

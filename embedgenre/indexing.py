@@ -210,8 +210,9 @@ def build_index(
                             )
                         skipped[rec["id"]] = rec
                         summary.skipped += 1
-                    _save_chunk(writer, key, chunk)
-                    job.parts.append(chunk)
+                    if len(chunk.ids):
+                        _save_chunk(writer, key, chunk)
+                        job.parts.append(chunk)
                     summary.encoded += len(chunk.ids)
             entry = _consolidate(writer, job, items, gen, encoder, modality, key)
             if entry is None:  # e.g. a catalog without plots: no set to write
@@ -709,11 +710,12 @@ def _unpack_thumbs(data: np.ndarray, lengths: np.ndarray) -> list[bytes | None]:
 def _save_chunk(writer: IndexWriter, key: str, part: _Part) -> None:
     d = writer.partial_dir(key)
     d.mkdir(parents=True, exist_ok=True)
-    n = 1 + max((int(p.stem.split("-")[-1]) for p in d.glob("chunk-*.npz")), default=-1)
+    # named by its content, so encoding workers can write chunks side by side without asking
+    name = hashlib.sha1("\n".join(f"{i}\t{h}" for i, h in zip(part.ids, part.hashes)).encode())
     arrays = {"ids": part.ids, "hashes": part.hashes, "vectors": part.vectors}
     if part.thumbs is not None:
         arrays["thumb_data"], arrays["thumb_len"] = _pack_thumbs(part.thumbs)
-    atomic.save_npz(d / f"chunk-{n:06d}.npz", **arrays)
+    atomic.save_npz(d / f"chunk-{name.hexdigest()[:16]}.npz", **arrays)
 
 
 def _fill_thumbs(part: _Part, items, order: dict[str, int]) -> list[bytes | None]:
@@ -776,6 +778,8 @@ def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, 
         faiss_meta = faiss_info if isinstance(faiss_info, dict) else {"kind": faiss_info}
         if faiss_meta.get("kind", "flat") != "flat":  # exact indexes are rebuilt on open
             ann.save_faiss_index(index, d / "faiss.index")
+            with open(d / "faiss.index", "rb") as f:  # checked before FAISS parses the file
+                faiss_meta["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
     _keep_fit(writer, job, encoder, d)
     return SetEntry(
         key=key,

@@ -318,6 +318,9 @@ class Retriever:
         ann.set_search_params(index, nprobe=self.nprobe, ef_search=self.ef_search)
 
         def search(queries: np.ndarray, k: int):
+            if len(emb.rows) == 0:  # nothing to find: every neighbour is missing
+                n = len(np.atleast_2d(queries))
+                return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
             scores, pos = ann.search(index, queries, k)
             rows = np.where(pos >= 0, emb.rows[np.clip(pos, 0, None)], -1)
             return scores, rows

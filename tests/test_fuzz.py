@@ -496,9 +496,6 @@ def test_cli_index_of_any_catalog_succeeds_or_exits_1_writing_only_the_output(ca
         assert_contained(out)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="`embedgenre index` prints ids and catalog problems as rich markup"
-)
 def test_cli_index_prints_ids_with_brackets_as_text(tmp_path):
     cat = tmp_path / "cat"
     (cat / "posters").mkdir(parents=True)
@@ -510,7 +507,6 @@ def test_cli_index_prints_ids_with_brackets_as_text(tmp_path):
     assert result.exit_code == 0 and "[/]" in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="`embedgenre info` prints genre names as rich markup")
 def test_cli_info_prints_genres_with_brackets_as_text(tmp_path):
     cat = tmp_path / "cat"
     cat.mkdir()

@@ -443,3 +443,32 @@ def test_read_only_index_is_one_clear_error(index_dir, monkeypatch):
     assert "read-only: choose a writable location" in result.output
     monkeypatch.undo()
     GenreIndex.open(out)
+
+
+def test_a_trained_faiss_index_is_parsed_only_when_its_digest_matches(tmp_path, monkeypatch):
+    from embedgenre import ann
+
+    build_faiss = ann.build_faiss_index
+    monkeypatch.setattr(
+        ann, "build_faiss_index", lambda v, kind="auto", **kw: build_faiss(v, kind, flat_max_rows=1)
+    )
+    root = synthetic_catalog(tmp_path / "cat", n=40)
+    out = tmp_path / "idx"
+    build(root, out, Factory())
+    monkeypatch.undo()
+    entry = GenreIndex.open(out).manifest.sets[0]
+    assert entry.faiss["kind"].startswith("ivf_sq8") and len(entry.faiss["sha256"]) == 64
+    loaded = []
+    load = ann.load_faiss_index
+    monkeypatch.setattr(ann, "load_faiss_index", lambda p, **kw: loaded.append(p) or load(p, **kw))
+    s = GenreIndex.open(out).get_set(entry.modality)
+    _, want = s.search(np.asarray(s.vectors[:2]), 3)
+    assert len(loaded) == 1  # the file the writer made, digest checked
+    path = out / entry.dir / "faiss.index"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    s = GenreIndex.open(out).get_set(entry.modality)
+    _, got = s.search(np.asarray(s.vectors[:2]), 3)
+    assert len(loaded) == 1  # a damaged file is never handed to FAISS: rebuilt from the vectors
+    np.testing.assert_array_equal(got, want)

@@ -10,8 +10,10 @@ ones and removes the old files: an open memory map outlives the file's name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -146,7 +148,11 @@ class EmbeddingSet:
 
             return faiss.IndexFlatIP(self.dim)
         path = self.directory / "faiss.index"
-        if self.faiss_kind != "flat" and path.is_file() and len(self.rows) == self._stored_rows:
+        if (
+            self.faiss_kind != "flat"
+            and len(self.rows) == self._stored_rows
+            and _digest_matches(path, self.faiss_params.get("sha256"))
+        ):
             try:
                 index = ann.load_faiss_index(path)
                 if index.ntotal == len(self.rows) and index.d == self.dim:
@@ -182,6 +188,20 @@ class EmbeddingSet:
         data, offsets = self.thumbs
         start, length = (int(v) for v in offsets[i])
         return bytes(data[start : start + length]) if length > 0 else None
+
+
+def _digest_matches(path: Path, sha256: str | None) -> bool:
+    """True when ``path`` is a regular file with this SHA-256: FAISS parses only files the
+    index's writer made (a damaged trained index can hang or exhaust memory while loading)."""
+    if not isinstance(sha256, str):
+        return False
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() == sha256
+    except OSError:
+        return False
 
 
 def _check_finite(vectors: np.ndarray, root: Path, key: str) -> None:
