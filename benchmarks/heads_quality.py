@@ -59,10 +59,10 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from embedgenre.catalog import iterative_split
     from embedgenre.predictors import fit_with_validation, make_predictor
     from embedgenre.predictors.factory import DEFAULT_FOLDS
     from embedgenre.predictors.heads import _sets_for, training_data
+    from embedgenre.splits import iterative_split
     from embedgenre.store import GenreIndex
 
     warnings.simplefilter("ignore", UserWarning)  # genres absent from a training part

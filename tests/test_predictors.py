@@ -330,7 +330,7 @@ def test_out_of_fold_thresholds_score_rows_with_models_that_did_not_see_them():
 
 
 def test_iterative_folds_cover_every_row_once():
-    from embedgenre.catalog import iterative_folds
+    from embedgenre.splits import iterative_folds
 
     _, Y, _ = synthetic(n=101)
     folds = iterative_folds(Y, 5, seed=0)

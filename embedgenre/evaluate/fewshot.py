@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from embedgenre.errors import EmbedgenreError
-from embedgenre.evaluate.methods import TRAINABLE, make_predictor
+from embedgenre.evaluate.methods import TRAINABLE, evaluation_predictor
 from embedgenre.evaluate.metrics import summary_metrics
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def fewshot_curve(
                     f"few-shot {method} · {view.modality} · k={k or 'all'} "
                     f"seed {s} ({len(sample)} items)"
                 )
-                model = make_predictor(method, len(sample), seed + s, genres)
+                model = evaluation_predictor(method, len(sample), seed + s, genres)
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from embedgenre.errors import EmbedgenreError
+from embedgenre.predictors.registry import METHODS, make_predictor
 
-METHODS: tuple[str, ...] = ("zeroshot", "knn", "mlknn", "linear", "mlp")
+__all__ = ["METHODS", "TRAINABLE", "evaluation_predictor"]
+
 TRAINABLE: tuple[str, ...] = ("knn", "mlknn", "linear", "mlp")
 
 
-def make_predictor(
+def evaluation_predictor(
     method: str,
     n_train: int,
     seed: int,
@@ -17,16 +19,14 @@ def make_predictor(
     prompt_modality: str = "poster",
 ):
     """A fresh, unfitted predictor of ``method`` sized for ``n_train`` training items."""
-    from embedgenre.predictors import make_predictor as make
-
     if method == "knn":
-        return make("knn", k=max(1, min(20, n_train)), classes=genres)
+        return make_predictor("knn", k=max(1, min(20, n_train)), classes=genres)
     if method == "mlknn":
-        return make("mlknn", k=max(1, min(10, n_train - 1)), classes=genres)
+        return make_predictor("mlknn", k=max(1, min(10, n_train - 1)), classes=genres)
     if method == "linear":
-        return make("linear", classes=genres)
+        return make_predictor("linear", classes=genres)
     if method == "mlp":
-        return make("mlp", seed=seed, classes=genres)
+        return make_predictor("mlp", seed=seed, classes=genres)
     if method == "zeroshot":
-        return make("zeroshot", encoder=encoder, modality=prompt_modality, classes=genres)
+        return make_predictor("zeroshot", encoder=encoder, modality=prompt_modality, classes=genres)
     raise EmbedgenreError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")

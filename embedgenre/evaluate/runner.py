@@ -26,7 +26,7 @@ from embedgenre.errors import EmbedgenreError
 from embedgenre.evaluate.baselines import TRIVIAL_KINDS, TrivialBaseline
 from embedgenre.evaluate.data import EmbeddingView, EvalData
 from embedgenre.evaluate.fewshot import fewshot_curve
-from embedgenre.evaluate.methods import METHODS, make_predictor
+from embedgenre.evaluate.methods import METHODS, evaluation_predictor
 from embedgenre.evaluate.scoring import Output, score, with_fallback
 from embedgenre.evaluate.split import make_split
 
@@ -287,7 +287,7 @@ class _Run:
             try:
                 self._fit_eval(
                     key,
-                    lambda m=method, e=encoder, n=len(train_rows): make_predictor(
+                    lambda m=method, e=encoder, n=len(train_rows): evaluation_predictor(
                         m, n, self.cfg.seed, self.genres, e, view.modality
                     ),
                     view.matrix,
@@ -319,7 +319,7 @@ class _Run:
             try:
                 self._fit_eval(
                     (method, "early_fusion", enc),
-                    lambda m=method, n=len(train_rows): make_predictor(
+                    lambda m=method, n=len(train_rows): evaluation_predictor(
                         m, n, self.cfg.seed, self.genres
                     ),
                     X_of,
@@ -368,8 +368,8 @@ class _Run:
             )
 
     def _scratch(self) -> None:
-        from embedgenre.catalog import iterative_split
         from embedgenre.evaluate.scratch_cnn import ScratchCNN, load_poster_pixels
+        from embedgenre.splits import iterative_split
 
         key = ("scratch_cnn", "poster", SCRATCH_ENCODER)
         val = self.val

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedgenre.catalog import iterative_split
 from embedgenre.errors import EmbedgenreError
+from embedgenre.splits import iterative_split
 
 
 @dataclass

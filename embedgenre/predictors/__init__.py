@@ -10,8 +10,11 @@ calls) live in :mod:`embedgenre.predictors.heads`.
 
 from __future__ import annotations
 
-from embedgenre.predictors.factory import METHODS, fit_with_validation, make_predictor
+# the estimator modules register their classes (embedgenre.predictors.registry) on import
+from embedgenre.predictors import fusion, linear, mlp, neighbors, zeroshot  # noqa: F401
+from embedgenre.predictors.factory import fit_with_validation
 from embedgenre.predictors.persist import load_predictor, save_predictor
+from embedgenre.predictors.registry import METHODS, make_predictor
 from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
 
 __all__ = [

@@ -10,66 +10,18 @@ from contextlib import contextmanager
 import numpy as np
 
 from embedgenre.errors import PredictorError
+from embedgenre.predictors.base import check_Y
+from embedgenre.predictors.fusion import choose_late_weight, fit_estimator
+from embedgenre.predictors.metrics import scores
+from embedgenre.predictors.registry import METHODS, make_predictor, predictor_class
+from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
+from embedgenre.splits import iterative_folds, iterative_split
+
+__all__ = ["DEFAULT_FOLDS", "METHODS", "fit_with_validation", "make_predictor", "predictor_class"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("zeroshot", "knn", "mlknn", "linear", "mlp")
 DEFAULT_FOLDS = 5  # out-of-fold thresholds (see fit_with_validation)
-
-
-def predictor_class(method: str):
-    """The estimator class of ``method`` (one of :data:`METHODS`, or "fusion")."""
-    from embedgenre.predictors.fusion import FusionPredictor
-    from embedgenre.predictors.linear import LinearPredictor
-    from embedgenre.predictors.mlp import MLPPredictor
-    from embedgenre.predictors.neighbors import KNNVotePredictor, MLKNNPredictor
-    from embedgenre.predictors.zeroshot import ZeroShotPredictor
-
-    classes = {
-        "zeroshot": ZeroShotPredictor,
-        "knn": KNNVotePredictor,
-        "mlknn": MLKNNPredictor,
-        "linear": LinearPredictor,
-        "mlp": MLPPredictor,
-        "fusion": FusionPredictor,
-    }
-    if method not in classes:
-        raise PredictorError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    return classes[method]
-
-
-def make_predictor(method: str, fusion: str | None = None, dims=None, **params):
-    """A new, unfitted predictor.
-
-    ``make_predictor("linear", C=2.0)``; with ``fusion="early"|"late"`` and ``dims=(d_poster,
-    d_plot)`` a :class:`~embedgenre.predictors.fusion.FusionPredictor` over ``method`` heads whose
-    input is ``[poster | plot]`` (zeros = missing). Unknown params raise PredictorError.
-    """
-    if fusion is not None:
-        from embedgenre.predictors.fusion import FusionPredictor
-
-        predictor_class(method)
-        poster_params = params.pop("poster_params", None)
-        plot_params = params.pop("plot_params", None)
-        weight = params.pop("weight", None)
-        return FusionPredictor(
-            base=method,
-            fusion=fusion,
-            dims=dims,
-            params=params,
-            poster_params=poster_params,
-            plot_params=plot_params,
-            weight=weight,
-        )
-    cls = predictor_class(method)
-    valid = set(cls().get_params(deep=False))
-    unknown = set(params) - valid
-    if unknown:
-        raise PredictorError(
-            f"Unknown parameter(s) for {method}: {', '.join(sorted(unknown))}; "
-            f"valid: {', '.join(sorted(valid))}."
-        )
-    return cls(**params)
 
 
 def fit_with_validation(
@@ -104,8 +56,6 @@ def fit_with_validation(
     ``folds``): the held-out scores; ``predictor.heldout_`` to (rows, probabilities) of the
     held-out predictions. Returns the fitted predictor.
     """
-    from embedgenre.predictors.base import check_Y
-
     X = np.asarray(X, dtype=np.float32)
     Y = check_Y(Y, len(X))
     if len(X) < 5:
@@ -120,9 +70,6 @@ def fit_with_validation(
         return _fit_out_of_fold(
             predictor, X, Y, classes, folds, seed, threshold, metric, at_least_one
         )
-    from embedgenre.catalog import iterative_split
-    from embedgenre.predictors.fusion import fit_estimator
-
     if validation is None:
         tr, va = iterative_split(Y, test_size=val_size, seed=seed)
     else:
@@ -144,9 +91,6 @@ def fit_with_validation(
 
 def _set_thresholds(predictor, P, Y, threshold, metric, at_least_one, n_train, **extra) -> None:
     """Choose thresholds on held-out scores ``P`` and record the held-out scores."""
-    from embedgenre.predictors.metrics import scores
-    from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
-
     thr, rule, _ = fit_thresholds(P, Y, mode=threshold, metric=metric, at_least_one=at_least_one)
     predictor.set_thresholds(thr, rule)
     predictor.validation_ = {
@@ -167,9 +111,6 @@ def _chosen_on_validation(predictor) -> dict:
 
 
 def _fit_out_of_fold(predictor, X, Y, classes, folds, seed, threshold, metric, at_least_one):
-    from embedgenre.catalog import iterative_folds
-    from embedgenre.predictors.fusion import choose_late_weight, fit_estimator
-
     late = getattr(predictor, "method", None) == "fusion" and predictor.fusion == "late"
     P = np.zeros(Y.shape, dtype=np.float32)
     parts = np.zeros((2, *Y.shape), dtype=np.float32)  # late fusion: poster, plot

@@ -17,6 +17,9 @@ import numpy as np
 
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
+from embedgenre.predictors.metrics import mean_average_precision
+from embedgenre.predictors.persist import predictor_from_state, predictor_state
+from embedgenre.predictors.registry import make_predictor, register
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +37,6 @@ def fit_estimator(pred, X, Y, classes, X_val=None, Y_val=None):
 def choose_late_weight(P_poster: np.ndarray, P_plot: np.ndarray, Y: np.ndarray) -> float:
     """The poster weight ``w`` of ``w * P_poster + (1 - w) * P_plot`` with the best mAP against
     ``Y`` on :data:`WEIGHT_GRID` (ties: the weight nearest 0.5); 0.5 without rows."""
-    from embedgenre.predictors.metrics import mean_average_precision
-
     if not len(Y):
         return 0.5
     scored = [
@@ -47,6 +48,7 @@ def choose_late_weight(P_poster: np.ndarray, P_plot: np.ndarray, Y: np.ndarray) 
     return float(best[2])
 
 
+@register
 class FusionPredictor(GenrePredictor):
     """Fuse a poster head and a plot head (``method`` for both, ``params`` shared, with
     ``poster_params`` / ``plot_params`` overrides). ``dims`` = (d_poster, d_plot)."""
@@ -80,8 +82,6 @@ class FusionPredictor(GenrePredictor):
         return Xp, Xt, np.abs(Xp).sum(axis=1) > 0, np.abs(Xt).sum(axis=1) > 0
 
     def _part(self, which: str):
-        from embedgenre.predictors.factory import make_predictor
-
         extra = self.poster_params if which == "poster" else self.plot_params
         if which == "joint" and self.base == "zeroshot":
             raise PredictorError(
@@ -196,8 +196,6 @@ class FusionPredictor(GenrePredictor):
         return self.parts_[which]
 
     def _state(self):
-        from embedgenre.predictors.persist import predictor_state
-
         meta = {"dims": list(self.dims_), "weight": self.weight_, "parts": {}}
         arrays = {}
         for which, part in self.parts_.items():
@@ -207,8 +205,6 @@ class FusionPredictor(GenrePredictor):
         return meta, arrays
 
     def _load_state(self, meta, arrays):
-        from embedgenre.predictors.persist import predictor_from_state
-
         self.dims_ = tuple(meta["dims"])
         self.weight_ = float(meta["weight"])
         self.parts_ = {}

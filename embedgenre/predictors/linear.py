@@ -13,10 +13,12 @@ import numpy as np
 
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y, warn_empty_genres
+from embedgenre.predictors.registry import register
 
 logger = logging.getLogger(__name__)
 
 
+@register
 class LinearPredictor(GenrePredictor):
     """One-vs-rest logistic regression; ``C`` inverse regularisation, ``class_weight`` None or
     "balanced"."""

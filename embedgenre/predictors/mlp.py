@@ -14,6 +14,7 @@ import numpy as np
 
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y, warn_empty_genres
+from embedgenre.predictors.registry import register
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 POS_WEIGHTS = (None, "sqrt", "balanced")
 
 
+@register
 class MLPPredictor(GenrePredictor):
     """MLP multi-label head; see the module docstring. ``hidden``: int or tuple of 1-2 ints."""
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y, warn_empty_genres
+from embedgenre.predictors.registry import register
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class _NeighbourBase(GenrePredictor):
         self.index_ = build_index(self.X_)
 
 
+@register
 class KNNVotePredictor(_NeighbourBase):
     """Similarity-weighted label voting among the ``k`` nearest training items.
 
@@ -117,6 +119,7 @@ class KNNVotePredictor(_NeighbourBase):
         self._restore_base(arrays)
 
 
+@register
 class MLKNNPredictor(_NeighbourBase):
     """ML-kNN (Zhang & Zhou 2007) with ``k`` neighbours and Laplace smoothing ``s``.
 

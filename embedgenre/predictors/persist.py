@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from embedgenre.errors import PredictorError
+from embedgenre.predictors.registry import METHODS, predictor_class
 from embedgenre.store import atomic
 
 ARRAYS_FILE = "arrays.npz"
@@ -78,7 +79,7 @@ def save_predictor(pred, directory: str | Path, extra: dict | None = None) -> Pa
 # ------------------------------------------------------------------------------- loading
 
 HEAD_FILE = "head.json"
-SAVED_METHODS = ("zeroshot", "knn", "mlknn", "linear", "mlp", "fusion")
+SAVED_METHODS = (*METHODS, "fusion")
 HEAD_MODALITIES = ("poster", "plot", "both")
 FUSION_PARTS = ("poster", "plot", "joint")
 _HEAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -179,8 +180,6 @@ def _retrain_fix(directory: Path, doc) -> str:
 def _check_description(desc, at: str = "predictor") -> None:
     """Raise _Unusable unless ``desc`` has the fields of :func:`predictor_state` with valid
     types: a known method, params it takes, genre names, one finite threshold per genre."""
-    from embedgenre.predictors.factory import predictor_class
-
     if not isinstance(desc, dict):
         raise _Unusable(
             HEAD_FILE,
@@ -332,8 +331,6 @@ def _check_document(doc) -> None:
 
 def _construct(desc: dict):
     """An estimator with the described params, classes, thresholds and at-least-one rule."""
-    from embedgenre.predictors.factory import predictor_class
-
     method = desc["method"]
     params = dict(desc.get("params", {}))
     for name in ("hidden", "dims"):

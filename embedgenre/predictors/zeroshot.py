@@ -14,6 +14,7 @@ import numpy as np
 
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
+from embedgenre.predictors.registry import register
 from embedgenre.predictors.templates import prompts_for
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def prompt_matrix(encoder, genres: list[str], modality: str) -> np.ndarray:
     return np.ascontiguousarray(W.T)
 
 
+@register
 class ZeroShotPredictor(GenrePredictor):
     """Zero-shot multi-label predictor.
 
