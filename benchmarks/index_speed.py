@@ -57,7 +57,7 @@ def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, fl
     cmd = [
         sys.executable,
         "-m",
-        "cli.app",
+        "embedgenre.cli.app",
         "-q",
         "index",
         str(catalog),

@@ -7,7 +7,7 @@ import logging
 
 import typer
 
-from cli import common
+from embedgenre.cli import common
 
 app = typer.Typer(
     name="embedgenre",
@@ -20,12 +20,12 @@ app = typer.Typer(
 
 # (module in cli/, group name or None to merge its commands into the root)
 COMMAND_MODULES: list[tuple[str, str | None]] = [
-    ("cli.index", None),  # index, info
-    ("cli.models", "models"),  # models [--json], models import PATH --as NAME
-    ("cli.predict", None),  # train, predict
-    ("cli.evaluate", None),  # evaluate
-    ("cli.posters", "posters"),  # posters download
-    ("cli.similar", None),  # similar, search
+    ("embedgenre.cli.index", None),  # index, info
+    ("embedgenre.cli.models", "models"),  # models [--json], models import PATH --as NAME
+    ("embedgenre.cli.predict", None),  # train, predict
+    ("embedgenre.cli.evaluate", None),  # evaluate
+    ("embedgenre.cli.posters", "posters"),  # posters download
+    ("embedgenre.cli.similar", None),  # similar, search
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, emit_json, err_console
+from embedgenre.cli.common import console, emit_json, err_console
 
 app = typer.Typer()
 
@@ -85,7 +85,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Train and score every method x modality x embedding set on one split, with baselines."""
-    from cli.outputs import writing
+    from embedgenre.cli.outputs import writing
     from embedgenre.errors import EmbedgenreError
     from embedgenre.evaluate import EvalConfig, evaluate_index, make_plots
     from embedgenre.evaluate.fewshot import parse_shots

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape as esc
 from rich.table import Table
 
-from cli.common import WAIT_HELP, console, emit_json, err_console
+from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console
 
 app = typer.Typer()
 

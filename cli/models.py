@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli import common
+from embedgenre.cli import common
 
 app = typer.Typer(
     help="List encoders and their weights; import a downloaded checkpoint.",

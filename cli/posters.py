@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, emit_json, err_console, fail
+from embedgenre.cli.common import console, emit_json, err_console, fail
 
 app = typer.Typer(help="Fetch poster images for a catalog.", no_args_is_help=True)
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import WAIT_HELP, console, emit_json, err_console
+from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console
 from embedgenre.predictors.factory import DEFAULT_FOLDS
 
 app = typer.Typer()
@@ -272,7 +272,7 @@ def predict(
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise PredictorError(f"--out {out}: the file name must end in .csv or .json.")
     if out is not None:
-        from cli.outputs import check_output_file
+        from embedgenre.cli.outputs import check_output_file
 
         check_output_file(out, "--out", "predictions.csv")  # before the work, not after it
     index = GenreIndex.open(index_dir)
@@ -322,7 +322,7 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     rows = list(H.predict_catalog(q, cat, batch_size=batch_size, top=top))
     failed = sum(r["error"] is not None for r in rows)
     if out is not None:
-        from cli.outputs import writing
+        from embedgenre.cli.outputs import writing
         from embedgenre.store import atomic
 
         with writing(out, "--out"):

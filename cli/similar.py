@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import console, emit_json, err_console
+from embedgenre.cli.common import console, emit_json, err_console
 
 app = typer.Typer()
 
@@ -146,14 +146,14 @@ def search(
 
 def _check_html(html: Path | None) -> None:
     """A --html path that cannot be written is refused before the search."""
-    from cli.outputs import check_output_file
+    from embedgenre.cli.outputs import check_output_file
 
     if html is not None:
         check_output_file(html, "--html", "similar.html")
 
 
 def _show(result, html: Path | None, open_page: bool, as_json: bool) -> None:
-    from cli.outputs import writing
+    from embedgenre.cli.outputs import writing
     from embedgenre.contact_sheet import write_html
 
     page = None

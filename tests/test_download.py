@@ -278,7 +278,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_cli_download_json_and_table(server, tmp_path):
-    from cli.app import app
+    from embedgenre.cli.app import app
 
     rows = with_base(server, GOOD[:2] + BAD[:1])
     csv_path = kaggle_csv(

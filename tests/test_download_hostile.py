@@ -229,7 +229,7 @@ def test_interrupted_run_still_writes_catalog_and_report(server, tmp_path, stop)
 
 
 def test_cli_interrupt_exits_130_with_files_written(server, tmp_path, monkeypatch):
-    from cli.app import app
+    from embedgenre.cli.app import app
     from embedgenre import download
 
     real = download.fetch_image
@@ -369,7 +369,7 @@ def _clip_config_beside(path: Path) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_models_import_refuses_code_in_every_family(tmp_path, cache, name):
-    from cli.app import app
+    from embedgenre.cli.app import app
 
     path = _malicious(tmp_path, "zip")
     _clip_config_beside(path)
@@ -388,7 +388,7 @@ def test_models_import_refuses_code_in_every_family(tmp_path, cache, name):
     "content", [b"<html>rate limited</html>\n", b"", b"PK\x03\x04" + b"x" * 64]
 )
 def test_models_import_of_a_non_checkpoint_is_one_clear_error(tmp_path, cache, name, content):
-    from cli.app import app
+    from embedgenre.cli.app import app
 
     path = tmp_path / "model.bin"
     path.write_bytes(content)

@@ -13,7 +13,7 @@ import pytest
 from _tiny_clip import TINY_ARCH, TINY_CONFIG, make_tiny_clip_checkpoint
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedgenre.cli.app import app
 from embedgenre.encoders import create_encoder, list_encoders
 from embedgenre.errors import EmbedgenreError, WeightsNotFoundError
 

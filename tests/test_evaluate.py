@@ -338,7 +338,7 @@ def test_text_encoder_picks_the_plot_set(synthetic, tmp_path):
 def test_cli_on_fixture_index(fixture_index_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from embedgenre.cli.app import app
 
     report = tmp_path / "report"
     args = [
@@ -409,7 +409,7 @@ def test_cli_on_fixture_index(fixture_index_dir, tmp_path):
 def test_cli_bad_input(fixture_index_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from embedgenre.cli.app import app
 
     res = CliRunner().invoke(app, ["evaluate", str(fixture_index_dir), "--methods", "svm"])
     assert res.exit_code == 1 and "unknown method(s) svm" in res.output

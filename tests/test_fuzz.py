@@ -35,7 +35,7 @@ from PIL import Image
 from test_index import Factory, FakeEncoder
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedgenre.cli.app import app
 from embedgenre.catalog import poster_stem, read_catalog
 from embedgenre.errors import EmbedgenreError
 from embedgenre.indexing import build_index

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedgenre.cli.app import app
 from embedgenre.errors import PredictorError
 from embedgenre.predictors import load_predictor, make_predictor, save_predictor
 

@@ -313,7 +313,7 @@ def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
     cmd = [
         sys.executable,
         "-m",
-        "cli.app",
+        "embedgenre.cli.app",
         "index",
         str(fixture_dir),
         "--out",
@@ -364,7 +364,7 @@ def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
 def test_real_encoders_cli_json_and_info(fixture_index_dir):
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from embedgenre.cli.app import app
 
     res = CliRunner().invoke(app, ["info", str(fixture_index_dir), "--json"])
     assert res.exit_code == 0, res.output
@@ -380,7 +380,7 @@ def test_real_encoders_cli_json_and_info(fixture_index_dir):
 def test_cli_reports_catalog_errors_without_traceback(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from embedgenre.cli.app import app
 
     root = tmp_path / "cat"
     root.mkdir()
@@ -406,7 +406,7 @@ def test_clip_checkpoint_imported_then_used_to_index(small_catalog, tmp_path, mo
     from _tiny_clip import make_tiny_clip_checkpoint
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from embedgenre.cli.app import app
     from embedgenre.encoders import create_encoder
 
     monkeypatch.setenv("EMBEDGENRE_CACHE", str(tmp_path / "cache"))

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedgenre.cli.app import app
 from embedgenre.errors import OutputPathError
 from embedgenre.evaluate.report import check_output_dir, check_report_dir, write_report
 

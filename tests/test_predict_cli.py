@@ -11,7 +11,7 @@ import pytest
 from _tiny_clip import make_tiny_clip_checkpoint
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedgenre.cli.app import app
 from embedgenre.store import GenreIndex
 
 runner = CliRunner()

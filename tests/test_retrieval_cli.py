@@ -13,7 +13,7 @@ from _tiny_clip import make_tiny_clip_checkpoint
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedgenre.cli.app import app
 from embedgenre.encoders import load_set_encoder
 from embedgenre.store import GenreIndex
 

@@ -17,7 +17,7 @@ from PIL import Image
 from test_index import Factory, build
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedgenre.cli.app import app
 from embedgenre.errors import IndexLockedError, IndexStoreError, PredictorError, WriteError
 from embedgenre.predictors.heads import load_head, train_head
 from embedgenre.store import GenreIndex, atomic
