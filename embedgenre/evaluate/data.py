@@ -45,6 +45,14 @@ class EmbeddingView:
             )
         return np.ascontiguousarray(self.vectors[got], dtype=np.float32)
 
+    def padded(self, items: np.ndarray) -> np.ndarray:
+        """Like :meth:`matrix`, with a row of zeros for an item without a vector (missing)."""
+        pos = {int(r): i for i, r in enumerate(self.rows)}
+        take = np.array([pos.get(int(i), -1) for i in items], dtype=np.int64)
+        out = np.zeros((len(items), self.vectors.shape[1]), dtype=np.float32)
+        out[take >= 0] = self.vectors[take[take >= 0]]
+        return out
+
 
 @dataclass
 class EvalData:

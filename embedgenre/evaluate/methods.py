@@ -17,16 +17,23 @@ def evaluation_predictor(
     genres: list[str],
     encoder=None,
     prompt_modality: str = "poster",
+    fusion: str | None = None,
+    dims: tuple[int, int] | None = None,
 ):
-    """A fresh, unfitted predictor of ``method`` sized for ``n_train`` training items."""
+    """A fresh, unfitted predictor of ``method`` sized for ``n_train`` training items; with
+    ``fusion`` and ``dims``, the fusion head `embedgenre train --modality both` builds."""
     if method == "knn":
-        return make_predictor("knn", k=max(1, min(20, n_train)), classes=genres)
-    if method == "mlknn":
-        return make_predictor("mlknn", k=max(1, min(10, n_train - 1)), classes=genres)
-    if method == "linear":
-        return make_predictor("linear", classes=genres)
-    if method == "mlp":
-        return make_predictor("mlp", seed=seed, classes=genres)
-    if method == "zeroshot":
-        return make_predictor("zeroshot", encoder=encoder, modality=prompt_modality, classes=genres)
-    raise EmbedgenreError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
+        params = {"k": max(1, min(20, n_train))}
+    elif method == "mlknn":
+        params = {"k": max(1, min(10, n_train - 1))}
+    elif method == "linear":
+        params = {}
+    elif method == "mlp":
+        params = {"seed": seed}
+    elif method == "zeroshot":
+        params = {"encoder": encoder, "modality": prompt_modality}
+    else:
+        raise EmbedgenreError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    if fusion is not None:
+        return make_predictor(method, fusion=fusion, dims=dims, **params)
+    return make_predictor(method, classes=genres, **params)

@@ -15,7 +15,6 @@ method on the default poster set, so every row scores the same test items.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from embedgenre.evaluate.fewshot import fewshot_curve
 from embedgenre.evaluate.methods import METHODS, evaluation_predictor
 from embedgenre.evaluate.scoring import Output, score, with_fallback
 from embedgenre.evaluate.split import make_split
+from embedgenre.features import head_input
 
 logger = logging.getLogger(__name__)
 
@@ -298,14 +298,17 @@ class _Run:
                 self._skip(*key, str(e))
 
     def _early_fusion(self) -> None:
+        """The early-fusion head ``embedgenre train --modality both --fusion early`` saves: a
+        head on ``[poster | plot]`` (:func:`embedgenre.features.head_input`) for items with
+        both, the single heads for items with one, fitted on every training item."""
         pv, tv = self.poster0, self.plot0
         enc = f"{pv.encoder}+{tv.encoder}"
+        dims = {"poster": pv.vectors.shape[1], "plot": tv.vectors.shape[1]}
 
         def X_of(rows: np.ndarray) -> np.ndarray:
-            X = np.hstack([pv.matrix(rows), tv.matrix(rows)]) / np.float32(math.sqrt(2.0))
-            return np.ascontiguousarray(X, dtype=np.float32)
+            return head_input("both", dims, pv.padded(rows), tv.padded(rows), len(rows))
 
-        train_rows = self.train[self.has_plot[self.train]]
+        train_rows = self.train
         for method in self.cfg.methods:
             if method == "zeroshot":
                 self._skip(
@@ -320,7 +323,12 @@ class _Run:
                 self._fit_eval(
                     (method, "early_fusion", enc),
                     lambda m=method, n=len(train_rows): evaluation_predictor(
-                        m, n, self.cfg.seed, self.genres
+                        m,
+                        n,
+                        self.cfg.seed,
+                        self.genres,
+                        fusion="early",
+                        dims=(dims["poster"], dims["plot"]),
                     ),
                     X_of,
                     train_rows,

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from embedgenre import features
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import EmbedgenreError, IndexStoreError, PredictorError
+from embedgenre.features import set_input
 from embedgenre.predictors.factory import DEFAULT_FOLDS, fit_with_validation, make_predictor
 from embedgenre.store.paths import NAME_RE, check_name
 from embedgenre.store.reader import now_iso
@@ -77,22 +79,9 @@ def _set_info(s) -> dict:
 
 
 def training_data(index, sets: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(X float32 (m, d), Y uint8 (m, g), item rows int64 (m,)) for the given embedding sets.
-
-    One modality: its vectors. Both: ``[poster | plot]`` over items with either, zeros where
-    a modality is missing.
-    """
-    if len(sets) == 1:
-        (s,) = sets.values()
-        rows = np.asarray(s.rows, dtype=np.int64)
-        return np.ascontiguousarray(s.vectors, dtype=np.float32), index.labels[rows], rows
-    sp, st = sets["poster"], sets["plot"]
-    rows = np.union1d(sp.rows, st.rows).astype(np.int64)
-    pos = {int(r): i for i, r in enumerate(rows)}
-    X = np.zeros((len(rows), sp.dim + st.dim), dtype=np.float32)
-    X[[pos[int(r)] for r in sp.rows], : sp.dim] = sp.vectors
-    X[[pos[int(r)] for r in st.rows], sp.dim :] = st.vectors
-    return X, index.labels[rows], rows
+    """(X float32 (m, d), Y uint8 (m, g), item rows int64 (m,)) for the given embedding sets:
+    every item with a vector in any of them (:func:`embedgenre.features.set_input`)."""
+    return set_input(index.labels, sets)
 
 
 def _check_zeroshot_sets(sets: dict) -> None:
@@ -399,19 +388,12 @@ def load_query_encoders(index, head: Head) -> QueryEncoders:
 
 
 def head_input(head: Head, poster_vecs: np.ndarray | None, plot_vecs: np.ndarray | None, n: int):
-    """The (n, d) input of ``head`` from per-item poster / plot vectors (None rows = missing)."""
-    if head.modality == "both":
-        dp, dt = head.encoders["poster"]["dim"], head.encoders["plot"]["dim"]
-        X = np.zeros((n, dp + dt), dtype=np.float32)
-        if poster_vecs is not None:
-            X[:, :dp] = poster_vecs
-        if plot_vecs is not None:
-            X[:, dp:] = plot_vecs
-        return X
-    vecs = poster_vecs if head.modality == "poster" else plot_vecs
-    if vecs is None:
-        raise PredictorError(f"Head {head.name!r} needs a {head.modality} input.")
-    return vecs
+    """The (n, d) input of ``head`` from per-item poster / plot vectors (None = missing)."""
+    dims = {m: e["dim"] for m, e in head.encoders.items()}
+    try:
+        return features.head_input(head.modality, dims, poster_vecs, plot_vecs, n)
+    except PredictorError:
+        raise PredictorError(f"Head {head.name!r} needs a {head.modality} input.") from None
 
 
 def check_plot(plot: str | None) -> str | None:
