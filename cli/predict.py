@@ -257,16 +257,11 @@ def predict(
 ) -> None:
     """Genres of posters and/or a plot, best first, with scores and decision thresholds."""
     from embedgenre.errors import PredictorError
-    from embedgenre.predictors import heads as H
+    from embedgenre.predict import Predictor
     from embedgenre.store import GenreIndex
 
     if catalog is not None and (posters or plot or title):
         raise PredictorError("Give either --catalog or posters/--plot, not both.")
-    if title is not None and plot is None:
-        raise PredictorError(
-            "--title goes with --plot (the index embeds a title with its synopsis); "
-            'add --plot "..." or drop --title.'
-        )
     if out is not None and catalog is None:
         raise PredictorError("--out is for --catalog; print single predictions with --json.")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
@@ -279,28 +274,20 @@ def predict(
     if catalog is not None:
         _predict_catalog(index, catalog, head, top, out, batch_size, as_json)
         return
-    H.check_plot(plot)
-    if not posters and plot is None:
-        raise PredictorError("Give at least one poster file or --plot TEXT (or --catalog).")
     with _show_warnings():
-        chosen = H.choose_head(
-            index, has_poster=bool(posters), has_plot=plot is not None, name=head
-        )
-    q = H.load_query_encoders(index, chosen)
-    results = H.predict_inputs(q, [str(p) for p in posters or []], plot, top=top, title=title)
+        result = Predictor(index, head=head).predict(posters, plot, title=title, top=top)
     if as_json:
-        emit_json({"head": chosen.describe(), "results": results})
+        emit_json(result.to_dict())
         return
-    err_console.print(f"head: {chosen.name} ({chosen.method}, {chosen.modality})", highlight=False)
-    for r in results:
-        console.print(
-            f"[bold]{r['input']}[/]: {', '.join(r['genres']) or '(none)'}", highlight=False
-        )
-        for g in r["ranking"]:
-            mark = "*" if g["predicted"] else " "
+    h = result.head
+    err_console.print(f"head: {h['name']} ({h['method']}, {h['modality']})", markup=False)
+    for r in result.results:
+        console.print(f"{r.input}: {', '.join(r.genres) or '(none)'}", markup=False)
+        for g in r.ranking:
+            mark = "*" if g.predicted else " "
             console.print(
-                f"  {mark} {g['genre']:<12} {g['score']:.3f}  (threshold {g['threshold']:.2f})",
-                highlight=False,
+                f"  {mark} {g.genre:<12} {g.score:.3f}  (threshold {g.threshold:.2f})",
+                markup=False,
             )
 
 

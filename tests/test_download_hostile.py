@@ -229,8 +229,8 @@ def test_interrupted_run_still_writes_catalog_and_report(server, tmp_path, stop)
 
 
 def test_cli_interrupt_exits_130_with_files_written(server, tmp_path, monkeypatch):
-    from embedgenre.cli.app import app
     from embedgenre import download
+    from embedgenre.cli.app import app
 
     real = download.fetch_image
 

@@ -35,8 +35,8 @@ from PIL import Image
 from test_index import Factory, FakeEncoder
 from typer.testing import CliRunner
 
-from embedgenre.cli.app import app
 from embedgenre.catalog import poster_stem, read_catalog
+from embedgenre.cli.app import app
 from embedgenre.errors import EmbedgenreError
 from embedgenre.indexing import build_index
 from embedgenre.predictors.heads import list_heads, load_head, rank, train_head
