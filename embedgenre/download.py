@@ -441,7 +441,9 @@ def _watched_connection(http_class, deadline: _Deadline, host, **kwargs):
     return conn
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _Watched:
+    """Mixin for urllib's HTTP(S) handlers: every connection they open is watched by a deadline."""
+
     def __init__(self, deadline: _Deadline):
         super().__init__()
         self._deadline = deadline
@@ -452,15 +454,12 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         )
 
 
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline):
-        super().__init__()
-        self._deadline = deadline
+class _HTTPHandler(_Watched, urllib.request.HTTPHandler):
+    pass
 
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(
-            functools.partial(_watched_connection, http_class, self._deadline), req, **kwargs
-        )
+
+class _HTTPSHandler(_Watched, urllib.request.HTTPSHandler):
+    pass
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):

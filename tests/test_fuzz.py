@@ -39,6 +39,7 @@ from embedgenre.catalog import poster_stem, read_catalog
 from embedgenre.cli.app import app
 from embedgenre.errors import EmbedgenreError
 from embedgenre.indexing import build_index
+from embedgenre.predictors import persist
 from embedgenre.predictors.heads import list_heads, load_head, rank, train_head
 from embedgenre.store import GenreIndex, describe_index
 
@@ -830,17 +831,9 @@ HEAD_VALUES = [
     {"encoder": "fake:a", "dim": 8}, {"encoder": "fake:a", "dim": 4}, {"poster": {}},
     {"n_layers": 2}, {"dims": [8, 8], "weight": 0.5, "parts": {}},
 ]  # fmt: skip
+# the array shapes a saved head of each method has (the loader's own table, plus one MLP)
 METHOD_ARRAYS = {
-    "linear": {"coef": ("g", "d"), "intercept": ("g",)},
-    "knn": {"X": ("n", "d"), "Y": ("n", "g")},
-    "mlknn": {
-        "X": ("n", "d"),
-        "Y": ("n", "g"),
-        "prior": ("g",),
-        "cond_true": ("g", "k1"),
-        "cond_false": ("g", "k1"),
-    },
-    "zeroshot": {"W": ("d", "g"), "mean": ("g",), "std": ("g",), "slope": ("g",), "bias": ("g",)},
+    **persist._SHAPES,
     "mlp": {"W0": ("d", "h"), "b0": ("h",), "W1": ("h", "g"), "b1": ("g",)},
 }
 
