@@ -472,3 +472,11 @@ def test_a_trained_faiss_index_is_parsed_only_when_its_digest_matches(tmp_path, 
     _, got = s.search(np.asarray(s.vectors[:2]), 3)
     assert len(loaded) == 1  # a damaged file is never handed to FAISS: rebuilt from the vectors
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_head_saved_after_a_reader_opened_is_found_by_it(index_dir):
+    _, out = index_dir
+    reader = GenreIndex.open(out)
+    train_head(reader, "linear", modality="poster", name="later", folds=None)
+    assert load_head(reader, "later").name == "later"
+    assert "later" in [h.name for h in reader.heads]

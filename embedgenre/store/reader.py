@@ -444,12 +444,18 @@ class GenreIndex:
 
     @property
     def heads(self) -> list[HeadRecord]:
-        return list(self.manifest.heads)
+        """The saved heads, as the index's current manifest names them: a head saved after this
+        reader opened its generation (by ``train``) is found too; its fit is checked against
+        this reader's embedding sets when it is loaded."""
+        try:
+            return list(read_manifest(self.path).heads)
+        except IndexStoreError:
+            return list(self.manifest.heads)
 
     def head_dir(self, name: str) -> Path | None:
         """The folder of saved head ``name`` (a plain name, never a path), or None."""
         check_name(name)
-        rec = self.manifest.head(name)
+        rec = next((h for h in self.heads if h.name == name), None)
         return inside(self.path, rec.dir, f"head {name!r} dir") if rec else None
 
     def __repr__(self) -> str:
