@@ -17,3 +17,17 @@ def make_catalog(root: Path, rows: list[dict]) -> Path:
         for r in rows:
             w.writerow({k: r.get(k, "") for k in FIELDS})
     return root
+
+
+def copy_fixture(fixture_dir: Path, root: Path, n: int = 12) -> list[dict]:
+    """The first ``n`` movies of the shared fixture as a catalog in ``root`` (posters copied, so
+    a test may change them); returns their rows."""
+    import shutil
+
+    with open(fixture_dir / "movies.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:n]
+    (root / "posters").mkdir(parents=True)
+    for r in rows:
+        shutil.copy(fixture_dir / r["poster"], root / r["poster"])
+    make_catalog(root, rows)
+    return rows

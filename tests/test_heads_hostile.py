@@ -4,14 +4,13 @@ with that message and no traceback (CLI)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _catalogs import copy_fixture
 from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
@@ -217,15 +216,7 @@ def cli_index(fixture_dir, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("hostile-heads")
     cat = tmp / "catalog"
-    (cat / "posters").mkdir(parents=True)
-    with open(fixture_dir / "movies.csv", newline="") as f:
-        rows = list(csv.DictReader(f))[:12]
-    for r in rows:
-        shutil.copy(fixture_dir / r["poster"], cat / r["poster"])
-    with open(cat / "movies.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    rows = copy_fixture(fixture_dir, cat)
     build_index(
         read_catalog(cat),
         tmp / "index",

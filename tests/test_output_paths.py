@@ -4,16 +4,15 @@ error, not a traceback."""
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from _catalogs import copy_fixture
 from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
@@ -178,15 +177,7 @@ def small(fixture_dir, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("output-paths")
     cat = tmp / "catalog"
-    (cat / "posters").mkdir(parents=True)
-    with open(fixture_dir / "movies.csv", newline="") as f:
-        rows = list(csv.DictReader(f))[:12]
-    for r in rows:
-        shutil.copy(fixture_dir / r["poster"], cat / r["poster"])
-    with open(cat / "movies.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    rows = copy_fixture(fixture_dir, cat)
     image_encoders = ["cnn:efficientnet-lite0"]
     build_index(read_catalog(cat), tmp / "index", image_encoders=image_encoders, text_encoders=[])
     train_head(GenreIndex.open(tmp / "index"), "knn", params={"k": 3}, folds=None)
