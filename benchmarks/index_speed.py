@@ -11,6 +11,13 @@ Measures, each as a fresh `embedgenre index` process (model loading included):
    (target: at most 2x).
 
     python benchmarks/index_speed.py [--catalog ../shared/data/posters] [--limit N]
+
+``--compare TREE`` instead times only the first index, alternating this checkout and another
+one (an earlier commit's worktree, say) ``--repeat`` times each, and prints both and their ratio:
+how much a change costs, measured back to back on one machine.
+
+    git worktree add /tmp/before HEAD~5
+    python benchmarks/index_speed.py --compare /tmp/before --repeat 2
 """
 
 from __future__ import annotations
@@ -41,10 +48,22 @@ def write_subset(catalog: Path, rows: list[dict], dest: Path) -> Path:
     return dest
 
 
-def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, float, dict]:
+def _cli_module(tree: Path) -> str:
+    """The CLI's module in checkout ``tree``: ``cli.app`` before the CLI moved into the package."""
+    return (
+        "cli.app"
+        if '"cli.app:main"' in (tree / "pyproject.toml").read_text()
+        else "embedgenre.cli.app"
+    )
+
+
+def run_index_measured(
+    catalog: Path, out: Path, *extra: str, tree: Path = ROOT
+) -> tuple[float, float, dict]:
     """Run `embedgenre index` in a new process; (wall seconds, peak RSS MiB, JSON summary).
 
     A small wrapper process runs it, so the peak RSS of its children is that run's alone.
+    ``tree``: the checkout whose code runs (imported from there, first on the path).
     """
     code = (
         "import resource, subprocess, sys, json, time;"
@@ -57,7 +76,7 @@ def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, fl
     cmd = [
         sys.executable,
         "-m",
-        "embedgenre.cli.app",
+        _cli_module(tree),
         "-q",
         "index",
         str(catalog),
@@ -66,8 +85,9 @@ def run_index_measured(catalog: Path, out: Path, *extra: str) -> tuple[float, fl
         "--json",
         *extra,
     ]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.run(
-        [sys.executable, "-c", code, *cmd], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", code, *cmd], cwd=tree, capture_output=True, text=True, env=env
     )
     res = json.loads(proc.stdout)
     if res["rc"] != 0:
@@ -81,10 +101,15 @@ def main() -> None:
     )
     ap.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
     ap.add_argument("--limit", type=int, default=None, help="index only the first N movies")
+    ap.add_argument("--compare", type=Path, default=None, help="another checkout to time against")
+    ap.add_argument("--repeat", type=int, default=2, help="with --compare: runs of each")
     args = ap.parse_args()
 
     with open(args.catalog / "movies.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[: args.limit]
+    if args.compare is not None:
+        compare(args.catalog, rows, args.compare.resolve(), args.repeat)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         full = write_subset(args.catalog, rows, tmp / "full")
@@ -131,6 +156,37 @@ def main() -> None:
         f"| add / alone | {wall_add / wall_100:.2f}x | <= 2x |",
     ]
     print("\n".join(lines))
+
+
+def compare(catalog: Path, rows: list[dict], other: Path, repeat: int) -> None:
+    """First index of ``rows``, alternating ``other`` and this checkout, ``repeat`` times each.
+
+    A checkout whose CLI lives in the package (this layout) runs its own library but the CLI of
+    the installed embedgenre; older checkouts run entirely from their own folder.
+    """
+    table = [
+        "| run | checkout | first index | poster set | plot set | peak RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    walls: dict[str, list[float]] = {"other": [], "this": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        full = write_subset(catalog, rows, Path(tmp) / "full")
+        for i in range(repeat):
+            for label, tree in (("other", other), ("this", ROOT)):
+                wall, rss, s = run_index_measured(full, Path(tmp) / f"idx-{label}-{i}", tree=tree)
+                sets = {x["modality"]: x["seconds"] for x in s["sets"]}
+                walls[label].append(wall)
+                table.append(
+                    f"| {i + 1} | {label} ({tree}) | {wall:.1f} s | {sets.get('poster', 0):.1f} s "
+                    f"| {sets.get('plot', 0):.1f} s | {rss:.0f} MiB |"
+                )
+    ratios = [t / o for t, o in zip(walls["this"], walls["other"])]
+    print(f"catalog: {catalog} ({len(rows)} movies)\n")
+    print("\n".join(table))
+    print(
+        f"\nthis / other, per pair: {', '.join(f'{r:.3f}' for r in ratios)}; "
+        f"mean {sum(ratios) / len(ratios):.3f}"
+    )
 
 
 if __name__ == "__main__":
