@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
 
+    from embedgenre import predict as P
     from embedgenre.catalog import read_catalog
     from embedgenre.predictors import heads as H
     from embedgenre.store import GenreIndex
@@ -69,12 +70,12 @@ def main() -> None:
             t = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             cold.append(time.perf_counter() - t)
-        q = H.load_query_encoders(index, H.load_head(index, head.name))
-        H.predict_inputs(q, [poster])  # first call warms up the runtime
+        q = P.load_query_encoders(index, H.load_head(index, head.name))
+        P.predict_inputs(q, [poster])  # first call warms up the runtime
         warm = []
         for _ in range(args.runs):
             t = time.perf_counter()
-            H.predict_inputs(q, [poster])
+            P.predict_inputs(q, [poster])
             warm.append(time.perf_counter() - t)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

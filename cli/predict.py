@@ -295,6 +295,7 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     import csv
 
     from embedgenre.catalog import read_catalog
+    from embedgenre.predict import load_query_encoders, predict_catalog
     from embedgenre.predictors import heads as H
 
     cat = read_catalog(catalog_path)
@@ -305,8 +306,8 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
             chosen = H.load_head(index, head_name)
         else:
             chosen = H.choose_head(index, has_poster=has_poster, has_plot=has_plot)
-    q = H.load_query_encoders(index, chosen)
-    rows = list(H.predict_catalog(q, cat, batch_size=batch_size, top=top))
+    q = load_query_encoders(index, chosen)
+    rows = list(predict_catalog(q, cat, batch_size=batch_size, top=top))
     failed = sum(r["error"] is not None for r in rows)
     if out is not None:
         from embedgenre.cli.outputs import writing

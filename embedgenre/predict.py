@@ -16,11 +16,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from embedgenre.errors import PredictorError
-from embedgenre.predictors import heads as H
+import numpy as np
+
+from embedgenre.catalog import plot_text
+from embedgenre.encoders import load_set_encoder
+from embedgenre.errors import PosterError, PredictorError
+from embedgenre.features import head_input as build_input
+from embedgenre.predictors.heads import Head, choose_head
+from embedgenre.predictors.thresholds import apply_thresholds
 from embedgenre.store import GenreIndex
 
 logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------- answers
 
 
 @dataclass
@@ -61,18 +70,18 @@ class Predictor:
     def __init__(self, index: GenreIndex, head: str | None = None):
         self.index = index
         self.head_name = head
-        self._loaded: dict[tuple[bool, bool], H.QueryEncoders] = {}
+        self._loaded: dict[tuple[bool, bool], QueryEncoders] = {}
 
     @classmethod
     def open(cls, index_dir: str | Path, head: str | None = None) -> Predictor:
         return cls(GenreIndex.open(index_dir), head=head)
 
-    def query_encoders(self, has_poster: bool, has_plot: bool) -> H.QueryEncoders:
+    def query_encoders(self, has_poster: bool, has_plot: bool) -> QueryEncoders:
         """The head (and its encoders) for this kind of input, loaded on first use."""
         key = (has_poster, has_plot)
         if key not in self._loaded:
-            head = H.choose_head(self.index, has_poster, has_plot, name=self.head_name)
-            self._loaded[key] = H.load_query_encoders(self.index, head)
+            head = choose_head(self.index, has_poster, has_plot, name=self.head_name)
+            self._loaded[key] = load_query_encoders(self.index, head)
         return self._loaded[key]
 
     def predict(
@@ -91,14 +100,14 @@ class Predictor:
                 "--title goes with --plot (the index embeds a title with its synopsis); "
                 'add --plot "..." or drop --title.'
             )
-        plot = H.check_plot(plot)
+        plot = check_plot(plot)
         posters = [str(p) for p in posters or []]
         if not posters and plot is None:
             raise PredictorError("Give at least one poster file or --plot TEXT (or --catalog).")
         t0 = time.perf_counter()
         q = self.query_encoders(bool(posters), plot is not None)
         t1 = time.perf_counter()
-        rows = H.predict_inputs(q, posters, plot, top=top, title=title)
+        rows = predict_inputs(q, posters, plot, top=top, title=title)
         t2 = time.perf_counter()
         results = [
             Prediction(r["input"], r["genres"], [GenreScore(**g) for g in r["ranking"]])
@@ -107,3 +116,176 @@ class Predictor:
         return PredictResult(
             q.head.describe(), results, {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4)}
         )
+
+
+# ------------------------------------------------------------------------------- the steps
+
+
+@dataclass
+class QueryEncoders:
+    """Encoders loaded for a head's embedding sets (kept for repeated calls)."""
+
+    head: Head
+    poster: object | None = None
+    plot: object | None = None
+
+
+def load_query_encoders(index, head: Head) -> QueryEncoders:
+    q = QueryEncoders(head)
+    for modality, enc in head.encoders.items():
+        setattr(q, modality, load_set_encoder(index.get_set(modality, enc["encoder"])))
+    return q
+
+
+def head_input(head: Head, poster_vecs: np.ndarray | None, plot_vecs: np.ndarray | None, n: int):
+    """The (n, d) input of ``head`` from per-item poster / plot vectors (None = missing)."""
+    dims = {m: e["dim"] for m, e in head.encoders.items()}
+    try:
+        return build_input(head.modality, dims, poster_vecs, plot_vecs, n)
+    except PredictorError:
+        raise PredictorError(f"Head {head.name!r} needs a {head.modality} input.") from None
+
+
+def check_plot(plot: str | None) -> str | None:
+    if plot is None:
+        return None
+    if not plot.strip():
+        raise PredictorError(
+            'The plot text is empty; give a synopsis with --plot "..." or omit --plot.'
+        )
+    return plot.strip()
+
+
+def rank(head: Head, P: np.ndarray, top: int | None = None) -> list[list[dict]]:
+    """Per row: genres best first as {genre, score, threshold, predicted} (top ``top`` if given)."""
+    pred = head.predictor
+    D = apply_thresholds(P, pred.thresholds_, pred.at_least_one_)
+    out = []
+    for p, d in zip(P, D):
+        order = np.argsort(-p, kind="stable")[: top or len(p)]
+        out.append(
+            [
+                {
+                    "genre": head.genres[j],
+                    "score": round(float(p[j]), 4),
+                    "threshold": round(float(pred.thresholds_[j]), 4),
+                    "predicted": bool(d[j]),
+                }
+                for j in order
+            ]
+        )
+    return out
+
+
+def predict_inputs(
+    q: QueryEncoders,
+    posters: list | None = None,
+    plot: str | None = None,
+    top: int | None = None,
+    title: str | None = None,
+) -> list[dict]:
+    """Genres for each poster (the same ``plot`` used with each), or the plot alone.
+
+    ``title`` (optional) is prefixed to the plot the way the index embeds plots
+    (:func:`embedgenre.catalog.plot_text`).
+
+    Returns one dict per poster (or one for a plot-only query): input, genres (predicted, best
+    first), ranking (top genres with scores and thresholds).
+    """
+    head = q.head
+    plot = check_plot(plot)
+    posters = list(posters or [])
+    if not posters and plot is None:
+        raise PredictorError("Give at least one poster or a --plot text.")
+    n = max(1, len(posters))
+    pv = tv = None
+    if posters:
+        if q.poster is None:
+            raise PredictorError(f"Head {head.name!r} uses no poster embeddings; give --plot only.")
+        pv = q.poster.encode_images(posters)
+    if plot is not None and q.plot is not None:
+        tv = np.repeat(q.plot.encode_texts([plot_text(plot, title)]), n, axis=0)
+    elif plot is not None and not posters:
+        raise PredictorError(f"Head {head.name!r} uses no plot embeddings; give a poster.")
+    P = head.predictor.predict_proba(head_input(head, pv, tv, n))
+    ranking = rank(head, P, top)
+    labels = [str(p) for p in posters] or ["(plot)"]
+    return [
+        {"input": lab, "genres": [r["genre"] for r in rk if r["predicted"]], "ranking": rk}
+        for lab, rk in zip(labels, ranking)
+    ]
+
+
+def _encode_posters(encoder, paths: list) -> tuple[np.ndarray, list[str | None]]:
+    """Encode a batch; if one poster is bad, encode one by one and report each failure."""
+    try:
+        return encoder.encode_images(paths), [None] * len(paths)
+    except PosterError:
+        vecs = np.zeros((len(paths), encoder.dim), dtype=np.float32)
+        errors: list[str | None] = [None] * len(paths)
+        for i, p in enumerate(paths):
+            try:
+                vecs[i] = encoder.encode_images([p])[0]
+            except PosterError as e:
+                errors[i] = str(e)
+        return vecs, errors
+
+
+def predict_catalog(q: QueryEncoders, catalog, batch_size: int = 64, top: int | None = 5):
+    """Predict every item of a catalog in batches. Yields one dict per item: id, genres
+    (predicted, best first), scores ({genre: score} of the ``top`` best), error (or None)."""
+    head = q.head
+    items = list(catalog.items)
+    use_poster, use_plot = q.poster is not None, q.plot is not None
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        n = len(batch)
+        pv = np.zeros((n, q.poster.dim), np.float32) if use_poster else None
+        tv = np.zeros((n, q.plot.dim), np.float32) if use_plot else None
+        has = np.zeros(n, dtype=bool)
+        errors: list[str | None] = [None] * n
+        if use_poster:
+            idx = [i for i, it in enumerate(batch) if it.poster is not None]
+            if idx:
+                vecs, errs = _encode_posters(q.poster, [batch[i].poster for i in idx])
+                for i, v, e in zip(idx, vecs, errs):
+                    if e is None:
+                        pv[i], has[i] = v, True
+                    else:
+                        errors[i] = e
+        if use_plot:
+            idx = [i for i, it in enumerate(batch) if it.plot_text]
+            if idx:
+                tv[idx] = q.plot.encode_texts([batch[i].plot_text for i in idx])
+                if head.modality != "poster":
+                    has[idx] = True
+        if head.modality == "plot":
+            has = np.array([it.plot_text is not None for it in batch])
+        if head.modality == "poster" and pv is None:
+            has[:] = False
+        ok = np.flatnonzero(has)
+        P = np.zeros((n, len(head.genres)), np.float32)
+        if len(ok):
+            X = head_input(
+                head, None if pv is None else pv[ok], None if tv is None else tv[ok], len(ok)
+            )
+            P[ok] = head.predictor.predict_proba(X)
+        ranking = rank(head, P, top)
+        for i, it in enumerate(batch):
+            if not has[i]:
+                need = {"poster": "a readable poster", "plot": "a plot"}.get(
+                    head.modality, "a readable poster or a plot"
+                )
+                yield {
+                    "id": it.id,
+                    "genres": [],
+                    "scores": {},
+                    "error": errors[i] or f"no input: head {head.name} needs {need}",
+                }
+                continue
+            yield {
+                "id": it.id,
+                "genres": [r["genre"] for r in ranking[i] if r["predicted"]],
+                "scores": {r["genre"]: r["score"] for r in ranking[i]},
+                "error": None,
+            }

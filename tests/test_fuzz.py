@@ -39,8 +39,9 @@ from embedgenre.catalog import poster_stem, read_catalog
 from embedgenre.cli.app import app
 from embedgenre.errors import EmbedgenreError
 from embedgenre.indexing import build_index
+from embedgenre.predict import rank
 from embedgenre.predictors import persist
-from embedgenre.predictors.heads import list_heads, load_head, rank, train_head
+from embedgenre.predictors.heads import list_heads, load_head, train_head
 from embedgenre.store import GenreIndex, describe_index
 
 CASE_SECONDS = 20  # a case that takes longer is a hang

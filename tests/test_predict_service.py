@@ -9,10 +9,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from embedgenre import predict as service
 from embedgenre.cli.app import app
 from embedgenre.errors import PredictorError
 from embedgenre.predict import Predictor, PredictResult
-from embedgenre.predictors import heads as H
 from embedgenre.predictors.heads import train_head
 from embedgenre.store import GenreIndex
 
@@ -29,8 +29,8 @@ def index_with_head(fixture_index_dir, tmp_path_factory):
 
 def test_predictor_loads_once_and_answers_like_the_cli(index_with_head, monkeypatch):
     loads = []
-    real = H.load_query_encoders
-    monkeypatch.setattr(H, "load_query_encoders", lambda *a: loads.append(a) or real(*a))
+    real = service.load_query_encoders
+    monkeypatch.setattr(service, "load_query_encoders", lambda *a: loads.append(a) or real(*a))
     predictor = Predictor.open(index_with_head)
     first = predictor.predict(plot=PLOT, top=5)
     second = predictor.predict(plot=PLOT, top=5)
