@@ -32,7 +32,7 @@ _OPEN_LOCK = threading.Lock()
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 MAX_POSTER_BYTES = 64 * 1024 * 1024  # a poster file larger than this is refused unread
-THUMB_HEIGHT = 200  # px of the thumbnails stored in an index (about 135 x 200)
+THUMB_HEIGHT = 180  # px of the thumbnails stored in an index (about 120 x 180)
 
 # The first bytes of the image formats Pillow reads that posters come in.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\0", b"MM\0*")
@@ -94,9 +94,11 @@ def thumbnail_jpeg(img: Image.Image, height: int = THUMB_HEIGHT) -> bytes:
     """``img`` scaled to ``height`` px (never up) as JPEG bytes, without any metadata."""
     img = to_rgb(img)
     if img.height > height:
-        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.BILINEAR)
+        # a box filter: as sharp as bilinear at these sizes, and cheaper (decode workers make
+        # one thumbnail per poster while the model runs)
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.BOX)
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
+    img.save(buf, format="JPEG", quality=75)
     return buf.getvalue()
 
 

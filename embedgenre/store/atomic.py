@@ -12,7 +12,6 @@ Errors of the file system (read-only, disk full, no permission) become one
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shutil
@@ -97,10 +96,9 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
-    """``np.save`` without pickles, atomically."""
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    write_bytes(path, buf.getvalue())
+    """``np.save`` without pickles, atomically (streamed to the file: no copy in memory)."""
+    with _replacing(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
@@ -108,9 +106,8 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     for name, a in arrays.items():
         if np.asarray(a).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; only plain arrays are saved")
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_bytes(path, buf.getvalue())
+    with _replacing(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def copy_file(src: str | Path, dst: str | Path) -> None:
