@@ -90,61 +90,6 @@ def open_regular(path: str | Path):
         raise
 
 
-SMALL_JPEG_BYTES = 64 * 1024  # a JPEG poster this small (and short) is its own thumbnail
-
-# JPEG segments that carry metadata, not pixels: APP1-APP13 and APP15 (EXIF, XMP, ICC, IPTC,
-# ...) and comments. APP0 (JFIF) and APP14 (Adobe colour transform) are kept.
-_METADATA_MARKERS = {*range(0xE1, 0xEE), 0xEF, 0xFE}
-
-
-def strip_jpeg_metadata(data: bytes) -> bytes | None:
-    """``data`` (a JPEG file) without its metadata segments; None when it is not a well-formed
-    JPEG up to its image data. Only the headers are read: the image data is copied as it is."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    out = [b"\xff\xd8"]
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if length < 2 or i + 2 + length > len(data):
-            return None
-        if marker == 0xDA:  # start of scan: the image data follows, up to the end
-            out.append(data[i:])
-            return b"".join(out)
-        if marker not in _METADATA_MARKERS:
-            out.append(data[i : i + 2 + length])
-        i += 2 + length
-    return None
-
-
-def poster_thumbnail(path: str | Path | Image.Image, img: Image.Image) -> bytes:
-    """The thumbnail an index stores for a poster read from ``path`` and decoded as ``img``:
-    a small JPEG poster's own bytes without metadata (no work while the model runs), else
-    :func:`thumbnail_jpeg`."""
-    if (
-        not isinstance(path, Image.Image)
-        and img.format == "JPEG"
-        and img.mode == "RGB"
-        and img.height <= 2 * THUMB_HEIGHT
-    ):
-        try:
-            with open_regular(path) as f:
-                data = f.read(SMALL_JPEG_BYTES + 1)
-        except OSError:
-            data = b""
-        if 0 < len(data) <= SMALL_JPEG_BYTES:
-            stripped = strip_jpeg_metadata(data)
-            if stripped is not None:
-                return stripped
-    return thumbnail_jpeg(img)
-
-
 def thumbnail_jpeg(img: Image.Image, height: int = THUMB_HEIGHT) -> bytes:
     """``img`` scaled to ``height`` px (never up) as JPEG bytes, without any metadata."""
     img = to_rgb(img)

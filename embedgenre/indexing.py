@@ -31,13 +31,7 @@ from embedgenre import __version__, ann
 from embedgenre.encoders import iter_image_batches
 from embedgenre.encoders.hybrid import HybridEncoder
 from embedgenre.errors import IndexStoreError, PosterError
-from embedgenre.images import (
-    check_poster_file,
-    load_image,
-    open_regular,
-    poster_thumbnail,
-    thumbnail_jpeg,
-)
+from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
 from embedgenre.store import atomic
 from embedgenre.store.reader import THUMBS_BIN, THUMBS_INDEX, GenreIndex, now_iso, set_key
 from embedgenre.store.schema import EncoderInfo, Manifest, SetEntry
@@ -657,7 +651,7 @@ def _poster_batches(encoder, items, todo, hashes, batch_size, thumbs: dict[int, 
         encoder.preprocess,
         batch_size,
         draft_size=draft,
-        on_image=poster_thumbnail,
+        on_image=thumbnail_jpeg,
         extras=made,
     )
     for batch, rows, failures in batches:

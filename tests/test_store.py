@@ -480,30 +480,3 @@ def test_a_head_saved_after_a_reader_opened_is_found_by_it(index_dir):
     train_head(reader, "linear", modality="poster", name="later", folds=None)
     assert load_head(reader, "later").name == "later"
     assert "later" in [h.name for h in reader.heads]
-
-
-def test_thumbnails_carry_no_metadata_and_stay_small(tmp_path):
-    import io
-
-    root = synthetic_catalog(tmp_path / "cat", n=4)
-    p = root / "posters"
-    exif = Image.Exif()
-    exif[0x010E] = "secret GPS note"  # ImageDescription
-    Image.new("RGB", (40, 60), (200, 10, 10)).save(p / "tt9000000.jpg", exif=exif.tobytes())
-    assert b"secret GPS note" in (p / "tt9000000.jpg").read_bytes()
-    Image.new("RGB", (900, 1350), (10, 200, 10)).save(p / "tt9000001.jpg", quality=95)
-    out = tmp_path / "idx"
-    build(root, out, Factory())
-    idx = GenreIndex.open(out)
-    small, large = idx.thumbnail("tt9000000"), idx.thumbnail("tt9000001")
-    assert b"secret GPS note" not in small
-    assert Image.open(io.BytesIO(small)).size == (40, 60)  # a small poster is its own thumbnail
-    assert Image.open(io.BytesIO(large)).size[1] == 180  # a large one is scaled down
-    assert len(large) < 20_000
-
-
-def test_strip_jpeg_metadata_refuses_what_is_not_a_jpeg():
-    from embedgenre.images import strip_jpeg_metadata
-
-    assert strip_jpeg_metadata(b"GIF89a....") is None
-    assert strip_jpeg_metadata(b"\xff\xd8\xff\xe1\xff\xff") is None  # a length past the end

@@ -41,13 +41,13 @@ def _load_one(
     item: str | Path | Image.Image,
     preprocess: Callable[[Image.Image], np.ndarray],
     draft_size: tuple[int, int] | None,
-    on_image: Callable[[object, Image.Image], object] | None = None,
+    on_image: Callable[[Image.Image], object] | None = None,
 ) -> tuple[np.ndarray, object]:
     if isinstance(item, Image.Image):
         img = to_rgb(item)
     else:
         img = load_image(item, draft_size=draft_size)
-    return preprocess(img), (on_image(item, img) if on_image is not None else None)
+    return preprocess(img), (on_image(img) if on_image is not None else None)
 
 
 def iter_image_batches(
@@ -57,7 +57,7 @@ def iter_image_batches(
     workers: int | None = None,
     draft_size: tuple[int, int] | None = None,
     prefetch_batches: int = 2,
-    on_image: Callable[[object, Image.Image], object] | None = None,
+    on_image: Callable[[Image.Image], object] | None = None,
     extras: dict[int, object] | None = None,
 ) -> Iterator[Batch]:
     """Yield (batch, rows, failures) in input order.
@@ -68,7 +68,7 @@ def iter_image_batches(
     short; a final yield may carry only failures (an empty batch). At most
     ``prefetch_batches * batch_size`` images are decoded ahead of the consumer.
     draft_size: passed to ``load_image`` (JPEG reduced-scale decoding), e.g. transform.draft_size.
-    on_image: called in the worker with each input and its decoded image; its result is stored in
+    on_image: called in the worker with each decoded image; its result is stored in
     ``extras[position]`` before the batch holding that position is yielded (thumbnails, say).
     """
     if batch_size < 1:
