@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import struct
+import zlib
 from pathlib import Path
 
 FIELDS = ["imdb_id", "title", "year", "genres", "plot", "poster"]
@@ -31,3 +33,20 @@ def copy_fixture(fixture_dir: Path, root: Path, n: int = 12) -> list[dict]:
         shutil.copy(fixture_dir / r["poster"], root / r["poster"])
     make_catalog(root, rows)
     return rows
+
+
+def png_header_only(width: int, height: int, colour_type: int = 0) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels (grey, or RGB with ``colour_type=2``)
+    but carries almost no data: a decompression bomb that only a header check stops cheaply."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )

@@ -10,15 +10,14 @@ import json
 import os
 import pickle
 import socket
-import struct
 import threading
 import time
-import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from _catalogs import png_header_only
 from _tiny_clip import TINY_ARCH, TINY_CONFIG
 from PIL import Image, ImageFile
 from typer.testing import CliRunner
@@ -36,23 +35,6 @@ def image_bytes(color: tuple[int, int, int]) -> bytes:
 
 
 JPEG = image_bytes((200, 30, 30))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height grey pixels but carries almost no data."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 class Handler(BaseHTTPRequestHandler):

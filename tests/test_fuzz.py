@@ -16,11 +16,9 @@ import json
 import os
 import shutil
 import signal
-import struct
 import tempfile
 import warnings
 import zipfile
-import zlib
 from pathlib import Path
 from unittest import mock
 
@@ -28,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _catalogs import png_header_only
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -148,23 +147,6 @@ ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)  # surroga
 # ------------------------------------------------------------------------------- images
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims ``width`` x ``height`` pixels (its data is a few bytes)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
-
-
 def _encoded(img: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
@@ -206,9 +188,9 @@ def image_bytes(kind: str, seed: int) -> bytes:
         data = _encoded(rgb, "PNG")
         return data[: int(rng.integers(1, len(data)))]
     if kind == "bomb_png":
-        return _png_header_only(60_000, 60_000)
+        return png_header_only(60_000, 60_000, colour_type=2)
     if kind == "zero_size_png":
-        return _png_header_only(0, 0)
+        return png_header_only(0, 0, colour_type=2)
     if kind == "random":
         return rng.integers(0, 256, int(rng.integers(1, 3000)), dtype=np.uint8).tobytes()
     if kind == "text":

@@ -70,6 +70,18 @@ def _files(path: Path) -> dict[str, float]:
 # ---------------------------------------------------------------------------- one writer
 
 
+def hold_lock(out: Path, seconds: float) -> subprocess.Popen:
+    """Another process that takes the index's writer lock and holds it for ``seconds``
+    (released when it exits, or when it is killed); returns once it holds the lock."""
+    script = (
+        "import time\nfrom embedgenre.store.lock import WriterLock\n"
+        f"with WriterLock({str(out)!r}):\n    print('held', flush=True); time.sleep({seconds})"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_second_writer_is_refused_with_the_holder_named(index_dir):
     root, out = index_dir
     with WriterLock(out, command="embedgenre index"):
@@ -84,17 +96,7 @@ def test_second_writer_is_refused_with_the_holder_named(index_dir):
 
 def test_wait_queues_behind_the_writer(index_dir):
     root, out = index_dir
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys,time\nfrom embedgenre.store.lock import WriterLock\n"
-            f"with WriterLock({str(out)!r}):\n    print('held', flush=True); time.sleep(1.5)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_lock(out, seconds=1.5)
     with pytest.raises(IndexLockedError):
         build(root, out, Factory(), wait=0.2)
     build(root, out, Factory(), wait=30)  # returns once the holder is done
@@ -103,17 +105,7 @@ def test_wait_queues_behind_the_writer(index_dir):
 
 def test_lock_of_a_killed_writer_is_taken_over(index_dir):
     root, out = index_dir
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom embedgenre.store.lock import WriterLock\n"
-            f"WriterLock({str(out)!r}).__enter__(); print('held', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_lock(out, seconds=60)
     holder.kill()
     holder.wait()
     assert json.loads((out / ".lock.json").read_text())["pid"] == holder.pid  # stale record
