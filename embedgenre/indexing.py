@@ -159,13 +159,10 @@ def build_index(
         old_skipped = {(s["id"], s.get("hash")): s for s in (old.skipped if old else [])}
         skipped: dict[str, dict] = dict(missing)
         gen = writer.generation
+        run = _Run(catalog, items, poster_hash, plot_hash, wanted)
 
         if writer.current is None:  # a new index opens from its first commit on
-            writer.commit(
-                _next_manifest(
-                    writer, catalog, items, poster_hash, plot_hash, wanted, [], skipped
-                ).evolve(complete=False)
-            )
+            writer.commit(_next_manifest(writer, run, [], skipped).evolve(complete=False))
         sets: list = []
         summaries = []
         for modality, name in wanted:
@@ -228,17 +225,7 @@ def build_index(
             if encoder is None and entry is job.old_entry:
                 logger.info("%s: up to date (%d rows)", key, entry.count)
 
-        manifest = _next_manifest(
-            writer,
-            catalog,
-            items,
-            poster_hash,
-            plot_hash,
-            wanted,
-            sets,
-            skipped,
-            fresh_items=old is None,
-        )
+        manifest = _next_manifest(writer, run, sets, skipped, fresh_items=old is None)
         if manifest is None:
             logger.info("%s is up to date; nothing written", out)
         else:
@@ -262,19 +249,23 @@ def build_index(
     )
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one run indexes: the catalog, its items, their content hashes, the encoders."""
+
+    catalog: object
+    items: list
+    poster_hash: list[str | None]
+    plot_hash: list[str | None]
+    wanted: list[tuple[str, str]]  # (modality, encoder name)
+
+
 def _next_manifest(
-    writer: IndexWriter,
-    catalog,
-    items,
-    poster_hash,
-    plot_hash,
-    wanted,
-    sets,
-    skipped,
-    fresh_items: bool = False,
+    writer: IndexWriter, run: _Run, sets, skipped, fresh_items: bool = False
 ) -> Manifest | None:
     """The manifest to commit, with the item table and skip list written if they changed;
     None when the index already says exactly this (an unchanged catalog writes nothing)."""
+    catalog, items, poster_hash, plot_hash = run.catalog, run.items, run.poster_hash, run.plot_hash
     old = writer.current
     digest = _items_digest(items, poster_hash, plot_hash)
     same = old is not None and old.items_digest == digest and not fresh_items
@@ -307,7 +298,7 @@ def _next_manifest(
         heads=list(old.heads) if old else [],
         skipped_file=skipped_file,
         defaults=defaults,
-        encoders=[{"modality": m, "name": n} for m, n in wanted],
+        encoders=[{"modality": m, "name": n} for m, n in run.wanted],
         complete=True,
         created=old.created if old and old.created else now_iso(),
         updated=old.updated if old else None,
