@@ -71,11 +71,38 @@ def check_poster_file(path: str | Path) -> int:
             head = f.read(16)
     except OSError as e:
         raise PosterError(f"poster {path}: cannot be read ({e.strerror or e})") from e
-    if not (head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+    if not has_image_signature(head):
         raise PosterError(
             f"poster {path}: not an image (no JPEG, PNG, WebP, GIF, BMP or TIFF signature)"
         )
     return st.st_size
+
+
+def has_image_signature(head: bytes) -> bool:
+    """True when ``head`` (a file's first 16 bytes or more) starts like JPEG, PNG, WebP, GIF,
+    BMP or TIFF: content is sniffed, never trusted from a name or a declared type."""
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def decode_image_bytes(
+    data: bytes,
+    name: str = "upload",
+    max_pixels: int | None = None,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """An image received in memory (an upload) decoded into a loaded RGB image.
+
+    The signature is sniffed first and the pixel count read from the header is checked against
+    ``max_pixels`` (and Pillow's bomb limit) before anything is decoded. ``name`` only labels
+    messages. Raises PosterError naming the reason.
+    """
+    if not data:
+        raise PosterError(f"poster {name}: empty (0 bytes); send an image file")
+    if not has_image_signature(data[:16]):
+        raise PosterError(
+            f"poster {name}: not an image (no JPEG, PNG, WebP, GIF, BMP or TIFF signature)"
+        )
+    return _decode(io.BytesIO(data), name, draft_size, max_pixels, upload=True)
 
 
 def open_regular(path: str | Path):
@@ -111,35 +138,55 @@ def load_image(path: str | Path, draft_size: tuple[int, int] | None = None) -> I
     """
     path = Path(path)
     check_poster_file(path)
+    return _decode(path, path, draft_size)
+
+
+def _decode(
+    source,
+    label,
+    draft_size: tuple[int, int] | None,
+    max_pixels: int | None = None,
+    upload: bool = False,
+) -> Image.Image:
+    """Open (header only), check the pixel count, decode and convert to RGB; PosterError names
+    ``label`` and the reason (files get advice on re-downloading, uploads do not)."""
     try:
-        img = _open_checked(path)
+        img = _open_checked(source, label)
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise PosterError(
+                f"poster {label}: {width}x{height} = {width * height:,} pixels is over the "
+                f"{max_pixels:,} pixel limit; resize the poster (posters need no more than "
+                "~1000 px a side)"
+            )
         if draft_size is not None and img.format == "JPEG":
             img.draft(None, (int(draft_size[0]), int(draft_size[1])))
         img.load()
     except PosterError:
         raise
     except UnidentifiedImageError:
-        raise PosterError(
-            f"poster {path}: not an image Pillow can read (wrong extension or a saved web page?)"
-        ) from None
+        why = "" if upload else " (wrong extension or a saved web page?)"
+        raise PosterError(f"poster {label}: not an image Pillow can read{why}") from None
     except Image.DecompressionBombError as e:
-        raise PosterError(_bomb_message(path, str(e))) from None
+        raise PosterError(_bomb_message(label, str(e))) from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise PosterError(f"poster {path}: truncated or corrupt image ({e}); re-download it") from e
+        fix = "; send the whole file" if upload else "; re-download it"
+        raise PosterError(f"poster {label}: truncated or corrupt image ({e}){fix}") from e
     return to_rgb(img)
 
 
-def _open_checked(path: Path) -> Image.Image:
-    """Image.open with the decompression-bomb warning turned into PosterError."""
+def _open_checked(source, label) -> Image.Image:
+    """Image.open (of a path or a file object) with the decompression-bomb warning turned into
+    PosterError; ``label`` names the poster in messages."""
     with _OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            return Image.open(path)
+            return Image.open(source)
         except Image.DecompressionBombWarning as e:
-            raise PosterError(_bomb_message(path, str(e))) from None
+            raise PosterError(_bomb_message(label, str(e))) from None
 
 
-def _bomb_message(path: Path, detail: str) -> str:
+def _bomb_message(path, detail: str) -> str:
     return (
         f"poster {path}: too many pixels, refused as a possible decompression bomb ({detail}); "
         "resize the poster (posters need no more than ~1000 px a side)"
