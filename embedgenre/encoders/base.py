@@ -174,6 +174,8 @@ class Encoder:
     space: str
     device: str = "cpu"
     backend: str = "torch"
+    precision: str = "fp32"
+    backend_choice: dict | None = None  # how the backend was chosen (asked, measured: figures)
     weights_source: str | None = None
     weights_path: Path | None = None
     transform: ImageTransform | None = None
@@ -189,6 +191,12 @@ class Encoder:
         self.backend = backend
         self.weights_source = located.source
         self.weights_path = located.path
+
+    def _adopt_runner(self, runner) -> None:
+        """Record the backend, precision and choice of the runner that does the work."""
+        self.backend = runner.backend
+        self.precision = getattr(runner, "precision", "fp32")
+        self.backend_choice = {"variant": getattr(runner, "variant", None), **runner.choice}
 
     def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:  # (n,3,H,W) -> (n,d)
         raise NotImplementedError
@@ -299,6 +307,8 @@ class Encoder:
             "preprocessing": self.transform.to_dict() if self.transform else None,
             "text": self._text_description(),
             "backend": self.backend,
+            "precision": self.precision,
+            "backend_choice": self.backend_choice,
             "device": self.device,
             "weights": {
                 "source": self.weights_source,

@@ -15,6 +15,7 @@ config JSON travels with the checkpoint; ``models import`` stores it next to the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,21 +25,34 @@ from typing import Any
 
 import numpy as np
 
-from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import feature_module, make_image_runner, resolve_backend
+from embedgenre.encoders.base import Encoder, ImageTransform, package_versions
+from embedgenre.encoders.clip_tokenizer import VOCAB_FILE, ClipBpeTokenizer
+from embedgenre.encoders.devices import (
+    TorchRunner,
+    feature_module,
+    image_backend,
+    image_key_parts,
+    make_image_runner,
+    make_runner,
+    runner_options,
+)
+from embedgenre.encoders.onnx_runtime import onnx_path
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
     Search,
+    cache_dir,
     file_fingerprint,
     hf_cached_file,
     imported_weights,
     is_offline,
     is_refused_pickle,
     load_error_detail,
+    slug,
     unsafe_checkpoint_error,
 )
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +244,27 @@ def image_tower(model):
     return feature_module(model, lambda m, x: m.encode_image(x))
 
 
+def text_tower(model):
+    """torch module: int64 tokens (n, context) -> (n, d) CLIP text features (not normalised)."""
+    return feature_module(model, lambda m, tokens: m.encode_text(tokens))
+
+
+def plain_bpe(tokenizer) -> bool:
+    """True when ``tokenizer`` is open_clip's default CLIP BPE (lower-case cleaning, truncation),
+    which :class:`ClipBpeTokenizer` reproduces without torch."""
+    return (
+        type(tokenizer).__name__ == "SimpleTokenizer"
+        and getattr(tokenizer, "reduction_fn", None) is None
+        and getattr(getattr(tokenizer, "clean_fn", None), "__name__", "") == "_clean_lower"
+        and getattr(tokenizer, "vocab_size", 0) == 49408
+    )
+
+
 class ClipEncoder(Encoder):
+    """A CLIP model's two towers, each a runner (ONNX Runtime or torch); build it with
+    :func:`full_clip_encoder` (open_clip, exports on first use) or :func:`bundled_clip_encoder`
+    (the cached export alone: no torch, no open_clip)."""
+
     family = "clip"
     modalities = ("image", "text")
     _versions = ("torch", "numpy", "pillow", "onnxruntime", "open_clip_torch")
@@ -238,57 +272,232 @@ class ClipEncoder(Encoder):
     def __init__(
         self,
         name: str,
-        arch: str,
-        cfg: dict,
-        config_source: str,
         located: Located,
         device: str,
-        backend: str,
-        threads: int | None = None,
+        *,
+        arch: str,
+        config_source: str,
+        dim: int,
+        transform: ImageTransform,
+        context_length: int,
+        tokenizer_name: str,
+        image_runner,
+        tokenize,
+        text_runner,
     ) -> None:
-        self._set_origin(name, located, device, backend)
+        self._set_origin(name, located, device, image_runner.backend)
         self.arch = arch
         self.config_source = config_source
-        self.dim = int(cfg["model_cfg"]["embed_dim"])
-        model, self._tokenizer = build_model(arch, cfg, located.path)
-        self.transform = image_transform(model, cfg)
-        self.context_length = int(getattr(self._tokenizer, "context_length", 77) or 77)
-        self._image_runner = make_image_runner(
-            name,
-            backend,
-            device,
-            lambda: image_tower(model),
-            self.transform,
-            key_parts={"weights": file_fingerprint(located.path), "config": cfg},
-            threads=threads,
-        )
-        # The text tower stays in PyTorch (prompts and queries are few and short).
-        import torch
-
-        self._text_model = model.to(device=device, dtype=torch.float32)
-        if device.startswith("cuda"):
-            self._text_model = self._text_model.half()
-        if backend == "onnx":
-            self._text_model.visual = None  # the ONNX session holds the image tower
+        self.dim = int(dim)
+        self.transform = transform
+        self.context_length = int(context_length)
+        self.tokenizer_name = tokenizer_name
+        self._image_runner = image_runner
+        self._tokenize = tokenize
+        self._text_runner = text_runner
+        self._adopt_runner(image_runner)
+        self.text_backend = text_runner.backend
 
     def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
         return self._image_runner(pixels=batch)
 
     def _forward_texts(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        tokens = self._tokenizer(texts).to(self.device)
-        with torch.inference_mode():
-            out = self._text_model.encode_text(tokens)
-        return out.float().cpu().numpy()
+        return self._text_runner(tokens=self._tokenize(texts))
 
     def _text_description(self) -> dict[str, Any]:
-        return {"context_length": self.context_length, "tokenizer": type(self._tokenizer).__name__}
+        return {"context_length": self.context_length, "tokenizer": self.tokenizer_name}
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["architecture"] = {"arch": self.arch, "config_source": self.config_source}
+        d["text_backend"] = self.text_backend
         return d
+
+
+class _LazyOnnx:
+    """An ONNX session opened on its first call (a poster query never opens the text tower)."""
+
+    backend = "onnx"
+    variant = "ort"
+    precision = "fp32"
+
+    def __init__(self, path: Path, threads: int | None, choice: dict) -> None:
+        self.path, self.threads, self.choice = path, threads, choice
+        self._runner = None
+
+    def __call__(self, **inputs: np.ndarray) -> np.ndarray:
+        if self._runner is None:
+            from embedgenre.encoders.onnx_runtime import OnnxRunner
+
+            self._runner = OnnxRunner(self.path, self.threads)
+        return self._runner(**inputs)
+
+
+# -- the export bundle: what a query needs, written once beside the ONNX files ---------------
+
+BUNDLE_RECIPE = 1  # bump when what a bundle records changes
+
+
+def _bundle_path(name: str, arch: str, tag: str, located: Located) -> Path:
+    """Where the bundle of this checkpoint + config + library versions lives (not read)."""
+    beside = config_beside(located.path, arch) if located.path else None
+    config_id = (
+        hashlib.sha256(beside.read_bytes()).hexdigest()
+        if beside is not None
+        else f"open_clip built-in {arch}@{tag}"
+    )
+    parts = {
+        "name": name,
+        "weights": file_fingerprint(located.path),
+        "config": config_id,
+        "recipe": BUNDLE_RECIPE,
+        **package_versions("torch", "onnx", "open_clip_torch"),
+    }
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "onnx" / slug(name) / f"bundle-{key}.json"
+
+
+def _write_bundle(path: Path, enc: ClipEncoder, image_onnx: Path, text_onnx: Path) -> None:
+    folder = path.parent
+    vocab = folder / "tokenizer" / VOCAB_FILE
+    if not vocab.is_file():
+        import open_clip
+
+        atomic.copy_file(Path(open_clip.__file__).parent / VOCAB_FILE, vocab)
+    doc = {
+        "recipe": BUNDLE_RECIPE,
+        "name": enc.name,
+        "arch": enc.arch,
+        "config_source": enc.config_source,
+        "dim": enc.dim,
+        "transform": enc.transform.to_dict(),
+        "context_length": enc.context_length,
+        "tokenizer": {
+            "kind": "clip-bpe",
+            "name": enc.tokenizer_name,
+            "vocab": str(vocab.relative_to(folder)),
+        },
+        "image_onnx": str(image_onnx.relative_to(folder)),
+        "text_onnx": str(text_onnx.relative_to(folder)),
+    }
+    atomic.write_json(path, doc)
+    for old in folder.glob("bundle-*.json"):
+        if old != path:
+            old.unlink(missing_ok=True)
+
+
+def bundled_clip_encoder(
+    name: str, arch: str, tag: str, located: Located, threads: int | None = None
+) -> ClipEncoder | None:
+    """The encoder from the cached export bundle alone (ONNX Runtime, NumPy preprocessing, the
+    BPE tokenizer above), or None when there is no complete bundle for these weights."""
+    path = _bundle_path(name, arch, tag, located)
+    try:
+        doc = json.loads(path.read_text())
+        folder = path.parent
+        image_onnx, text_onnx = folder / doc["image_onnx"], folder / doc["text_onnx"]
+        vocab = folder / doc["tokenizer"]["vocab"]
+        if doc.get("recipe") != BUNDLE_RECIPE or not all(
+            p.is_file() for p in (image_onnx, text_onnx, vocab)
+        ):
+            return None
+        transform = ImageTransform(**doc["transform"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    context_length = int(doc["context_length"])
+    tokenizer: list = []
+
+    def tokenize(texts: list[str]) -> np.ndarray:
+        if not tokenizer:  # read the vocabulary only when a text is first encoded
+            tokenizer.append(ClipBpeTokenizer(vocab, context_length))
+        return tokenizer[0](texts)
+
+    choice = {"by": "query: ONNX Runtime loads fastest", "bundle": path.name}
+    return ClipEncoder(
+        name,
+        located,
+        "cpu",
+        arch=doc["arch"],
+        config_source=doc["config_source"],
+        dim=int(doc["dim"]),
+        transform=transform,
+        context_length=context_length,
+        tokenizer_name=doc["tokenizer"]["name"],
+        image_runner=_LazyOnnx(image_onnx, threads, choice),
+        tokenize=tokenize,
+        text_runner=_LazyOnnx(text_onnx, threads, choice),
+    )
+
+
+def full_clip_encoder(
+    name: str,
+    arch: str,
+    tag: str,
+    cfg: dict,
+    config_source: str,
+    located: Located,
+    device: str,
+    backend: str,
+    threads: int | None = None,
+    precision: str = "fp32",
+) -> ClipEncoder:
+    """The encoder built with open_clip: the image tower on ``backend`` ("auto": measured), the
+    text tower on ONNX Runtime on CPU (torch when asked, or on GPU). On CPU it leaves an export
+    bundle behind, so later query processes need neither torch nor open_clip."""
+    model, tokenizer = build_model(arch, cfg, located.path)
+    transform = image_transform(model, cfg)
+    context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+    key_parts = {"weights": file_fingerprint(located.path), "config": cfg}
+    image_runner = make_image_runner(
+        name,
+        backend,
+        device,
+        lambda: image_tower(model),
+        transform,
+        key_parts=key_parts,
+        threads=threads,
+        precision=precision,
+    )
+    text_on_onnx = device == "cpu" and backend != "torch"
+    if text_on_onnx:
+
+        def build_text():
+            import torch
+
+            example = (torch.zeros(2, context_length, dtype=torch.int64),)
+            return text_tower(model), example, ["tokens"], {"tokens": {0: "batch"}}
+
+        text_runner = make_runner(
+            name, "onnx", device, build_text, key_parts, threads=threads, part="text"
+        )
+    else:
+        text_runner = TorchRunner(text_tower(model), device, ["tokens"])
+    light = plain_bpe(tokenizer)
+
+    def tokenize(texts: list[str]) -> np.ndarray:
+        return tokenizer(texts).numpy()
+
+    enc = ClipEncoder(
+        name,
+        located,
+        device,
+        arch=arch,
+        config_source=config_source,
+        dim=int(cfg["model_cfg"]["embed_dim"]),
+        transform=transform,
+        context_length=context_length,
+        tokenizer_name=type(tokenizer).__name__,
+        image_runner=image_runner,
+        tokenize=tokenize,
+        text_runner=text_runner,
+    )
+    image_onnx = onnx_path(name, image_key_parts(key_parts, transform))
+    if text_on_onnx and light and precision == "fp32" and image_onnx.is_file():
+        try:
+            _write_bundle(_bundle_path(name, arch, tag, located), enc, image_onnx, text_runner.path)
+        except OSError as e:  # a read-only cache: queries then build the model each time
+            logger.warning("cannot write the CLIP export bundle for %s (%s)", name, e)
+    return enc
 
 
 @register
@@ -306,17 +515,23 @@ class ClipFamily(Family):
         if _looks_like_path(tag):
             path = Path(tag).expanduser()
             return search.first([("local file", str(path), lambda: path)]), search
-        candidates = [("cache", "embedgenre cache (models import)", lambda: imported_weights(name))]
-        pre = _pretrained_cfg(arch, tag)
-        repo = (pre.get("hf_hub") or "").strip("/")
-        if repo:
-            candidates.append(
-                ("hf cache", f"Hugging Face cache ({repo})", lambda: hf_cached_file(repo, HF_FILES))
-            )
-        if pre.get("url"):
-            legacy = Path.home() / ".cache" / "clip" / os.path.basename(pre["url"])
-            candidates.append(("hf cache", f"open_clip cache ({legacy})", lambda: legacy))
-        return search.first(candidates), search
+
+        def candidates():
+            yield ("cache", "embedgenre cache (models import)", lambda: imported_weights(name))
+            # open_clip's tag table is read only when the cache has nothing (it imports torch)
+            pre = _pretrained_cfg(arch, tag)
+            repo = (pre.get("hf_hub") or "").strip("/")
+            if repo:
+                yield (
+                    "hf cache",
+                    f"Hugging Face cache ({repo})",
+                    lambda: hf_cached_file(repo, HF_FILES),
+                )
+            if pre.get("url"):
+                legacy = Path.home() / ".cache" / "clip" / os.path.basename(pre["url"])
+                yield ("hf cache", f"open_clip cache ({legacy})", lambda: legacy)
+
+        return search.first(candidates()), search
 
     def spec(self, name: str) -> EncoderSpec:
         arch, tag = parse(name)
@@ -360,10 +575,15 @@ class ClipFamily(Family):
                 if not pre:
                     fix += f" ('{tag}' is not an open_clip tag of {arch}; a custom name is fine)"
             raise search.error(fix, hub=True)
+        backend = image_backend(backend, device, name, options)
+        threads, precision = runner_options(options).values()
+        if device == "cpu" and backend == "onnx" and precision == "fp32":
+            enc = bundled_clip_encoder(name, arch, tag, located, threads=threads)
+            if enc is not None:
+                return enc
         cfg, config_source = resolve_config(arch, tag, located.path)
-        backend = resolve_backend(backend, device, onnx_supported=True, name=name)
-        return ClipEncoder(
-            name, arch, cfg, config_source, located, device, backend, threads=options.get("threads")
+        return full_clip_encoder(
+            name, arch, tag, cfg, config_source, located, device, backend, threads, precision
         )
 
     def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:

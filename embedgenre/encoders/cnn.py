@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import feature_module, make_image_runner, resolve_backend
+from embedgenre.encoders.devices import (
+    feature_module,
+    image_backend,
+    make_image_runner,
+    runner_options,
+)
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -110,6 +115,7 @@ class CnnEncoder(Encoder):
         device: str,
         backend: str,
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         self._set_origin(name, located, device, backend)
         self.variant = variant
@@ -123,7 +129,9 @@ class CnnEncoder(Encoder):
             self.transform,
             key_parts={"weights": file_fingerprint(located.path), "variant": variant},
             threads=threads,
+            precision=precision,
         )
+        self._adopt_runner(self._runner)
 
     def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
         return self._runner(pixels=batch)
@@ -188,8 +196,8 @@ class CnnFamily(Family):
                 f"`embedgenre models import PATH --as {name}`"
             )
             raise search.error(fix)
-        backend = resolve_backend(backend, device, onnx_supported=True, name=name)
-        return CnnEncoder(name, variant, located, device, backend, threads=options.get("threads"))
+        backend = image_backend(backend, device, name, options)
+        return CnnEncoder(name, variant, located, device, backend, **runner_options(options))
 
     def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         variant, explicit = self._parse(name)

@@ -2,7 +2,9 @@
 
 device: "cpu" (default) or "cuda"/"cuda:N" (must be present; fp16 there).
 backend: "torch" (the reference, and the only GPU path), "onnx" (ONNX Runtime, CPU only), or
-"auto" (ONNX Runtime on CPU where the family supports it, PyTorch otherwise).
+"auto": on CPU, for bulk encoding, the faster of the two as measured once on this CPU (cached);
+for queries (``purpose="query"``), ONNX Runtime, which loads in a fraction of the time.
+precision (CPU): "fp32", or "bf16"/"int8" where the CPU has the matrix units, checked against fp32.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from embedgenre.errors import EmbedgenreError
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
+PURPOSES = ("bulk", "query")
 
 
 def resolve_device(device: str | None) -> str:
@@ -34,13 +37,23 @@ def resolve_device(device: str | None) -> str:
     raise EmbedgenreError(f"unknown device '{device}': expected 'cpu', 'cuda' or 'cuda:N'")
 
 
-def resolve_backend(backend: str | None, device: str, onnx_supported: bool, name: str) -> str:
-    """The backend to use for an encoder: 'torch' or 'onnx'."""
+def resolve_backend(
+    backend: str | None, device: str, onnx_supported: bool, name: str, measure: bool = False
+) -> str:
+    """The backend to use for an encoder: 'torch', 'onnx', or 'auto' (left to be measured).
+
+    measure: the family times its candidates (see :mod:`embedgenre.encoders.calibration`), so
+    "auto" on CPU stays "auto"; otherwise "auto" is ONNX Runtime on CPU where supported (what a
+    one-off query wants: an ONNX session loads in a fraction of a second, importing torch and
+    building the model takes seconds).
+    """
     backend = (backend or "auto").strip().lower()
     if backend not in BACKENDS:
         raise EmbedgenreError(f"unknown backend '{backend}': expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "onnx" if (device == "cpu" and onnx_supported) else "torch"
+        if device != "cpu" or not onnx_supported:
+            return "torch"
+        return "auto" if measure else "onnx"
     if backend == "onnx":
         if device != "cpu":
             raise EmbedgenreError(
@@ -54,6 +67,27 @@ def resolve_backend(backend: str | None, device: str, onnx_supported: bool, name
     return backend
 
 
+def wants_measurement(options: dict) -> bool:
+    """True unless the encoder is created for queries (``purpose="query"``): bulk encoding
+    measures the backends, a query process takes the one that loads fastest."""
+    purpose = options.get("purpose", "bulk")
+    if purpose not in PURPOSES:
+        raise EmbedgenreError(f"unknown purpose '{purpose}': expected one of {', '.join(PURPOSES)}")
+    return purpose == "bulk"
+
+
+def image_backend(backend: str | None, device: str, name: str, options: dict) -> str:
+    """``resolve_backend`` for a family whose image tower runs on either backend."""
+    return resolve_backend(
+        backend, device, onnx_supported=True, name=name, measure=wants_measurement(options)
+    )
+
+
+def runner_options(options: dict) -> dict:
+    """The ``create`` options an image runner takes: threads and precision."""
+    return {"threads": options.get("threads"), "precision": options.get("precision", "fp32")}
+
+
 def torch_dtype(device: str):
     """float16 on GPU, float32 on CPU."""
     import torch
@@ -62,13 +96,34 @@ def torch_dtype(device: str):
 
 
 class TorchRunner:
-    """Calls a torch module in inference mode on named numpy inputs -> float32 (n, d)."""
+    """Calls a torch module in inference mode on named numpy inputs -> float32 (n, d).
 
-    def __init__(self, module, device: str, input_names: list[str]) -> None:
+    channels_last: 4-d inputs and the module's weights in NHWC order (faster convolutions with
+    oneDNN on some CPUs). precision "bf16": CPU autocast to bfloat16 (matrix units).
+    """
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        module,
+        device: str,
+        input_names: list[str],
+        channels_last: bool = False,
+        precision: str = "fp32",
+    ) -> None:
+        import torch
+
         self.device = device
         self.dtype = torch_dtype(device)
         self.input_names = list(input_names)
+        self.channels_last = bool(channels_last)
+        self.precision = precision
         self.module = module.to(device=device, dtype=self.dtype).eval()
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.variant = "channels_last" if self.channels_last else "eager"
+        self.choice: dict = {"by": "asked"}
 
     def __call__(self, **inputs):
         import numpy as np
@@ -77,46 +132,193 @@ class TorchRunner:
         tensors = []
         for name in self.input_names:
             t = torch.from_numpy(np.ascontiguousarray(inputs[name])).to(self.device)
+            if self.channels_last and t.ndim == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
             tensors.append(t.to(self.dtype) if t.is_floating_point() else t)
         with torch.inference_mode():
-            out = self.module(*tensors)
+            if self.precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = self.module(*tensors)
+            else:
+                out = self.module(*tensors)
         return out.float().cpu().numpy()
 
 
-def make_runner(name: str, backend: str, device: str, build, key_parts: dict, threads=None):
-    """A callable ``runner(**named numpy inputs) -> float32 (n, d)`` for either backend.
+def make_runner(
+    name: str, backend: str, device: str, build, key_parts: dict, threads=None, part: str = ""
+):
+    """A callable ``runner(**named numpy inputs) -> float32 (n, d)`` for 'onnx' or 'torch'.
 
     build() -> (torch module, example inputs, input names, dynamic axes). With the ONNX backend
-    it is called only when the cached export is missing or stale.
+    it is called only when the cached export is missing or stale. part: a sub-model's folder in
+    the export cache (one encoder may export several towers).
     """
     if backend == "onnx":
         from embedgenre.encoders.onnx_runtime import load_or_export
 
-        runner, _ = load_or_export(name, key_parts, build, threads=threads)
+        runner, _ = load_or_export(name, key_parts, build, threads=threads, part=part)
         return runner
     module, _, input_names, _ = build()
     return TorchRunner(module, device, input_names)
 
 
+def _conv_layers(module) -> int:
+    import torch
+
+    return sum(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+
+
+def image_key_parts(key_parts: dict, transform) -> dict:
+    """The export key of an image tower fed by ``transform``."""
+    height, width = transform.out_height, transform.size
+    if (height, width) != (transform.size, transform.size):  # square exports keep their old key
+        return {**key_parts, "input": [height, width]}
+    return key_parts
+
+
 def make_image_runner(
-    name: str, backend: str, device: str, module_fn, transform, key_parts: dict, threads=None
+    name: str,
+    backend: str,
+    device: str,
+    module_fn,
+    transform,
+    key_parts: dict,
+    threads=None,
+    precision: str = "fp32",
 ):
     """``make_runner`` for an image tower: one ``pixels`` input, float32 (n, 3, height, width)
     as ``transform`` (an :class:`ImageTransform`) makes them.
 
-    module_fn() -> the torch module mapping pixels to features (built only when needed).
+    module_fn() -> the torch module mapping pixels to features (built only when needed, once).
+    backend "auto": the fastest of ONNX Runtime, torch eager and (for CNNs) torch channels-last,
+    measured once on this CPU and cached. precision "bf16" runs torch with CPU autocast, "int8"
+    a dynamically quantised ONNX model; either is checked against fp32 on probe images first
+    (:func:`check_fidelity`). The runner's ``backend`` and ``choice`` say what was picked, how.
     """
     height, width = transform.out_height, transform.size
-    if (height, width) != (transform.size, transform.size):  # square exports keep their old key
-        key_parts = {**key_parts, "input": [height, width]}
+    key_parts = image_key_parts(key_parts, transform)
+    built: list = []
+
+    def module():
+        if not built:
+            built.append(module_fn())
+        return built[0]
 
     def build():
         import torch
 
         example = (torch.zeros(2, 3, height, width),)
-        return module_fn(), example, ["pixels"], {"pixels": {0: "batch"}}
+        return module(), example, ["pixels"], {"pixels": {0: "batch"}}
 
-    return make_runner(name, backend, device, build, key_parts, threads=threads)
+    if precision != "fp32":
+        return _reduced_precision_runner(
+            name, backend, device, build, module, key_parts, threads, precision, (height, width)
+        )
+    if backend != "auto":
+        return make_runner(name, backend, device, build, key_parts, threads=threads)
+
+    from embedgenre.encoders import calibration
+    from embedgenre.encoders.onnx_runtime import load_or_export, ort_threads
+
+    path = calibration.calibration_path(name, key_parts, ort_threads(threads))
+    record = calibration.read_calibration(path)
+    if record is not None and record["chosen"] in ("onnx", "torch", "torch+channels_last"):
+        runner = _runner_for(record["chosen"], name, device, build, module, key_parts, threads)
+        runner.choice = {"by": "cached measurement", **record}
+        return runner
+    onnx_runner, _ = load_or_export(name, key_parts, build, threads=threads)
+    candidates = {"onnx": onnx_runner, "torch": TorchRunner(module(), device, ["pixels"])}
+    if _conv_layers(module()) > 1:  # a CNN (a ViT has one: its patch embedding)
+        import copy
+
+        candidates["torch+channels_last"] = TorchRunner(
+            copy.deepcopy(module()), device, ["pixels"], channels_last=True
+        )
+    example = probe_pixels(16, height, width)
+    record = calibration.measure(
+        path, {k: (lambda x, r=r: r(pixels=x)) for k, r in candidates.items()}, example
+    )
+    runner = candidates[record["chosen"]]
+    runner.choice = {"by": "measured now", **record}
+    return runner
+
+
+def _runner_for(chosen: str, name, device, build, module, key_parts, threads):
+    if chosen == "onnx":
+        return make_runner(name, "onnx", device, build, key_parts, threads=threads)
+    return TorchRunner(module(), device, ["pixels"], channels_last=chosen.endswith("channels_last"))
+
+
+def probe_pixels(n: int, height: int, width: int, seed: int = 0):
+    """float32 (n, 3, height, width) smooth random images at about unit scale, like normalised
+    photos (coarse colour fields plus a little noise), for timing and fidelity checks."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 3, height, width), dtype=np.float32)
+    for i in range(n):
+        coarse = rng.integers(0, 256, size=(6, 4, 3), dtype=np.uint8)
+        img = np.asarray(
+            Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32
+        )
+        img = img + rng.normal(0, 8, size=img.shape)
+        out[i] = ((img / 255.0 - 0.45) / 0.27).transpose(2, 0, 1)
+    return out
+
+
+MIN_COSINE = 0.999
+
+
+def check_fidelity(reference, candidate, example, what: str) -> float:
+    """The smallest cosine between ``reference`` and ``candidate`` embeddings of ``example``;
+    EmbedgenreError when it is below MIN_COSINE (the reduced precision changes the answers)."""
+    import numpy as np
+
+    a = np.asarray(reference(pixels=example), dtype=np.float64)
+    b = np.asarray(candidate(pixels=example), dtype=np.float64)
+    cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    worst = float(cos.min())
+    if worst < MIN_COSINE:
+        raise EmbedgenreError(
+            f"{what} changes the embeddings too much: cosine to fp32 as low as {worst:.5f} "
+            f"(at least {MIN_COSINE} is needed); use --precision fp32 for this encoder"
+        )
+    return worst
+
+
+def _reduced_precision_runner(
+    name, backend, device, build, module, key_parts, threads, precision, shape
+):
+    """A bf16 (torch autocast) or int8 (ONNX dynamic quantisation) image runner, checked
+    against fp32 on probe images before it is used."""
+    from embedgenre.encoders.cpu import check_precision, precision_units
+
+    check_precision(precision, device)
+    wanted = {"bf16": "torch", "int8": "onnx"}[precision]
+    if backend not in ("auto", wanted):
+        raise EmbedgenreError(
+            f"precision '{precision}' runs on backend '{wanted}', not '{backend}'; "
+            f"use --backend {wanted} or --backend auto"
+        )
+    example = probe_pixels(8, *shape, seed=1)
+    if precision == "bf16":
+        reference = TorchRunner(module(), device, ["pixels"])
+        runner = TorchRunner(module(), device, ["pixels"], precision="bf16")
+    else:
+        from embedgenre.encoders.onnx_runtime import load_or_export, quantized_runner
+
+        reference, _ = load_or_export(name, key_parts, build, threads=threads)
+        runner = quantized_runner(reference.path, threads=threads)
+    cosine = check_fidelity(reference, runner, example, f"precision '{precision}' on {name}")
+    runner.precision = precision
+    runner.choice = {
+        "by": "asked",
+        "precision": precision,
+        "units": precision_units(precision),
+        "min_cosine_to_fp32": round(cosine, 6),
+    }
+    return runner
 
 
 def feature_module(model, forward):

@@ -1,7 +1,8 @@
-"""Run a PyTorch encoder through ONNX Runtime on CPU (several times faster than eager PyTorch).
+"""Run a PyTorch encoder through ONNX Runtime on CPU.
 
-The PyTorch module stays the reference: it is exported once to ONNX and the file is cached in
-``<cache>/onnx/<slug>/<key>.onnx``. The key hashes the encoder name, the weights fingerprint,
+Whether this beats eager PyTorch depends on the model and the CPU (``calibration.py`` measures
+it). The PyTorch module stays the reference: it is exported once to ONNX and the file is cached in
+``<cache>/onnx/<slug>/[<part>/]<key>.onnx``. The key hashes the encoder name, the weights fingerprint,
 the torch/onnx versions and the export recipe, so a change to any of them exports again.
 Export is atomic (temporary file, then rename). Threads: ``EMBEDGENRE_ORT_THREADS`` or the
 ``threads`` argument, default all available cores.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import package_versions
+from embedgenre.encoders.cpu import available_cores
 from embedgenre.encoders.weights import cache_dir, slug
 from embedgenre.store import atomic
 
@@ -29,13 +31,6 @@ logger = logging.getLogger(__name__)
 
 EXPORT_RECIPE = 1  # bump when the export code changes what it writes
 OPSET = 17
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def ort_threads(threads: int | None = None) -> int:
@@ -46,13 +41,16 @@ def ort_threads(threads: int | None = None) -> int:
     return max(1, int(threads))
 
 
-def onnx_path(name: str, key_parts: dict[str, Any]) -> Path:
-    """Cache file for encoder ``name`` exported under ``key_parts`` (weights fingerprint, ...)."""
+def onnx_path(name: str, key_parts: dict[str, Any], part: str = "") -> Path:
+    """Cache file for encoder ``name`` exported under ``key_parts`` (weights fingerprint, ...).
+
+    part: a sub-model (e.g. "text" for a second tower) in a folder of its own."""
     parts = dict(key_parts)
     parts.update(name=name, recipe=EXPORT_RECIPE, opset=OPSET)
     parts.update(package_versions("torch", "onnx"))
     key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return cache_dir() / "onnx" / slug(name) / f"{key}.onnx"
+    folder = cache_dir() / "onnx" / slug(name)
+    return (folder / part if part else folder) / f"{key}.onnx"
 
 
 def export_onnx(
@@ -101,6 +99,10 @@ def export_onnx(
 class OnnxRunner:
     """An ONNX Runtime CPU session: ``runner(**inputs) -> float32 (n, d)``."""
 
+    backend = "onnx"
+    variant = "ort"
+    precision = "fp32"
+
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
@@ -114,6 +116,7 @@ class OnnxRunner:
         self.threads = opts.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.choice: dict = {"by": "asked"}
 
     def __call__(self, **inputs: np.ndarray) -> np.ndarray:
         feed = {k: v for k, v in inputs.items() if k in self.input_names}
@@ -125,13 +128,14 @@ def load_or_export(
     key_parts: dict[str, Any],
     build_module: Callable[[], tuple[Any, tuple, list[str], dict[str, dict[int, str]]]],
     threads: int | None = None,
+    part: str = "",
 ) -> tuple[OnnxRunner, bool]:
     """The cached ONNX session for ``name``, exporting first if needed.
 
     build_module() -> (torch module, example inputs, input names, dynamic axes); called only when
     no export matches the key. Returns (runner, exported_now).
     """
-    path = onnx_path(name, key_parts)
+    path = onnx_path(name, key_parts, part)
     exported = False
     if not path.is_file():
         logger.info("exporting %s to ONNX (once; cached at %s)", name, path)
@@ -150,3 +154,27 @@ def load_or_export(
         module, example, input_names, axes = build_module()
         export_onnx(path, module, example, input_names, axes)
         return OnnxRunner(path, threads), True
+
+
+def quantized_runner(fp32_path: Path, threads: int | None = None) -> OnnxRunner:
+    """An int8 session of the fp32 export at ``fp32_path``: weights quantised to int8 and
+    activations quantised per batch (ONNX Runtime dynamic quantisation), cached beside it."""
+    path = fp32_path.parent / "int8" / fp32_path.name
+    if not path.is_file():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".quant-", suffix=".onnx", dir=path.parent)
+        os.close(fd)
+        try:
+            quantize_dynamic(str(fp32_path), tmp_name, weight_type=QuantType.QInt8)
+            atomic.publish(tmp_name, path)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        for old in path.parent.glob("*.onnx"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    runner = OnnxRunner(path, threads)
+    runner.precision = "int8"
+    return runner

@@ -170,9 +170,13 @@ def create_encoder(
 ) -> Encoder:
     """Build the encoder registered as ``name``.
 
-    device: "cpu" or "cuda[:N]" (fp16 on GPU; an error if absent). backend: "auto" (ONNX Runtime
-    on CPU where supported), "torch" or "onnx". options: ``threads`` (ONNX Runtime intra-op
-    threads). Raises UnknownEncoderError or WeightsNotFoundError with the fix.
+    device: "cpu" or "cuda[:N]" (fp16 on GPU; an error if absent). backend: "auto", "torch" or
+    "onnx"; on CPU "auto" is the faster of ONNX Runtime and torch for this encoder as measured
+    once on this CPU (cached), or ONNX Runtime for ``purpose="query"`` (loads fastest).
+    options: ``threads`` (ONNX Runtime intra-op threads); ``purpose`` "bulk" (default) or
+    "query"; ``precision`` "fp32" (default), "bf16" or "int8" (image towers, only on CPUs with
+    the matrix units; checked against fp32). Raises UnknownEncoderError or
+    WeightsNotFoundError with the fix.
     """
     from embedgenre.encoders.devices import resolve_device
 
@@ -180,10 +184,11 @@ def create_encoder(
     device = resolve_device(device)
     enc = fam.create(name, device=device, backend=backend, **options)
     logger.info(
-        "encoder %s: dim %s, backend %s on %s, weights from %s (%s)",
+        "encoder %s: dim %s, backend %s (%s) on %s, weights from %s (%s)",
         enc.name,
         enc.dim or "set when fitted",
         enc.backend,
+        (enc.backend_choice or {}).get("by", "asked"),
         enc.device,
         enc.weights_source,
         enc.weights_path,
@@ -220,8 +225,10 @@ def import_weights(path: str | Path, name: str, config: str | Path | None = None
 
 def load_set_encoder(emb, device: str = "cpu") -> Encoder:
     """The encoder that built embedding set ``emb`` (a ``GenreIndex`` set), ready to embed
-    queries in the same space: an encoder fitted on the catalog gets the fit stored in the set."""
-    encoder = create_encoder(emb.encoder, device=device)
+    queries in the same space: an encoder fitted on the catalog gets the fit stored in the set.
+    Made for queries: on CPU it takes the backend that loads fastest (a cached CLIP export loads
+    without torch or open_clip)."""
+    encoder = create_encoder(emb.encoder, device=device, purpose="query")
     if getattr(encoder, "fitted_on_catalog", False):
         encoder.load_state(emb.directory)
     return encoder

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import make_image_runner, resolve_backend
+from embedgenre.encoders.devices import image_backend, make_image_runner, runner_options
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -124,6 +124,7 @@ class TimmEncoder(Encoder):
         device: str,
         backend: str,
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         self._set_origin(name, located, device, backend)
         net = build_model(model, located.path)
@@ -137,7 +138,9 @@ class TimmEncoder(Encoder):
             self.transform,
             key_parts={"weights": file_fingerprint(located.path), "model": model},
             threads=threads,
+            precision=precision,
         )
+        self._adopt_runner(self._runner)
 
     def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
         return self._runner(pixels=batch)
@@ -196,8 +199,8 @@ class TimmFamily(Family):
                     f"`embedgenre models import model.safetensors --as {name}`"
                 )
             raise search.error(fix, hub=True)
-        backend = resolve_backend(backend, device, onnx_supported=True, name=name)
-        return TimmEncoder(name, model, located, device, backend, threads=options.get("threads"))
+        backend = image_backend(backend, device, name, options)
+        return TimmEncoder(name, model, located, device, backend, **runner_options(options))
 
     def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         model, explicit = parse(name)
