@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,11 @@ from rich.table import Table
 from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console
 
 app = typer.Typer()
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 @app.command()
@@ -67,11 +73,36 @@ def index(
         bool, typer.Option("--strict", help="Fail on the first unreadable poster.")
     ] = False,
     wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="What encodes: this process (local) or a Ray Data pipeline (ray; "
+            "pip install 'embedgenre[distributed]'). Both write the same index."
+        ),
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join: auto or ray://HOST:PORT (default: start one here)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ray encoder actors (default: one per GPU share or per 2 CPUs)."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float, typer.Option(min=0.0, help="GPUs per Ray encoder actor; fractions allowed.")
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Encode a catalog's posters and plots into an index directory (incremental, resumable)."""
     from embedgenre.catalog import parse_columns, read_catalog
+    from embedgenre.distributed import make_engine
     from embedgenre.indexing import build_index
+
+    runner = make_engine(
+        engine.value, address=address, workers=workers, gpus_per_worker=gpus_per_worker
+    )
 
     cat = read_catalog(
         catalog,
@@ -95,6 +126,7 @@ def index(
         chunk_size=chunk_size,
         strict=strict,
         progress=not as_json and err_console.is_terminal,
+        engine=runner,
     )
     if as_json:
         emit_json(summary.to_dict())

@@ -21,15 +21,15 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embedgenre import __version__, ann
-from embedgenre.encoders import iter_image_batches
 from embedgenre.encoders.hybrid import HybridEncoder
+from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
 from embedgenre.errors import IndexStoreError, PosterError
 from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
 from embedgenre.store import atomic
@@ -40,9 +40,6 @@ from embedgenre.store.writer import IndexWriter
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 256
-# Plots are padded to the longest text of a batch: on CPU, MiniLM through ONNX Runtime ran at
-# ~75 plots/s with batches of 8-16 and ~47 with 64 (benchmarks/encode_speed.py).
-TEXT_BATCH = 16
 ENCODER_FILE = "encoder.json"  # in .partial/<key>/: what the chunks were encoded with
 
 
@@ -78,20 +75,6 @@ class IndexSummary:
 
 
 @dataclass
-class _Part:
-    """Rows of one set: a committed set's kept rows, a resumed chunk, or a newly encoded one."""
-
-    ids: np.ndarray  # str (n,)
-    hashes: np.ndarray  # str (n,)
-    vectors: np.ndarray  # float32 (n, dim)
-    thumbs: list[bytes | None] | None = None  # posters: JPEG thumbnail of each row
-
-    def take(self, keep: np.ndarray) -> _Part:
-        thumbs = [t for t, k in zip(self.thumbs, keep) if k] if self.thumbs is not None else None
-        return _Part(self.ids[keep], self.hashes[keep], np.asarray(self.vectors[keep]), thumbs)
-
-
-@dataclass
 class _Job:
     """What one embedding set needs: the items to encode and what can be kept."""
 
@@ -99,7 +82,7 @@ class _Job:
     encoder_name: str
     key: str
     todo: list[int] = field(default_factory=list)  # item positions to encode
-    parts: list[_Part] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     reused: int = 0
     resumed: int = 0
     old_entry: SetEntry | None = None
@@ -124,6 +107,7 @@ def build_index(
     progress: bool = False,
     encoder_factory: Callable | None = None,
     wait: float | None = 0,
+    engine: Engine | None = None,
 ) -> IndexSummary:
     """Encode ``catalog`` (a :class:`~embedgenre.catalog.Catalog`) into the index at ``out``.
 
@@ -131,6 +115,8 @@ def build_index(
     index already holds, or, for a new index, the best available offline defaults. Asking an
     existing index for encoders it does not hold is refused unless ``add=True``. ``wait``:
     seconds to wait for another writer of the index (0: refuse at once, None: for ever).
+    ``engine``: what encodes (:class:`~embedgenre.engines.LocalEngine` when None, or
+    :class:`~embedgenre.distributed.RayEngine`); whichever runs, the index is the same.
     An unchanged catalog writes nothing; a run killed at any point resumes from its chunks.
     """
     from embedgenre import encoders as registry
@@ -138,6 +124,7 @@ def build_index(
     t0 = time.perf_counter()
     out = Path(out)
     factory = encoder_factory or (lambda name: registry.create_encoder(name, device=device))
+    engine = engine or LocalEngine()
     items = catalog.items
     if not items:
         raise IndexStoreError(f"catalog {catalog.root} has no items; nothing to index.")
@@ -196,9 +183,22 @@ def build_index(
                     job.reused,
                     job.resumed,
                 )
-                for chunk, bad in _encode_chunks(
-                    encoder, modality, items, job.todo, hashes, batch_size, chunk_size, progress
-                ):
+                task = EncodeTask(
+                    key=key,
+                    modality=modality,
+                    encoder_name=name,
+                    ids=[items[p].id for p in job.todo],
+                    hashes=[hashes[p] for p in job.todo],
+                    sources=[
+                        str(items[p].poster) if modality == "poster" else items[p].plot_text
+                        for p in job.todo
+                    ],
+                    batch_size=batch_size,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                    state_dir=writer.partial_dir(key),
+                )
+                for chunk, bad in engine.encode(task, encoder):
                     for rec in bad:
                         if strict:
                             raise PosterError(
@@ -508,7 +508,7 @@ def _read_partial_encoder(partial: Path) -> EncoderInfo | None:
         return None
 
 
-def _read_set(directory: Path, entry: SetEntry) -> _Part:
+def _read_set(directory: Path, entry: SetEntry) -> Part:
     """The rows of a committed set (validated when the index was opened)."""
     ids = np.load(directory / "ids.npy", allow_pickle=False)
     hashes = np.load(directory / "hashes.npy", allow_pickle=False)
@@ -518,10 +518,10 @@ def _read_set(directory: Path, entry: SetEntry) -> _Part:
         data = np.load(directory / THUMBS_BIN, mmap_mode="r", allow_pickle=False)
         offsets = np.load(directory / THUMBS_INDEX, allow_pickle=False)
         thumbs = [bytes(data[a : a + n]) if n else None for a, n in offsets]
-    return _Part(ids, hashes, vectors, thumbs)
+    return Part(ids, hashes, vectors, thumbs)
 
 
-def _read_chunk(path: Path, encoder: EncoderInfo | None) -> _Part | None:
+def _read_chunk(path: Path, encoder: EncoderInfo | None) -> Part | None:
     """One chunk an interrupted run saved, or None when it cannot be trusted."""
     if encoder is None:
         logger.warning("ignoring %s: no record of the encoder that made it", path)
@@ -545,7 +545,7 @@ def _read_chunk(path: Path, encoder: EncoderInfo | None) -> _Part | None:
     if not ok:
         logger.warning("ignoring partial chunk %s: its arrays do not agree", path)
         return None
-    return _Part(ids.astype(str), hashes.astype(str), vectors, thumbs)
+    return Part(ids.astype(str), hashes.astype(str), vectors, thumbs)
 
 
 def _hash_posters(items) -> tuple[list[str | None], dict[str, dict]]:
@@ -578,109 +578,6 @@ def _reason(e: PosterError, path: Path) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-# ---------------------------------------------------------------------------- encoding
-
-
-def _encode_chunks(
-    encoder, modality, items, todo, hashes, batch_size, chunk_size, progress
-) -> Iterator[tuple[_Part, list[dict]]]:
-    """Yield (encoded part, unreadable posters) for consecutive chunks of ``todo``."""
-    bar = _progress(len(todo), f"{modality}s", progress)
-    thumbs: dict[int, bytes] | None = {} if modality == "poster" else None
-    batches = (
-        _plot_batches(encoder, items, todo, min(batch_size, TEXT_BATCH))
-        if modality == "plot"
-        else _poster_batches(encoder, items, todo, hashes, batch_size, thumbs)
-    )
-    vecs: list[np.ndarray] = []
-    ok: list[int] = []
-    bad: list[dict] = []
-    for batch_vecs, batch_ok, batch_bad in batches:
-        vecs.append(batch_vecs)
-        ok.extend(batch_ok)
-        bad.extend(batch_bad)
-        bar(len(batch_ok) + len(batch_bad))
-        if len(ok) >= chunk_size:
-            yield _chunk(items, hashes, ok, vecs, thumbs), bad
-            vecs, ok, bad = [], [], []
-    if ok or bad:
-        yield _chunk(items, hashes, ok, vecs, thumbs), bad
-    bar(None)
-
-
-def _chunk(items, hashes, ok, vecs, thumbs: dict[int, bytes] | None) -> _Part:
-    ids = np.array([items[p].id for p in ok], dtype=str)
-    hs = np.array([hashes[p] for p in ok], dtype=str)
-    dim = vecs[0].shape[1] if vecs else 0
-    v = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
-    t = [thumbs.pop(p, None) for p in ok] if thumbs is not None else None
-    return _Part(ids, hs, np.ascontiguousarray(v, dtype=np.float32), t)
-
-
-def _plot_batches(encoder, items, todo, batch_size):
-    """(vectors, item positions, []) per group of plots, longest plots first: a batch pads its
-    texts to the longest one, so batches of near-equal lengths waste little (8-17% more plots/s
-    than groups in catalog order in our runs; benchmarks/encode_speed.py measures it)."""
-    todo = sorted(todo, key=lambda p: -len(items[p].plot_text))
-    group = batch_size * 8
-    for start in range(0, len(todo), group):
-        positions = todo[start : start + group]
-        texts = [items[p].plot_text for p in positions]
-        yield encoder.encode_texts(texts, batch_size=batch_size), positions, []
-
-
-def _poster_batches(encoder, items, todo, hashes, batch_size, thumbs: dict[int, bytes]):
-    """(vectors, item positions, unreadable posters) per batch, decoding in worker threads
-    across the whole run, so the model never waits at a checkpoint. Each decoded poster's
-    thumbnail is made in the same worker and put in ``thumbs`` by item position."""
-    transform = getattr(encoder, "transform", None)
-    draft = transform.draft_size if transform is not None else None
-    paths = [items[p].poster for p in todo]
-    made: dict[int, bytes] = {}
-    batches = iter_image_batches(
-        paths,
-        encoder.preprocess,
-        batch_size,
-        draft_size=draft,
-        on_image=thumbnail_jpeg,
-        extras=made,
-    )
-    for batch, rows, failures in batches:
-        for i in rows:
-            thumbs[todo[i]] = made.pop(i)
-        vecs = encoder.encode_pixels(batch) if len(rows) else np.zeros((0, encoder.dim), np.float32)
-        bad = [
-            {
-                "id": items[todo[i]].id,
-                "path": str(items[todo[i]].poster),
-                "reason": str(err),
-                "hash": hashes[todo[i]],
-            }
-            for i, err in failures
-        ]
-        yield vecs, [todo[i] for i in rows], bad
-
-
-def _progress(total: int, unit: str, enabled: bool):
-    """A tiny progress callback: ``bar(n)`` advances, ``bar(None)`` closes."""
-    if not enabled or total == 0:
-        return lambda n: None
-    from rich.console import Console
-    from rich.progress import Progress
-
-    prog = Progress(console=Console(stderr=True), transient=True)
-    task = prog.add_task(f"encoding {unit}", total=total)
-    prog.start()
-
-    def bar(n):
-        if n is None:
-            prog.stop()
-        else:
-            prog.advance(task, n)
-
-    return bar
-
-
 # ---------------------------------------------------------------------------- writing
 
 
@@ -698,7 +595,7 @@ def _unpack_thumbs(data: np.ndarray, lengths: np.ndarray) -> list[bytes | None]:
     return [bytes(data[e - n : e]) if n else None for e, n in zip(ends, lengths)]
 
 
-def _save_chunk(writer: IndexWriter, key: str, part: _Part) -> None:
+def _save_chunk(writer: IndexWriter, key: str, part: Part) -> None:
     d = writer.partial_dir(key)
     d.mkdir(parents=True, exist_ok=True)
     # named by its content, so encoding workers can write chunks side by side without asking
@@ -709,7 +606,7 @@ def _save_chunk(writer: IndexWriter, key: str, part: _Part) -> None:
     atomic.save_npz(d / f"chunk-{name.hexdigest()[:16]}.npz", **arrays)
 
 
-def _fill_thumbs(part: _Part, items, order: dict[str, int]) -> list[bytes | None]:
+def _fill_thumbs(part: Part, items, order: dict[str, int]) -> list[bytes | None]:
     """Thumbnails of ``part``, made from the poster files for rows stored without one (sets
     written before thumbnails were kept)."""
     thumbs = list(part.thumbs) if part.thumbs is not None else [None] * len(part.ids)

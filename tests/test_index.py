@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _catalogs import FIELDS, make_catalog
+from _kill import kill_after_chunks
 from PIL import Image
 
 from embedgenre.catalog import read_catalog
@@ -334,14 +332,7 @@ def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
         cwd=Path(__file__).resolve().parents[1],
     )
     partial = out / ".partial" / "poster__cnn-efficientnet-lite0"
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(partial.glob("chunk-*.npz"))) < 2:
-        if proc.poll() is not None:
-            pytest.fail(f"index finished before it could be killed: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = len(list(partial.glob("chunk-*.npz")))
+    done_before = kill_after_chunks(proc, partial, chunks=2, timeout=240)
     assert done_before >= 2
     idx = GenreIndex.open(out)  # the killed run left an index that opens
     assert idx.manifest.complete is False

@@ -1,0 +1,182 @@
+"""Encoding engines: what turns the items an index run must encode into chunks of vectors.
+
+:func:`embedgenre.indexing.build_index` plans a run (what is reused, what must be encoded),
+hands each embedding set's work to an engine as one :class:`EncodeTask`, saves every chunk the
+engine yields in ``.partial/`` and commits once. The engine only encodes: it never reads or
+writes the index, so every engine gives the same index and the same crash safety.
+
+- :class:`LocalEngine` (the default): decode threads feed the model in this process.
+- :class:`embedgenre.distributed.RayEngine`: a Ray Data pipeline (decode tasks, an actor pool of
+  encoders), for catalogs that outgrow one machine.
+
+An engine is any object with ``name`` and ``encode(task, encoder)``, which yields
+``(Part, unreadable)`` pairs: a :class:`Part` of at most ``task.chunk_size`` encoded rows and the
+posters that could not be read since the previous pair (dicts with id, path, reason, hash).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from embedgenre.encoders import iter_image_batches
+from embedgenre.images import thumbnail_jpeg
+
+logger = logging.getLogger(__name__)
+
+# Plots are padded to the longest text of a batch: on CPU, MiniLM through ONNX Runtime ran at
+# ~75 plots/s with batches of 8-16 and ~47 with 64 (benchmarks/encode_speed.py).
+TEXT_BATCH = 16
+
+
+@dataclass
+class Part:
+    """Rows of one set: a committed set's kept rows, a resumed chunk, or a newly encoded one."""
+
+    ids: np.ndarray  # str (n,)
+    hashes: np.ndarray  # str (n,)
+    vectors: np.ndarray  # float32 (n, dim)
+    thumbs: list[bytes | None] | None = None  # posters: JPEG thumbnail of each row
+
+    def take(self, keep: np.ndarray) -> Part:
+        thumbs = [t for t, k in zip(self.thumbs, keep) if k] if self.thumbs is not None else None
+        return Part(self.ids[keep], self.hashes[keep], np.asarray(self.vectors[keep]), thumbs)
+
+
+@dataclass(frozen=True)
+class EncodeTask:
+    """The rows of one embedding set that must be encoded in this run.
+
+    ``sources[i]`` is the poster path (modality "poster") or the plot text ("plot") of the item
+    ``ids[i]`` whose content hash is ``hashes[i]``. ``state_dir``: where a catalog-fitted
+    encoder's fit is saved (engines that load the encoder elsewhere load it from there).
+    """
+
+    key: str
+    modality: str
+    encoder_name: str
+    ids: list[str]
+    hashes: list[str]
+    sources: list[str]
+    batch_size: int = 32
+    chunk_size: int = 256
+    progress: bool = False
+    state_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Engine(Protocol):
+    name: str
+
+    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[dict]]]: ...
+
+
+def unreadable(task: EncodeTask, i: int, reason: str) -> dict:
+    """The skip-list record of row ``i`` of ``task`` (a poster that could not be read)."""
+    return {
+        "id": task.ids[i],
+        "path": str(task.sources[i]),
+        "reason": reason,
+        "hash": task.hashes[i],
+    }
+
+
+def make_part(task: EncodeTask, rows: list[int], vectors: list[np.ndarray], dim: int, thumbs=None):
+    """A :class:`Part` of ``task``'s rows ``rows`` with their vectors (a list of batches) and,
+    for posters, thumbnails (a list row-aligned with ``rows``)."""
+    ids = np.array([task.ids[i] for i in rows], dtype=str)
+    hashes = np.array([task.hashes[i] for i in rows], dtype=str)
+    v = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+    return Part(ids, hashes, np.ascontiguousarray(v, dtype=np.float32), thumbs)
+
+
+class LocalEngine:
+    """Encode in this process: posters are decoded in worker threads while the model runs."""
+
+    name = "local"
+
+    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[dict]]]:
+        bar = progress_bar(len(task), f"{task.modality}s", task.progress)
+        made: dict[int, bytes] | None = {} if task.modality == "poster" else None
+        batches = (
+            _plot_batches(encoder, task)
+            if task.modality == "plot"
+            else _poster_batches(encoder, task, made)
+        )
+        vecs: list[np.ndarray] = []
+        ok: list[int] = []
+        bad: list[dict] = []
+        for batch_vecs, batch_ok, batch_bad in batches:
+            vecs.append(batch_vecs)
+            ok.extend(batch_ok)
+            bad.extend(batch_bad)
+            bar(len(batch_ok) + len(batch_bad))
+            if len(ok) >= task.chunk_size:
+                yield _local_part(task, ok, vecs, encoder.dim, made), bad
+                vecs, ok, bad = [], [], []
+        if ok or bad:
+            yield _local_part(task, ok, vecs, encoder.dim, made), bad
+        bar(None)
+
+
+def _local_part(task, ok, vecs, dim, made: dict[int, bytes] | None) -> Part:
+    thumbs = [made.pop(i, None) for i in ok] if made is not None else None
+    return make_part(task, ok, vecs, dim, thumbs)
+
+
+def _plot_batches(encoder, task: EncodeTask):
+    """(vectors, task rows, []) per group of plots, longest plots first: a batch pads its texts
+    to the longest one, so batches of near-equal lengths waste little (8-17% more plots/s than
+    groups in catalog order in our runs; benchmarks/encode_speed.py measures it)."""
+    batch_size = min(task.batch_size, TEXT_BATCH)
+    order = sorted(range(len(task)), key=lambda i: -len(task.sources[i]))
+    group = batch_size * 8
+    for start in range(0, len(order), group):
+        rows = order[start : start + group]
+        texts = [task.sources[i] for i in rows]
+        yield encoder.encode_texts(texts, batch_size=batch_size), rows, []
+
+
+def _poster_batches(encoder, task: EncodeTask, thumbs: dict[int, bytes]):
+    """(vectors, task rows, unreadable posters) per batch, decoding in worker threads across the
+    whole run, so the model never waits at a checkpoint. Each decoded poster's thumbnail is made
+    in the same worker and put in ``thumbs`` by task row."""
+    transform = getattr(encoder, "transform", None)
+    batches = iter_image_batches(
+        task.sources,
+        encoder.preprocess,
+        task.batch_size,
+        draft_size=transform.draft_size if transform is not None else None,
+        on_image=thumbnail_jpeg,
+        extras=thumbs,
+    )
+    for batch, rows, failures in batches:
+        vecs = encoder.encode_pixels(batch) if len(rows) else np.zeros((0, encoder.dim), np.float32)
+        yield vecs, rows, [unreadable(task, i, str(err)) for i, err in failures]
+
+
+def progress_bar(total: int, unit: str, enabled: bool):
+    """A tiny progress callback: ``bar(n)`` advances, ``bar(None)`` closes."""
+    if not enabled or total == 0:
+        return lambda n: None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    prog = Progress(console=Console(stderr=True), transient=True)
+    task = prog.add_task(f"encoding {unit}", total=total)
+    prog.start()
+
+    def bar(n):
+        if n is None:
+            prog.stop()
+        else:
+            prog.advance(task, n)
+
+    return bar
