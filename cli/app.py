@@ -26,6 +26,7 @@ COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("embedgenre.cli.evaluate", None),  # evaluate
     ("embedgenre.cli.posters", "posters"),  # posters download
     ("embedgenre.cli.similar", None),  # similar, search
+    ("embedgenre.cli.serve", None),  # serve
 ]
 
 

@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import EmbedgenreError
 
@@ -278,7 +280,8 @@ class Retriever:
 
     ``image_encoder`` picks the poster embedding set (None: the index default); ``device`` is used
     for query encoders and, when "cuda", for FAISS (faiss-gpu); ``nprobe`` / ``ef_search`` tune
-    approximate indexes (ignored for flat ones).
+    approximate indexes (ignored for flat ones). ``encoder_loader``: (embedding set, device) ->
+    its query encoder (default ``load_set_encoder``; a service passes one that keeps them).
     """
 
     def __init__(
@@ -289,14 +292,24 @@ class Retriever:
         device: str = "cpu",
         nprobe: int | None = None,
         ef_search: int | None = None,
+        encoder_loader: Callable | None = None,
     ):
         self.index = index
         self.image_encoder = image_encoder
+        self.encoder_loader = encoder_loader or load_set_encoder
         self.device = device
         self.nprobe = nprobe
         self.ef_search = ef_search
         self._stats: dict[str, tuple[float, float]] = {}
         self._gpu: dict[str, Any] = {}
+
+    def warm(self) -> None:
+        """Compute what the first query of each embedding set would (cosine statistics, the
+        FAISS index), so a long-running service answers its first request as fast as the rest."""
+        for emb in self.index.sets:
+            if emb.key not in self._stats:
+                self._stats[emb.key] = pair_statistics(emb.vectors)
+            _ = emb.faiss_index
 
     # -- pieces ------------------------------------------------------------------------
 
@@ -383,7 +396,9 @@ class Retriever:
         self,
         *,
         item_id: str | None = None,
-        poster: str | Path | None = None,
+        poster: str | Path | Image.Image | None = None,
+        plot: str | None = None,
+        title: str | None = None,
         k: int = 10,
         by: str = "poster",
         genres: Sequence[str] = (),
@@ -391,11 +406,14 @@ class Retriever:
         dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD,
         plot_weight: float = DEFAULT_PLOT_WEIGHT,
     ) -> RetrievalResult:
-        """Items most like an indexed item (``item_id``) or a poster file (``poster``)."""
+        """Items most like an indexed item (``item_id``), or a poster (a file, or an image
+        received in memory) and/or a ``plot`` text (with its ``title``) that are not indexed."""
         if by not in BY_CHOICES:
             raise RetrievalError(f"unknown --by {by!r}; expected one of {', '.join(BY_CHOICES)}.")
-        if (item_id is None) == (poster is None):
+        if (item_id is None) == (poster is None and plot is None):
             raise RetrievalError("give either a poster file or --id IMDB_ID (exactly one).")
+        if item_id is not None and plot is not None:
+            raise RetrievalError("an indexed item is compared by its stored plot; drop the plot.")
         if not 0.0 <= plot_weight <= 1.0:
             raise RetrievalError(f"plot weight must be within [0, 1], got {plot_weight}.")
         notes: list[str] = []
@@ -411,6 +429,8 @@ class Retriever:
                     f"{self.index.ids[0]!r} (see `embedgenre info`)."
                 )
             query = {"kind": "item", **self._describe_row(row)}
+        elif isinstance(poster, Image.Image) or poster is None:
+            query = {"kind": "upload", "poster": poster is not None, "plot": plot}
         else:
             path = Path(poster)
             if not path.is_file():
@@ -426,10 +446,16 @@ class Retriever:
             if row is not None:
                 qpost = self._stored_vector(poster_set, row)
             if qpost is None and poster is not None:
-                enc = load_set_encoder(poster_set, device=self.device)
-                qpost = enc.encode_images([Path(poster)])[0]
+                enc = self.encoder_loader(poster_set, device=self.device)
+                image = poster if isinstance(poster, Image.Image) else Path(poster)
+                qpost = enc.encode_images([image])[0]
         if plot_set is not None and row is not None:
             qplot = self._stored_vector(plot_set, row)
+        elif plot_set is not None and plot is not None:
+            if not plot.strip():
+                raise RetrievalError("the plot text is empty; give a synopsis or leave it out.")
+            enc = self.encoder_loader(plot_set, device=self.device)
+            qplot = enc.encode_texts([plot_text(plot.strip(), title)])[0]
 
         if poster is not None and row is None and poster_set is not None:
             pos_scores, pos_rows = self._search_fn(poster_set)(qpost[None, :], 1)
@@ -444,6 +470,10 @@ class Retriever:
         sources = []
         if by in ("poster", "both"):
             if qpost is None:
+                if by == "poster" and item_id is None:
+                    raise RetrievalError(
+                        "the query has no poster, so by poster cannot be used; use by plot."
+                    )
                 if by == "poster":
                     raise RetrievalError(
                         f"item {item_id} has no poster embedding by {poster_set.encoder} (its "
@@ -455,7 +485,7 @@ class Retriever:
         if by in ("plot", "both"):
             if qplot is None:
                 if by == "plot":
-                    what = f"item {item_id} has no plot" if item_id else "a poster file has no plot"
+                    what = f"item {item_id} has no plot" if item_id else "the query has no plot"
                     raise RetrievalError(f"{what}, so --by plot cannot be used; use --by poster.")
                 notes.append("the query has no plot: ranked by poster alone")
             else:
@@ -504,7 +534,7 @@ class Retriever:
         poster_set = self._set("poster", required=False)
         notes = []
         if poster_set is not None and "text" in poster_set.describe.get("modalities", []):
-            enc = load_set_encoder(poster_set, device=self.device)
+            enc = self.encoder_loader(poster_set, device=self.device)
             target, by = poster_set, "poster"
             notes.append(
                 f"text -> posters through the text tower of {enc.name} ({poster_set.space})"
@@ -517,7 +547,7 @@ class Retriever:
                     f"({poster_set.encoder if poster_set else 'none'}) has no text tower and it "
                     "holds no plot embeddings. Index posters with a CLIP encoder or add plots."
                 )
-            enc = load_set_encoder(plot_set, device=self.device)
+            enc = self.encoder_loader(plot_set, device=self.device)
             target, by = plot_set, "plot"
             why = (
                 f"the poster encoder {poster_set.encoder} has no text tower"

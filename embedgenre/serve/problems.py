@@ -1,0 +1,123 @@
+"""Errors as JSON ``{"error": what went wrong, "fix": what to do}`` with the right status code.
+
+Library errors (:class:`~embedgenre.errors.EmbedgenreError`) carry their fix in the message; it
+is split off here. Anything else is logged with its traceback and answered with a 500 that
+shows none.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from embedgenre.errors import EmbedgenreError, PosterError, PredictorError
+from embedgenre.retrieval import RetrievalError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP ``status``, what went wrong and the fix."""
+
+    def __init__(self, status: int, error: str, fix: str, headers: dict[str, str] | None = None):
+        super().__init__(error)
+        self.status, self.error, self.fix, self.headers = status, error, fix, headers or {}
+
+
+def problem(status: int, error: str, fix: str, headers: dict[str, str] | None = None):
+    return JSONResponse({"error": error, "fix": fix}, status_code=status, headers=headers)
+
+
+# (pattern in the message, status) for library errors that are not plain bad requests
+_STATUS = [
+    (re.compile(r"^no item with id|^No head named"), 404),
+    (re.compile(r"not an image|no JPEG, PNG"), 415),
+    (re.compile(r"too many pixels|pixel limit"), 413),
+]
+_DEFAULT_FIX = {
+    PosterError: "Send a JPEG, PNG or WebP poster within the size and pixel limits.",
+    PredictorError: "Check the head name and the inputs it needs (GET /v1/index lists heads).",
+    RetrievalError: "Check the id, genre and k values (GET /v1/index lists genres).",
+}
+
+
+def split_fix(message: str) -> tuple[str, str | None]:
+    """``"what; fix"`` or ``"What. Fix."`` -> (what, fix); (message, None) without a fix part."""
+    for sep in ("; ", ". "):
+        head, found, tail = message.partition(sep)
+        if found and tail.strip():
+            tail = tail.strip()
+            return head.rstrip(".") + ".", tail[0].upper() + tail[1:]
+    return message, None
+
+
+def from_library(e: EmbedgenreError, index_dir: Path | None = None) -> ApiError:
+    """The ApiError for a library error; the server's index path is shown as its folder name."""
+    message = str(e)
+    if index_dir is not None and str(index_dir) not in (".", ""):
+        message = message.replace(str(index_dir), index_dir.name)
+    status = next((code for pattern, code in _STATUS if pattern.search(message)), 400)
+    error, fix = split_fix(message)
+    default = next((f for cls, f in _DEFAULT_FIX.items() if isinstance(e, cls)), None)
+    return ApiError(status, error, fix or default or "Check the request against GET /docs.")
+
+
+async def _api_error(request: Request, e: ApiError):
+    return problem(e.status, e.error, e.fix, e.headers)
+
+
+async def _library_error(request: Request, e: EmbedgenreError):
+    return await _api_error(request, from_library(e, request.app.state.service.config.index_dir))
+
+
+async def _validation_error(request: Request, e: RequestValidationError):
+    parts = []
+    for err in e.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return problem(
+        400,
+        "Invalid request parameters: " + "; ".join(parts) + ".",
+        "Correct the named parameters; GET /docs lists each route's parameters and ranges.",
+    )
+
+
+async def _http_error(request: Request, e: StarletteHTTPException):
+    if e.status_code == 404:
+        return problem(
+            404, f"No route {request.url.path}.", "GET /docs lists the routes.", e.headers
+        )
+    if e.status_code == 405:
+        return problem(
+            405,
+            f"{request.method} is not allowed on {request.url.path}.",
+            "GET /docs lists the methods of each route.",
+            e.headers,
+        )
+    return problem(e.status_code, str(e.detail), "Check the request against GET /docs.", e.headers)
+
+
+async def _unexpected(request: Request, e: Exception):
+    logger.error(
+        "internal error on %s %s", request.method, request.url.path, exc_info=(type(e), e, None)
+    )
+    return problem(
+        500,
+        "Internal error while answering this request (logged on the server).",
+        "Retry; if it keeps failing, report it with the server log line of this request id.",
+    )
+
+
+def install(app) -> None:
+    """Register the JSON error handlers on a FastAPI app."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(EmbedgenreError, _library_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,215 @@
+"""What the service answers from: one index generation with its predictors and retriever, the
+encoders shared between generations, and the switch to a new generation while serving.
+
+A request takes :attr:`Service.current` once and uses that :class:`Generation` to the end, so a
+switch never changes the index under a running request: readers of the old generation keep
+their memory maps while the new one is opened beside it. The index is only ever read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedgenre.encoders import load_set_encoder
+from embedgenre.errors import EmbedgenreError, IndexStoreError
+from embedgenre.predict import Predictor
+from embedgenre.retrieval import Retriever
+from embedgenre.serve.batching import BatchedEncoder, MicroBatcher
+from embedgenre.serve.config import ServeConfig
+from embedgenre.serve.metrics import Metrics
+from embedgenre.store import GenreIndex
+from embedgenre.store.schema import MANIFEST
+
+logger = logging.getLogger(__name__)
+
+
+class EncoderPool:
+    """Query encoders of embedding sets, each loaded once and put behind micro-batches.
+
+    An encoder fitted on the catalog (its state stored in the set's folder) is keyed by that
+    folder too, so a generation that refits it gets its own; others are shared by name.
+    """
+
+    def __init__(self, config: ServeConfig, metrics: Metrics):
+        self.config, self.metrics = config, metrics
+        self._by_key: dict[tuple[str, str], BatchedEncoder] = {}
+        self._lock = threading.Lock()
+
+    def _batcher(self, fn, kind: str) -> MicroBatcher:
+        m = self.metrics
+
+        def on_batch(size: int, seconds: float) -> None:
+            m.batch.labels(kind).observe(size)
+            m.stage.labels("encode").observe(seconds)
+
+        return MicroBatcher(
+            fn,
+            kind,
+            max_batch=self.config.max_batch,
+            max_wait=self.config.max_wait_ms / 1000,
+            max_queue=self.config.max_queue,
+            on_batch=on_batch,
+            on_queue=lambda depth: m.queue.labels(kind).set(depth),
+        )
+
+    def __call__(self, emb, device: str = "cpu") -> BatchedEncoder:
+        with self._lock:
+            for key in ((emb.encoder, ""), (emb.encoder, str(emb.directory))):
+                if key in self._by_key:
+                    return self._by_key[key]
+            encoder = load_set_encoder(emb, device=device)
+            fitted = getattr(encoder, "fitted_on_catalog", False)
+            key = (emb.encoder, str(emb.directory) if fitted else "")
+            self._by_key[key] = BatchedEncoder(encoder, self._batcher)
+            return self._by_key[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for enc in self._by_key.values():
+                enc.close()
+            self._by_key.clear()
+
+
+@dataclass
+class Generation:
+    """One committed generation of the index and what answers from it."""
+
+    index: GenreIndex
+    retriever: Retriever
+    default_head: str | None
+    loader: EncoderPool
+    predictors: dict[str | None, Predictor] = field(default_factory=dict)
+    opened: float = field(default_factory=time.time)
+
+    @property
+    def number(self) -> int:
+        return self.index.generation
+
+    def predictor(self, head: str | None = None) -> Predictor:
+        name = head or self.default_head
+        if name in self.predictors:
+            return self.predictors[name]
+        predictor = Predictor(self.index, head=name, encoder_loader=self.loader)
+        if name is None or name in {h.name for h in self.index.manifest.heads}:
+            self.predictors[name] = predictor  # never a cache entry per unknown name asked for
+        return predictor
+
+
+def _manifest_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path / MANIFEST)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class Service:
+    """Loads the index (and its models) once, serves it, and follows new generations."""
+
+    def __init__(self, config: ServeConfig, metrics: Metrics | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.encoders = EncoderPool(config, self.metrics)
+        self.current: Generation | None = None
+        self.load_error: str | None = None
+        self.started = time.time()
+        self.ready_seconds: float | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- loading -----------------------------------------------------------------------
+
+    def open_generation(self) -> Generation:
+        """Open the index's current generation and warm what its queries need."""
+        index = GenreIndex.open(self.config.index_dir)
+        gen = Generation(
+            index,
+            Retriever(index, encoder_loader=self.encoders),
+            self.config.head,
+            self.encoders,
+        )
+        self._warm(gen)
+        return gen
+
+    def _warm(self, gen: Generation) -> None:
+        """Load the default heads' encoders, the retriever's statistics and search indexes now,
+        so no request pays for them (a kind of input no head can score is left to fail per
+        request with its message, unless --head names a head that must exist)."""
+        modalities = {s.modality for s in gen.index.sets}
+        for has_poster, has_plot in ((True, False), (False, True)):
+            if ("poster" if has_poster else "plot") not in modalities:
+                continue
+            try:
+                gen.predictor().query_encoders(has_poster, has_plot)
+            except EmbedgenreError as e:
+                if self.config.head:
+                    raise
+                logger.info("predict with %s: %s", "posters" if has_poster else "a plot", e)
+        gen.retriever.warm()
+        for s in gen.index.sets:
+            if s.modality == "plot" or "text" in s.describe.get("modalities", []):
+                self.encoders(s)
+
+    def start(self) -> None:
+        """Load the first generation (raises what prevents serving), then follow new ones."""
+        t = time.perf_counter()
+        self._stamp = _manifest_stamp(self.config.index_dir)
+        self._set(self.open_generation())
+        self.ready_seconds = time.perf_counter() - t
+        logger.info(
+            "index %s generation %d ready in %.1f s",
+            self.config.index_dir,
+            self.current.number,
+            self.ready_seconds,
+        )
+        self._watcher = threading.Thread(target=self._watch, name="embedgenre-reload", daemon=True)
+        self._watcher.start()
+
+    def _set(self, gen: Generation) -> None:
+        self.current = gen
+        self.metrics.generation.set(gen.number)
+
+    def reload_if_changed(self) -> bool:
+        """Switch to the index's newest generation if its manifest changed; True if switched."""
+        stamp = _manifest_stamp(self.config.index_dir)
+        if stamp is None or stamp == self._stamp:
+            return False
+        for attempt in range(3):  # a writer may remove what a just-replaced manifest named
+            try:
+                gen = self.open_generation()
+                break
+            except IndexStoreError as e:
+                logger.warning("could not open the new index generation (%s); retrying", e)
+                time.sleep(0.2 * (attempt + 1))
+        else:
+            return False
+        self._stamp = stamp
+        if self.current is not None and gen.number == self.current.number:
+            return False
+        old = self.current.number if self.current else None
+        self._set(gen)
+        self.metrics.reloads.inc()
+        logger.info("switched from index generation %s to %d", old, gen.number)
+        return True
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.reload_interval_s):
+            try:
+                self.reload_if_changed()
+            except Exception:  # the service keeps answering from the generation it has
+                logger.exception(
+                    "index reload failed; still serving generation %s",
+                    self.current.number if self.current else None,
+                )
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        self.encoders.close()

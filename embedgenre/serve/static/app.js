@@ -1,0 +1,191 @@
+"use strict";
+// The embedgenre web page: predict genres of a poster and/or a plot, browse similar movies,
+// search. Talks only to this server's /v1 API; every asset is local.
+(function () {
+  const MAX_UPLOAD = 10 * 1024 * 1024;
+  const $ = (id) => document.getElementById(id);
+  let token = sessionStorage.getItem("embedgenre-token") || "";
+  let posterFile = null;
+
+  function headers() { return token ? { Authorization: "Bearer " + token } : {}; }
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+    }
+    for (const c of children) if (c != null) e.append(c);
+    return e;
+  }
+
+  function showError(error, fix) {
+    const box = $("error");
+    box.replaceChildren(el("strong", { text: error }), fix ? el("span", { text: fix }) : null);
+    box.hidden = false;
+  }
+  function clearError() { $("error").hidden = true; }
+
+  async function api(path, options) {
+    let res;
+    try {
+      res = await fetch(path, Object.assign({}, options, { headers: headers() }));
+    } catch (e) {
+      throw { error: "The server cannot be reached.", fix: "Check that `embedgenre serve` is running." };
+    }
+    let body = null;
+    try { body = await res.json(); } catch (e) { body = null; }
+    if (!res.ok) {
+      if (res.status === 401) $("token-box").hidden = false;
+      throw body && body.error ? body : { error: "The server answered " + res.status + ".", fix: "Retry." };
+    }
+    return body;
+  }
+
+  function thumb(img, url) {
+    if (!url) { img.alt = "no poster"; return; }
+    if (!token) { img.src = url; return; }
+    fetch(url, { headers: headers() }).then((r) => (r.ok ? r.blob() : null))
+      .then((b) => { if (b) img.src = URL.createObjectURL(b); });
+  }
+
+  async function loadIndex() {
+    try {
+      const info = await api("/v1/index");
+      $("index-info").textContent = info.name + " · " + info.items + " movies · generation " + info.generation;
+      const sel = $("head");
+      sel.replaceChildren(el("option", { value: "", text: "best for the input" }));
+      for (const h of info.heads) sel.append(el("option", { value: h, text: h }));
+    } catch (e) { $("index-info").textContent = "index unavailable"; showError(e.error, e.fix); }
+  }
+
+  function setPoster(file) {
+    clearError();
+    if (!file) return;
+    if (file.size > MAX_UPLOAD) {
+      posterFile = null;
+      showError("This poster is " + (file.size / 1048576).toFixed(1) + " MB, over the 10 MB limit.", "Choose a smaller image.");
+      return;
+    }
+    posterFile = file;
+    const img = $("preview");
+    img.src = URL.createObjectURL(file);
+    img.hidden = false;
+    $("drop-text").textContent = file.name;
+  }
+
+  function bars(result) {
+    const list = $("bars");
+    list.replaceChildren();
+    for (const g of result.ranking) {
+      const pct = (v) => Math.max(0, Math.min(100, v * 100)).toFixed(1) + "%";
+      const fill = el("span", { class: "fill" }); fill.style.width = pct(g.score);
+      const tick = el("span", { class: "tick", title: "threshold " + g.threshold }); tick.style.left = pct(g.threshold);
+      list.append(el("li", { class: g.predicted ? "yes genre" : "genre", "data-genre": g.genre },
+        el("span", { class: "name", text: g.genre }),
+        el("span", { class: "track" }, fill, tick),
+        el("span", { class: "score", text: g.score.toFixed(2) })));
+    }
+  }
+
+  function why(result) {
+    const box = $("why");
+    box.replaceChildren();
+    const entries = Object.entries(result.neighbours || {});
+    if (!entries.length) { box.append(el("p", { class: "muted", text: "No genre passed its threshold." })); return; }
+    for (const [genre, items] of entries) {
+      const row = el("div", { class: "why-list" });
+      for (const n of items) {
+        const img = el("img", { alt: n.title || n.id, loading: "lazy" });
+        thumb(img, "/v1/thumbnails/" + encodeURIComponent(n.id));
+        row.append(el("figure", {}, img, el("figcaption", { text: (n.title || n.id) + " · " + n.score.toFixed(2) })));
+      }
+      box.append(el("div", { class: "why-genre" }, el("b", { text: genre }), items.length ? row : el("span", { class: "muted", text: " none nearby" })));
+    }
+  }
+
+  function grid(doc, title) {
+    $("results").hidden = false;
+    $("results-title").textContent = title;
+    $("results-note").textContent = (doc.notes || []).join(" · ");
+    const box = $("grid");
+    box.replaceChildren();
+    for (const n of doc.neighbours) {
+      const img = el("img", { alt: n.title || n.id, loading: "lazy" });
+      thumb(img, n.poster);
+      const tile = el("button", { class: "tile", type: "button", "data-id": n.id, title: "More like this" }, img,
+        el("span", { class: "meta" },
+          el("span", { class: "t", text: (n.title || n.id) + (n.year ? " (" + n.year + ")" : "") }),
+          el("span", { text: n.genres.join(", ") }), el("br"),
+          el("span", { class: "muted", text: "score " + n.score.toFixed(3) })));
+      tile.addEventListener("click", () => moreLike(n));
+      box.append(tile);
+    }
+    if (!doc.neighbours.length) box.append(el("p", { class: "muted", text: "Nothing matches." }));
+  }
+
+  async function moreLike(n) {
+    clearError();
+    try {
+      const doc = await api("/v1/similar?k=12&id=" + encodeURIComponent(n.id));
+      grid(doc, "More like " + (n.title || n.id));
+      $("results").scrollIntoView({ behavior: "smooth" });
+    } catch (e) { showError(e.error, e.fix); }
+  }
+
+  async function predict(ev) {
+    ev.preventDefault();
+    clearError();
+    const plot = $("plot").value.trim();
+    if (!posterFile && !plot) { showError("Give a poster or a plot.", "Drop a poster image, or type a plot."); return; }
+    const form = new FormData();
+    if (posterFile) form.append("poster", posterFile, posterFile.name);
+    if (plot) form.append("plot", plot);
+    const title = $("title").value.trim();
+    if (title && plot) form.append("title", title);
+    if ($("head").value) form.append("head", $("head").value);
+    const btn = $("predict-btn");
+    btn.disabled = true;
+    try {
+      const doc = await api("/v1/predict", { method: "POST", body: form });
+      const result = doc.results[0];
+      $("prediction").hidden = false;
+      $("head-name").textContent = "head " + doc.head.name + " (" + doc.head.method + ", " + doc.head.modality + ")";
+      bars(result);
+      why(result);
+      const sim = new FormData();
+      if (posterFile) sim.append("poster", posterFile, posterFile.name);
+      if (plot) sim.append("plot", plot);
+      if (title && plot) sim.append("title", title);
+      sim.append("k", "12");
+      sim.append("by", posterFile && plot ? "both" : posterFile ? "poster" : "plot");
+      grid(await api("/v1/similar", { method: "POST", body: sim }), "Similar movies");
+    } catch (e) { showError(e.error, e.fix); } finally { btn.disabled = false; }
+  }
+
+  async function search(ev) {
+    ev.preventDefault();
+    clearError();
+    const q = $("search").value.trim();
+    if (!q) return;
+    try { grid(await api("/v1/search?k=12&q=" + encodeURIComponent(q)), "Search: " + q); }
+    catch (e) { showError(e.error, e.fix); }
+  }
+
+  const drop = $("drop");
+  drop.addEventListener("click", (e) => { if (e.target.tagName !== "LABEL" && e.target.tagName !== "INPUT") $("poster").click(); });
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("poster").click(); } });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); setPoster(e.dataTransfer.files[0]); });
+  $("poster").addEventListener("change", (e) => setPoster(e.target.files[0]));
+  $("predict-form").addEventListener("submit", predict);
+  $("search-form").addEventListener("submit", search);
+  $("token-save").addEventListener("click", () => {
+    token = $("token").value.trim();
+    sessionStorage.setItem("embedgenre-token", token);
+    $("token-box").hidden = true;
+    clearError();
+    loadIndex();
+  });
+  loadIndex();
+})();

@@ -1,0 +1,108 @@
+"""Reading a request's form: poster uploads (bytes in memory, sniffed and decoded with the pixel
+cap) and text fields. Nothing a client sends is ever used as a filesystem path: a file name is
+only a label in answers."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+
+from embedgenre.images import decode_image_bytes
+from embedgenre.serve.config import ServeConfig
+from embedgenre.serve.problems import ApiError
+
+MAX_FIELD_BYTES = 64 * 1024  # a plot, a title
+FIELDS = ("plot", "title", "head", "top", "k", "by", "genre", "exclude_genre", "plot_weight")
+_LABEL_UNSAFE = re.compile(r"[^\w .()+-]")
+
+
+@dataclass
+class Upload:
+    label: str  # shown in answers (the client's file name, cleaned), never opened
+    data: bytes
+
+
+@dataclass
+class Form:
+    posters: list[Upload] = field(default_factory=list)
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[-1] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self.fields.get(name, []))
+
+
+def label_of(filename: str | None, i: int) -> str:
+    """A display label for upload ``i``: its base name, cleaned and cut to 80 characters."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = _LABEL_UNSAFE.sub("_", name).strip()[:80]
+    return name or f"poster {i + 1}"
+
+
+async def read_form(request: Request, config: ServeConfig) -> Form:
+    """The posters and fields of a multipart, urlencoded or JSON body (size-capped upstream)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    form = Form()
+    if ctype == "application/json":
+        try:
+            doc = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError(
+                400, f"The JSON body cannot be parsed ({e}).", "Send a JSON object."
+            ) from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "The JSON body is not an object.", 'Send {"plot": "...", ...}.')
+        for name, value in doc.items():
+            if name not in FIELDS:
+                continue
+            values = value if isinstance(value, list) else [value]
+            form.fields[name] = [str(v) for v in values if v is not None]
+        return form
+    if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded", ""):
+        raise ApiError(
+            415,
+            f"Unsupported content type {ctype!r}.",
+            "Send multipart/form-data (posters as 'poster' file fields), "
+            "application/x-www-form-urlencoded or application/json.",
+        )
+    try:
+        parsed = await request.form(
+            max_files=config.max_posters, max_fields=32, max_part_size=MAX_FIELD_BYTES
+        )
+    except MultiPartException as e:
+        raise ApiError(400, f"The form cannot be read: {e.message}.", _form_fix(config)) from None
+    try:
+        for name, value in parsed.multi_items():
+            if isinstance(value, UploadFile):
+                if name != "poster":
+                    raise ApiError(400, f"Unexpected file field {name!r}.", _form_fix(config))
+                data = await value.read()
+                form.posters.append(Upload(label_of(value.filename, len(form.posters)), data))
+            elif name in FIELDS:
+                form.fields.setdefault(name, []).append(value)
+    finally:
+        await parsed.close()
+    return form
+
+
+def _form_fix(config: ServeConfig) -> str:
+    return (
+        f"Send at most {config.max_posters} files, each in a field named 'poster', and text "
+        f"fields of at most {MAX_FIELD_BYTES // 1024} kB."
+    )
+
+
+def decode_upload(upload: Upload, config: ServeConfig, draft_size=None) -> Image.Image:
+    """The upload as an RGB image (PosterError -> 415 not an image, 413 too many pixels)."""
+    return decode_image_bytes(
+        upload.data, name=repr(upload.label), max_pixels=config.max_pixels, draft_size=draft_size
+    )

@@ -1,0 +1,55 @@
+"""Helpers for the HTTP service tests: an index with trained heads, a free port, a server thread."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from embedgenre.cli.app import app as cli
+
+
+def index_with_heads(source: Path, out: Path) -> Path:
+    """A copy of index ``source`` in ``out`` with a linear head on posters and one on plots."""
+    shutil.copytree(source, out)
+    for modality in ("poster", "plot"):
+        args = ["train", str(out), "--method", "linear", "--modality", modality, "--folds", "0"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on 127.0.0.1 in a thread of this process (a context manager)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

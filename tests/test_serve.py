@@ -1,0 +1,523 @@
+"""`embedgenre serve`: every route, every bad input, the token, limits, batching, metrics.
+
+One module-scoped service over a copy of the fixture index with a poster head and a plot head;
+FastAPI's TestClient talks to it in process (no socket).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pytest
+from _catalogs import png_header_only
+from _serving import index_with_heads
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from embedgenre.cli.app import app as cli
+from embedgenre.predict import Predictor
+from embedgenre.serve import ServeConfig, check_bind, create_app, read_token_file
+from embedgenre.serve.batching import MicroBatcher, Overloaded
+from embedgenre.serve.config import ServeError
+from embedgenre.serve.service import Service
+
+PLOT = "A detective hunts a serial killer through the rainy city."
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def index_dir(fixture_index_dir, tmp_path_factory):
+    return index_with_heads(fixture_index_dir, tmp_path_factory.mktemp("serve") / "index")
+
+
+@pytest.fixture(scope="module")
+def service(index_dir):
+    svc = Service(ServeConfig(index_dir=index_dir))
+    svc.start()
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with TestClient(create_app(service.config, service)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def poster(fixture_dir):
+    """(path, bytes) of a fixture poster."""
+    path = sorted((fixture_dir / "posters").glob("*.jpg"))[3]
+    return path, path.read_bytes()
+
+
+def _problem(r, status: int, match: str = "") -> dict:
+    assert r.status_code == status, r.text
+    doc = r.json()
+    assert set(doc) == {"error", "fix"} and doc["error"] and doc["fix"], doc
+    assert "Traceback" not in r.text
+    assert match.lower() in doc["error"].lower(), doc
+    return doc
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def test_health_index_items_and_thumbnails(client, service):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["generation"] == service.current.number
+    info = client.get("/v1/index").json()
+    assert info["items"] == 110 and set(info["heads"]) == {"linear-poster", "linear-plot"}
+    page = client.get("/v1/items", params={"genre": "drama", "page": 2, "per_page": 5}).json()
+    assert page["total"] == info["genres"]["Drama"] and len(page["items"]) == 5
+    assert all("Drama" in it["genres"] for it in page["items"])
+    first = page["items"][0]
+    one = client.get(f"/v1/items/{first['id']}").json()
+    assert (
+        one["id"] == first["id"]
+        and one["plot"]
+        and one["thumbnail"] == f"/v1/thumbnails/{first['id']}"
+    )
+    r = client.get(one["thumbnail"])
+    assert (
+        r.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(r.content)).height > 50
+    )
+    r = client.get("/v1/items", params={"page": 1000})
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
+def test_similar_by_id_is_the_cli_json(client, index_dir):
+    first = client.get("/v1/items").json()["items"][0]["id"]
+    r = client.get("/v1/similar", params={"id": first, "k": 5, "by": "both"})
+    assert r.status_code == 200 and r.headers["x-index-generation"]
+    api = r.json()
+    out = CliRunner().invoke(
+        cli,
+        ["similar", "--id", first, "-k", "5", "--by", "both", "--index", str(index_dir), "--json"],
+    )
+    assert out.exit_code == 0, out.output
+    want = json.loads(out.stdout)
+    # the same answer; poster fields name the thumbnail URL instead of a file on the server
+    for d in [want["query"], *want["neighbours"]]:
+        d["poster"] = f"/v1/thumbnails/{d['id']}"
+    assert api == want
+    filtered = client.get(
+        "/v1/similar", params=[("id", first), ("genre", "Comedy"), ("exclude_genre", "Drama")]
+    ).json()
+    assert filtered["neighbours"] and all(
+        "Comedy" in n["genres"] and "Drama" not in n["genres"] for n in filtered["neighbours"]
+    )
+
+
+def test_search_says_what_it_searched(client):
+    doc = client.get("/v1/search", params={"q": "a haunted house", "k": 4}).json()
+    assert doc["by"] == "plot" and len(doc["neighbours"]) == 4
+    assert any("text -> plots" in n for n in doc["notes"])
+
+
+def test_predict_poster_matches_the_library_and_shows_its_voters(client, index_dir, poster):
+    path, data = poster
+    r = client.post("/v1/predict", files=[("poster", ("mine.jpg", data, "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["head"]["name"] == "linear-poster"
+    (res,) = doc["results"]
+    assert res["input"] == "mine.jpg"
+    want = Predictor.open(index_dir).predict(posters=[path]).results[0]
+    assert res["genres"] == want.genres
+    got = {g["genre"]: g["score"] for g in res["ranking"]}
+    for g in want.ranking:
+        assert got[g.genre] == pytest.approx(g.score, abs=2e-3)
+    assert set(res["neighbours"]) == set(res["genres"])
+    for genre, voters in res["neighbours"].items():
+        for v in voters:
+            item = client.get(f"/v1/items/{v['id']}").json()
+            assert genre in item["genres"] and -1 <= v["score"] <= 1
+
+
+def test_predict_plot_with_title_and_two_posters(client, poster, fixture_dir):
+    doc = client.post("/v1/predict", data={"plot": PLOT, "title": "Se7en", "top": 3}).json()
+    assert doc["head"]["name"] == "linear-plot" and len(doc["results"][0]["ranking"]) == 3
+    other = sorted((fixture_dir / "posters").glob("*.jpg"))[7].read_bytes()
+    files = [
+        ("poster", ("a.jpg", poster[1], "image/jpeg")),
+        ("poster", ("b.jpg", other, "image/jpeg")),
+    ]
+    doc = client.post("/v1/predict", files=files, data={"head": "linear-poster"}).json()
+    assert [r["input"] for r in doc["results"]] == ["a.jpg", "b.jpg"]
+    assert doc["results"][0]["ranking"] != doc["results"][1]["ranking"]
+    doc = client.post("/v1/predict", json={"plot": PLOT}).json()
+    assert doc["head"]["name"] == "linear-plot"
+
+
+def test_similar_to_an_upload(client, poster):
+    doc = client.post(
+        "/v1/similar", files={"poster": ("x.jpg", poster[1], "image/jpeg")}, data={"k": 3}
+    ).json()
+    assert doc["query"]["kind"] == "upload" and len(doc["neighbours"]) == 3
+    # the upload is an indexed poster: it is recognised and never its own neighbour
+    matched = doc["query"]["matched"]["id"]
+    assert matched == poster[0].stem and matched not in [n["id"] for n in doc["neighbours"]]
+    doc = client.post("/v1/similar", data={"plot": PLOT, "k": 3}).json()
+    assert doc["by"] == "plot" and len(doc["neighbours"]) == 3
+
+
+def test_metrics_page_and_docs(client):
+    client.post("/v1/predict", data={"plot": PLOT})
+    text = client.get("/metrics").text
+    for name in (
+        'embedgenre_requests_total{method="POST",route="/v1/predict",status="200"}',
+        'embedgenre_request_seconds_bucket{le="0.5",route="/v1/predict"}',
+        'embedgenre_stage_seconds_count{stage="encode"}',
+        'embedgenre_stage_seconds_count{stage="search"}',
+        'embedgenre_batch_size_count{kind="text"}',
+        "embedgenre_index_generation",
+    ):
+        assert name in text, name
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="predict-form"' in page.text
+    for asset in ("/static/app.js", "/static/style.css", "/static/docs.js"):
+        body = client.get(asset).text
+        assert "http://" not in body and "https://" not in body, asset  # no CDN, nothing remote
+    assert "https://" not in page.text and "https://" not in client.get("/docs").text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/predict", "/v1/similar", "/v1/search", "/v1/items/{item_id}", "/metrics"} <= set(
+        paths
+    )
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _text_named_jpg():
+    return {"poster": ("poster.jpg", b"just some text, not an image\n" * 20, "image/jpeg")}
+
+
+def _bomb():
+    return {"poster": ("bomb.png", png_header_only(30000, 30000), "image/png")}
+
+
+def _truncated(data):
+    return {"poster": ("cut.jpg", data[: len(data) // 3], "image/jpeg")}
+
+
+BAD = [
+    ("no input", "post", "/v1/predict", {}, 400, "no poster and no plot"),
+    ("empty plot", "post", "/v1/predict", {"data": {"plot": "   "}}, 400, "plot text is empty"),
+    ("title only", "post", "/v1/predict", {"data": {"title": "Heat"}}, 400, "no poster"),
+    (
+        "unknown head",
+        "post",
+        "/v1/predict",
+        {"data": {"plot": PLOT, "head": "nope"}},
+        404,
+        "no head named",
+    ),
+    (
+        "head as path",
+        "post",
+        "/v1/predict",
+        {"data": {"plot": PLOT, "head": "../../etc"}},
+        400,
+        "not a plain name",
+    ),
+    ("top 0", "post", "/v1/predict", {"data": {"plot": PLOT, "top": "0"}}, 400, "top="),
+    ("top text", "post", "/v1/predict", {"data": {"plot": PLOT, "top": "many"}}, 400, "top="),
+    (
+        "text file named .jpg",
+        "post",
+        "/v1/predict",
+        {"files": _text_named_jpg()},
+        415,
+        "not an image",
+    ),
+    ("pixel bomb", "post", "/v1/predict", {"files": _bomb()}, 413, "pixel"),
+    (
+        "wrong field",
+        "post",
+        "/v1/predict",
+        {"files": {"image": ("a.jpg", b"\xff\xd8\xff", "image/jpeg")}},
+        400,
+        "unexpected file field",
+    ),
+    (
+        "bad json",
+        "post",
+        "/v1/predict",
+        {"content": b"{", "headers": {"content-type": "application/json"}},
+        400,
+        "json",
+    ),
+    (
+        "xml",
+        "post",
+        "/v1/predict",
+        {"content": b"<a/>", "headers": {"content-type": "application/xml"}},
+        415,
+        "content type",
+    ),
+    ("unknown id", "get", "/v1/similar", {"params": {"id": "tt9999999"}}, 404, "no item with id"),
+    ("id as path", "get", "/v1/similar", {"params": {"id": "../../etc/passwd"}}, 400, "id"),
+    ("no id", "get", "/v1/similar", {}, 400, "id"),
+    ("k 0", "get", "/v1/similar", {"params": {"id": "tt0311429", "k": 0}}, 400, "k"),
+    ("k 101", "get", "/v1/similar", {"params": {"id": "tt0311429", "k": 101}}, 400, "k"),
+    ("bad by", "get", "/v1/similar", {"params": {"id": "tt0311429", "by": "smell"}}, 400, "by"),
+    (
+        "unknown genre",
+        "get",
+        "/v1/similar",
+        {"params": {"id": "tt0311429", "genre": "Polka"}},
+        400,
+        "unknown genre",
+    ),
+    (
+        "weight 2",
+        "get",
+        "/v1/similar",
+        {"params": {"id": "tt0311429", "plot_weight": 2}},
+        400,
+        "plot_weight",
+    ),
+    (
+        "similar two posters",
+        "post",
+        "/v1/similar",
+        {"files": [("poster", ("a.jpg", b"x", "image/jpeg"))] * 2},
+        400,
+        "2 posters",
+    ),
+    ("similar nothing", "post", "/v1/similar", {"data": {"k": "3"}}, 400, "no poster"),
+    ("similar k", "post", "/v1/similar", {"data": {"plot": PLOT, "k": "1000"}}, 400, "k="),
+    ("similar by", "post", "/v1/similar", {"data": {"plot": PLOT, "by": "x"}}, 400, "by="),
+    (
+        "similar by poster without one",
+        "post",
+        "/v1/similar",
+        {"data": {"plot": PLOT, "by": "poster"}},
+        400,
+        "no poster",
+    ),
+    (
+        "similar text as poster",
+        "post",
+        "/v1/similar",
+        {"files": _text_named_jpg()},
+        415,
+        "not an image",
+    ),
+    ("empty search", "get", "/v1/search", {"params": {"q": ""}}, 400, "q"),
+    ("long search", "get", "/v1/search", {"params": {"q": "x" * 501}}, 400, "q"),
+    ("unknown item", "get", "/v1/items/tt0000001", {}, 404, "no item"),
+    ("item genre", "get", "/v1/items", {"params": {"genre": "Polka"}}, 400, "unknown genre"),
+    ("page 0", "get", "/v1/items", {"params": {"page": 0}}, 400, "page"),
+    ("no thumbnail", "get", "/v1/thumbnails/tt0000001", {}, 404, "no thumbnail"),
+    ("traversal", "get", "/v1/thumbnails/..%2F..%2Fmanifest.json", {}, 404, "no route"),
+    ("odd id", "get", "/v1/thumbnails/a%20b", {}, 400, "item_id"),
+    ("static traversal", "get", "/static/../../../etc/passwd", {}, 404, "no route"),
+    ("no route", "get", "/v2/predict", {}, 404, "no route"),
+    ("wrong method", "delete", "/v1/predict", {}, 405, "not allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "url", "kwargs", "status", "match"), BAD, ids=[b[0] for b in BAD]
+)
+def test_bad_requests_get_json_errors(client, name, method, url, kwargs, status, match):
+    _problem(getattr(client, method)(url, **kwargs), status, match)
+
+
+def test_truncated_poster(client, poster):
+    _problem(client.post("/v1/predict", files=_truncated(poster[1])), 400, "truncated or corrupt")
+
+
+def test_upload_cap_is_checked_before_the_body_is_read(client):
+    big = b"\xff\xd8\xff" + b"\0" * (11 * 1024 * 1024)
+    _problem(
+        client.post("/v1/predict", files={"poster": ("big.jpg", big, "image/jpeg")}),
+        413,
+        "over the 10 mb limit",
+    )
+    read = []
+
+    def body():  # a chunked upload without Content-Length: counted while it is read
+        for _ in range(12):
+            read.append(1)
+            yield b"\0" * (1024 * 1024)
+
+    r = client.post(
+        "/v1/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    _problem(r, 413, "limit")
+    lying = client.post(
+        "/v1/predict",
+        content=b"\0" * 100,
+        headers={"content-length": str(50 * 1024 * 1024), "content-type": "image/jpeg"},
+    )
+    assert lying.status_code == 413
+
+
+def test_index_is_only_read(client, index_dir, poster):
+    def snapshot():
+        return sorted(
+            (str(p.relative_to(index_dir)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in index_dir.rglob("*")
+        )
+
+    before = snapshot()
+    client.post(
+        "/v1/predict", files={"poster": ("p.jpg", poster[1], "image/jpeg")}, data={"plot": PLOT}
+    )
+    client.get("/v1/search", params={"q": "war"})
+    client.post("/v1/similar", data={"plot": PLOT})
+    assert snapshot() == before
+
+
+# ----------------------------------------------------------------------------- token, bind, CORS
+
+
+def test_token_is_required_when_configured(service, index_dir, tmp_path):
+    config = ServeConfig(index_dir=index_dir, host="0.0.0.0", token=TOKEN)
+    with TestClient(create_app(config, service)) as c:
+        assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200
+        _problem(c.get("/v1/index"), 401, "token")
+        _problem(c.get("/metrics"), 401, "token")
+        _problem(c.get("/v1/index", headers={"Authorization": "Bearer wrong"}), 401, "token")
+        _problem(c.get("/v1/index", headers={"Authorization": f"Basic {TOKEN}"}), 401, "token")
+        r = c.get("/v1/index", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.headers["www-authenticate" if False else "x-request-id"]
+
+
+def test_binding_beyond_loopback_needs_a_token(tmp_path, index_dir):
+    check_bind("127.0.0.1", None, False)
+    check_bind("::1", None, False)
+    check_bind("0.0.0.0", TOKEN, False)
+    check_bind("0.0.0.0", None, True)
+    with pytest.raises(ServeError, match="--token-file FILE"):
+        check_bind("0.0.0.0", None, False)
+    out = CliRunner().invoke(cli, ["serve", str(index_dir), "--host", "0.0.0.0", "--port", "1"])
+    assert (
+        out.exit_code == 1 and "--insecure-no-token" in out.output and "Traceback" not in out.output
+    )
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    with pytest.raises(ServeError, match="at least 16 characters"):
+        read_token_file(short)
+    with pytest.raises(ServeError, match="not a regular file"):
+        read_token_file(tmp_path)
+    good = tmp_path / "token"
+    good.write_text(TOKEN + "\n")
+    assert read_token_file(good) == TOKEN
+    out = CliRunner().invoke(cli, ["serve", str(tmp_path / "none"), "--port", "1"])
+    assert out.exit_code == 1 and "no index at" in out.output
+
+
+def test_cors_is_off_unless_an_origin_is_given(client, service, index_dir):
+    origin = {"Origin": "http://elsewhere.example"}
+    assert "access-control-allow-origin" not in client.get("/v1/index", headers=origin).headers
+    config = ServeConfig(index_dir=index_dir, cors_origins=("http://elsewhere.example",))
+    with TestClient(create_app(config, service)) as c:
+        r = c.get("/v1/index", headers=origin)
+        assert r.headers["access-control-allow-origin"] == "http://elsewhere.example"
+        other = c.get("/v1/index", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+# ----------------------------------------------------------------------------- batching, overload, time
+
+
+def test_micro_batches_gather_concurrent_inputs_and_refuse_when_full():
+    sizes = []
+    gate = threading.Event()
+
+    def fn(xs):
+        gate.wait(5)
+        sizes.append(len(xs))
+        return [x * 2 for x in xs]
+
+    b = MicroBatcher(fn, "test", max_batch=8, max_wait=0.05, max_queue=16)
+    try:
+        first = b.submit(0)  # taken by the worker, which then waits on the gate
+        time.sleep(0.1)
+        futures = [b.submit(i) for i in range(1, 17)]
+        with pytest.raises(Overloaded):
+            b.submit(99)
+        gate.set()
+        assert first.result(5) == 0 and [f.result(5) for f in futures] == [
+            2 * i for i in range(1, 17)
+        ]
+        assert sizes == [1, 8, 8]
+    finally:
+        gate.set()
+        b.close()
+
+
+def test_a_failing_batch_fails_its_requests_only():
+    b = MicroBatcher(lambda xs: [1 / x for x in xs], "test", max_wait=0.0)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            b.map([0])
+        assert b.map([2, 4]) == [0.5, 0.25]
+    finally:
+        b.close()
+
+
+def test_full_queue_is_503_with_retry_after(client, service, monkeypatch):
+    enc = service.encoders(service.current.index.get_set("plot"))
+
+    def full(item):
+        raise Overloaded("text", retry_after=2)
+
+    monkeypatch.setattr(enc._texts, "submit", full)
+    r = client.post("/v1/predict", data={"plot": "a brand new plot nobody encoded"})
+    _problem(r, 503, "busy")
+    assert r.headers["retry-after"] == "2"
+
+
+def test_slow_request_times_out_and_a_crash_shows_no_traceback(service, index_dir, monkeypatch):
+    from embedgenre.serve import routes
+
+    config = ServeConfig(index_dir=index_dir, request_timeout_s=0.3)
+    with TestClient(create_app(config, service), raise_server_exceptions=False) as c:
+        monkeypatch.setattr(routes, "_predict", lambda *a: time.sleep(1.0) or {})
+        _problem(c.post("/v1/predict", data={"plot": PLOT}), 504, "longer than 0.3 s")
+
+        def boom(*a):
+            raise RuntimeError("secret internal detail")
+
+        monkeypatch.setattr(routes, "_predict", boom)
+        doc = _problem(c.post("/v1/predict", data={"plot": PLOT}), 500, "internal error")
+        assert "secret" not in json.dumps(doc)
+
+
+def test_concurrent_predicts_are_batched(client, service, fixture_dir, monkeypatch):
+    posters = sorted((fixture_dir / "posters").glob("*.jpg"))[:12]
+    enc = service.encoders(service.current.index.get_set("poster"))
+    monkeypatch.setattr(enc._pixels, "max_wait", 0.5)  # a batch waits long enough to fill
+
+    def batches():
+        get = service.metrics.registry.get_sample_value
+        labels = {"kind": "poster"}
+        count = get("embedgenre_batch_size_count", labels) or 0.0
+        return count, get("embedgenre_batch_size_sum", labels) or 0.0
+
+    count0, sum0 = batches()
+    status = [None] * len(posters)
+
+    def one(i):
+        files = {"poster": ("p.jpg", posters[i].read_bytes(), "image/jpeg")}
+        status[i] = client.post("/v1/predict", files=files).status_code
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(posters))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    count1, sum1 = batches()
+    assert status == [200] * len(posters)
+    assert sum1 - sum0 == len(posters)  # every poster encoded once
+    assert count1 - count0 <= len(posters) // 2  # in batches, not one by one
