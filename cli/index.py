@@ -11,8 +11,13 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console
+from embedgenre.encoders.cpu import PRECISIONS
+from embedgenre.encoders.devices import BACKENDS
 
 app = typer.Typer()
+
+Backend = Enum("Backend", {b: b for b in BACKENDS}, type=str)
+Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)
 
 
 class Engine(str, Enum):
@@ -62,6 +67,20 @@ def index(
         typer.Option(help="CSV text encoding (default: UTF-8, else cp1252 with a warning)."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            help="auto: on CPU the faster of ONNX Runtime and torch, measured once on this CPU "
+            "and cached; onnx or torch to choose. Recorded in the index."
+        ),
+    ] = "auto",
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="Image towers on CPU: fp32, or bf16/int8 where the CPU has the matrix units "
+            "(AMX, AVX512-BF16/VNNI), refused if embeddings drift from fp32 (cosine < 0.999)."
+        ),
+    ] = "fp32",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     chunk_size: Annotated[
         int,
@@ -122,6 +141,8 @@ def index(
         add=add,
         wait=None if wait else 0,
         device=device,
+        backend=backend.value,
+        precision=precision.value,
         batch_size=batch_size,
         chunk_size=chunk_size,
         strict=strict,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedgenre import __version__, ann
+from embedgenre import __version__, ivfpq
 from embedgenre.encoders.hybrid import HybridEncoder
 from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
 from embedgenre.errors import IndexStoreError, PosterError
@@ -101,6 +101,8 @@ def build_index(
     *,
     add: bool = False,
     device: str = "cpu",
+    backend: str = "auto",
+    precision: str = "fp32",
     batch_size: int = 32,
     chunk_size: int = DEFAULT_CHUNK,
     strict: bool = False,
@@ -108,6 +110,8 @@ def build_index(
     encoder_factory: Callable | None = None,
     wait: float | None = 0,
     engine: Engine | None = None,
+    faiss_kind: str = "auto",
+    index_memory: int | str | None = None,
 ) -> IndexSummary:
     """Encode ``catalog`` (a :class:`~embedgenre.catalog.Catalog`) into the index at ``out``.
 
@@ -115,16 +119,27 @@ def build_index(
     index already holds, or, for a new index, the best available offline defaults. Asking an
     existing index for encoders it does not hold is refused unless ``add=True``. ``wait``:
     seconds to wait for another writer of the index (0: refuse at once, None: for ever).
+    ``backend`` / ``precision``: how the encoders run (see ``create_encoder``; "auto" measures
+    the faster backend on this CPU once); what ran is recorded with each set in the manifest.
     ``engine``: what encodes (:class:`~embedgenre.engines.LocalEngine` when None, or
     :class:`~embedgenre.distributed.RayEngine`); whichever runs, the index is the same.
+    ``faiss_kind`` (``auto`` or a kind of :mod:`embedgenre.ann`, parameters allowed) and
+    ``index_memory`` (bytes or ``"4GB"``) choose each changed set's FAISS index
+    (:mod:`embedgenre.ivfpq`); the choice is recorded in the manifest.
     An unchanged catalog writes nothing; a run killed at any point resumes from its chunks.
     """
     from embedgenre import encoders as registry
 
     t0 = time.perf_counter()
     out = Path(out)
-    factory = encoder_factory or (lambda name: registry.create_encoder(name, device=device))
+    factory = encoder_factory or (
+        lambda name: registry.create_encoder(
+            name, device=device, backend=backend, precision=precision
+        )
+    )
     engine = engine or LocalEngine()
+    memory = ivfpq.parse_memory(index_memory)
+    ivfpq.check_kind(faiss_kind)  # a bad kind fails before anything is encoded
     items = catalog.items
     if not items:
         raise IndexStoreError(f"catalog {catalog.root} has no items; nothing to index.")
@@ -211,7 +226,9 @@ def build_index(
                         _save_chunk(writer, key, chunk)
                         job.parts.append(chunk)
                     summary.encoded += len(chunk.ids)
-            entry = _consolidate(writer, job, items, gen, encoder, modality, key)
+            entry = _consolidate(
+                writer, job, items, gen, encoder, modality, key, faiss_kind, memory
+            )
             if entry is None:  # e.g. a catalog without plots: no set to write
                 logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
                 continue
@@ -619,7 +636,9 @@ def _fill_thumbs(part: Part, items, order: dict[str, int]) -> list[bytes | None]
     return thumbs
 
 
-def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, key):
+def _consolidate(
+    writer: IndexWriter, job: _Job, items, gen, encoder, modality, key, faiss_kind, index_memory
+):
     """Write the set in item order to a new generation folder and return its entry; the old
     entry when nothing changed; None when the set has no rows and never had any."""
     old = job.old_entry
@@ -662,12 +681,9 @@ def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, 
         atomic.save_npy(d / THUMBS_INDEX, offsets.reshape(-1, 2))
     faiss_meta = {"kind": "flat"}
     if len(ids):
-        index, faiss_info = ann.build_faiss_index(vecs)
-        faiss_meta = faiss_info if isinstance(faiss_info, dict) else {"kind": faiss_info}
-        if faiss_meta.get("kind", "flat") != "flat":  # exact indexes are rebuilt on open
-            ann.save_faiss_index(index, d / "faiss.index")
-            with open(d / "faiss.index", "rb") as f:  # checked before FAISS parses the file
-                faiss_meta["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+        del vecs  # the index is built from the file: large sets are read shard by shard
+        stored = np.load(d / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        faiss_meta = ivfpq.write_set_index(stored, d, faiss_kind, index_memory)
     _keep_fit(writer, job, encoder, d)
     return SetEntry(
         key=key,

@@ -105,6 +105,11 @@ class ImageTransform:
             out[c] += offset[c]
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageTransform:
+        """The transform ``to_dict`` described (lists read back from JSON become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["height"] is None:  # square transforms are described as they always were

@@ -401,7 +401,7 @@ def bundled_clip_encoder(
             p.is_file() for p in (image_onnx, text_onnx, vocab)
         ):
             return None
-        transform = ImageTransform(**doc["transform"])
+        transform = ImageTransform.from_dict(doc["transform"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     context_length = int(doc["context_length"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from embedgenre.encoders.base import Encoder
+from embedgenre.encoders.cpu import check_precision
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,15 @@ def create_encoder(
 
     fam, name = _split(name)
     device = resolve_device(device)
+    if "precision" in options:
+        options["precision"] = check_precision(options["precision"], device)
     enc = fam.create(name, device=device, backend=backend, **options)
+    if options.get("precision", "fp32") != "fp32" and "image" not in enc.modalities:
+        logger.warning(
+            "precision %s applies to image towers; %s encodes texts in fp32",
+            options["precision"],
+            enc.name,
+        )
     logger.info(
         "encoder %s: dim %s, backend %s (%s) on %s, weights from %s (%s)",
         enc.name,

@@ -1,0 +1,168 @@
+"""The backend measured per CPU and cached, --backend/--precision, and the fp32 fidelity guard.
+
+Tiny random CLIP models (tests/_tiny_clip.py) stand in for real ones: only the mechanics are
+checked here (which backend ran, what was cached and recorded, what was refused), never speed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _tiny_clip import make_tiny_clip_checkpoint
+from typer.testing import CliRunner
+
+from embedgenre.cli.app import app
+from embedgenre.encoders import calibration, cpu, create_encoder, devices
+from embedgenre.errors import EmbedgenreError
+
+runner = CliRunner()
+AVX2_ONLY = cpu.CpuInfo("Test AVX2 CPU", frozenset({"avx", "avx2", "fma"}), 2)
+WITH_UNITS = cpu.CpuInfo("Test AMX CPU", frozenset({"avx2", "avx512f", "amx_bf16", "amx_int8"}), 2)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDGENRE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMBEDGENRE_OFFLINE", "1")
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    name, _ = make_tiny_clip_checkpoint(tmp_path / "download")
+    return name
+
+
+def pretend_cpu(monkeypatch, info: cpu.CpuInfo) -> None:
+    monkeypatch.setattr(cpu, "cpu_info", lambda: info)
+    monkeypatch.setattr(calibration, "cpu_info", lambda: info)
+
+
+def test_precision_needs_matrix_units():
+    with pytest.raises(EmbedgenreError, match=r"bf16 matrix units.*Test AVX2 CPU.*fp32"):
+        cpu.check_precision("bf16", cpu=AVX2_ONLY)
+    with pytest.raises(EmbedgenreError, match=r"int8 matrix units \(amx_int8 or avx512_vnni"):
+        cpu.check_precision("int8", cpu=AVX2_ONLY)
+    assert cpu.check_precision("bf16", cpu=WITH_UNITS) == "bf16"
+    assert cpu.check_precision("INT8", cpu=WITH_UNITS) == "int8"
+    assert cpu.check_precision(None) == "fp32"
+    with pytest.raises(EmbedgenreError, match=r"unknown precision 'fp16'.*fp32, bf16, int8"):
+        cpu.check_precision("fp16")
+    with pytest.raises(EmbedgenreError, match=r"CPU option.*--device cpu"):
+        cpu.check_precision("bf16", device="cuda", cpu=WITH_UNITS)
+    assert cpu.precision_units("int8", WITH_UNITS) == ["amx_int8"]
+    assert AVX2_ONLY.key() != WITH_UNITS.key()
+
+
+def test_this_cpu_offers_reduced_precision_only_with_units(tiny):
+    here = cpu.cpu_info()
+    for precision in ("bf16", "int8"):
+        if cpu.precision_units(precision):
+            if precision == "bf16":
+                assert create_encoder(tiny, precision="bf16").precision == "bf16"
+        else:
+            with pytest.raises(EmbedgenreError, match=f"{precision} matrix units.*{here.model}"):
+                create_encoder(tiny, precision=precision)
+
+
+def test_backend_is_measured_once_per_cpu_and_cached(tiny, monkeypatch):
+    pretend_cpu(monkeypatch, AVX2_ONLY)
+    enc = create_encoder(tiny)
+    choice = enc.backend_choice
+    assert choice["by"] == "measured now"
+    assert set(choice["images_per_s"]) == {"onnx", "torch"}  # a ViT: no channels-last candidate
+    rates = choice["images_per_s"]
+    assert enc.backend == choice["chosen"] == max(rates, key=rates.get)
+    assert choice["cpu"]["model"] == "Test AVX2 CPU"
+
+    def no_measuring(*a, **k):
+        raise AssertionError("measured again although a measurement is cached")
+
+    monkeypatch.setattr(calibration, "measure", no_measuring)
+    again = create_encoder(tiny)
+    assert again.backend_choice["by"] == "cached measurement"
+    assert again.backend == enc.backend
+    assert create_encoder(tiny, purpose="query").backend == "onnx"  # queries: loads fastest
+
+    pretend_cpu(monkeypatch, WITH_UNITS)  # another CPU kind: its own measurement
+    with pytest.raises(AssertionError, match="measured again"):
+        create_encoder(tiny)
+    with pytest.raises(EmbedgenreError, match=r"unknown purpose 'serve'.*bulk, query"):
+        create_encoder(tiny, purpose="serve")
+
+
+def test_backend_override_is_recorded_in_the_manifest(tmp_path, small_catalog, tiny):
+    cat, _ = small_catalog
+    out = tmp_path / "idx"
+    result = runner.invoke(
+        app,
+        ["index", str(cat), "--out", str(out), "--image-encoder", tiny, "--text-encoder", tiny,
+         "--backend", "torch", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    poster = next(s for s in manifest["sets"] if s["modality"] == "poster")
+    assert poster["encoder"]["backend"] == "torch"
+    assert poster["encoder"]["backend_choice"]["by"] == "asked"
+    assert poster["encoder"]["precision"] == "fp32"
+    from embedgenre.store import GenreIndex
+
+    index = GenreIndex.open(out)
+    emb = index.get_set("poster", tiny)
+    paths = [cat / "posters" / f"{i}.jpg" for i in emb.ids[:4]]
+    onnx = create_encoder(tiny, backend="onnx").encode_images(paths)
+    assert np.allclose(emb.vectors[:4], onnx, atol=1e-5)
+
+    bad = runner.invoke(app, ["index", str(cat), "--out", str(out), "--backend", "tensorrt"])
+    assert bad.exit_code != 0 and "tensorrt" in bad.output
+
+
+def test_cli_refuses_precision_without_units(tmp_path, small_catalog, tiny, monkeypatch):
+    pretend_cpu(monkeypatch, AVX2_ONLY)
+    cat, _ = small_catalog
+    result = runner.invoke(
+        app,
+        ["index", str(cat), "--out", str(tmp_path / "idx"), "--image-encoder", tiny,
+         "--text-encoder", tiny, "--precision", "int8"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "int8 matrix units" in result.output and "Test AVX2 CPU" in result.output
+
+
+def test_fidelity_guard_passes_bf16_and_refuses_what_drifts(tiny, monkeypatch):
+    pretend_cpu(monkeypatch, WITH_UNITS)
+    enc = create_encoder(tiny, precision="bf16")
+    assert enc.backend == "torch" and enc.precision == "bf16"
+    assert enc.backend_choice["min_cosine_to_fp32"] >= devices.MIN_COSINE
+    assert enc.backend_choice["units"] == ["amx_bf16"]
+    assert enc.describe()["precision"] == "bf16"
+    # int8 weights of a tiny random model drift far more than a real one's: the guard says no
+    with pytest.raises(EmbedgenreError, match=r"int8.*cosine to fp32 as low as 0\.9"):
+        create_encoder(tiny, precision="int8")
+    with pytest.raises(EmbedgenreError, match=r"runs on backend 'torch', not 'onnx'"):
+        create_encoder(tiny, precision="bf16", backend="onnx")
+
+
+def test_check_fidelity_against_a_slow_reference():
+    x = devices.probe_pixels(6, 16, 12, seed=3)
+    assert x.shape == (6, 3, 16, 12) and x.dtype == np.float32
+    assert np.array_equal(x, devices.probe_pixels(6, 16, 12, seed=3))
+    assert 0.3 < float(x.std()) < 3.0  # about unit scale, like normalised photos
+    w = np.random.default_rng(0).normal(size=(3 * 16 * 12, 8)).astype(np.float32)
+
+    def ref(pixels):
+        return pixels.reshape(len(pixels), -1) @ w
+
+    def close(pixels):
+        return ref(pixels) * 1.5 + 1e-4  # scale does not change a direction
+
+    def drifted(pixels):
+        out = ref(pixels)
+        out[:, 0] += 0.2 * np.abs(out).max()
+        return out
+
+    assert devices.check_fidelity(ref, close, x, "test") > 0.9999
+    with pytest.raises(EmbedgenreError, match=r"test changes the embeddings too much"):
+        devices.check_fidelity(ref, drifted, x, "test")
