@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedgenre import __version__, ivfpq
+from embedgenre import __version__, ann
 from embedgenre.encoders.hybrid import HybridEncoder
 from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
 from embedgenre.errors import IndexStoreError, PosterError
@@ -110,8 +110,6 @@ def build_index(
     encoder_factory: Callable | None = None,
     wait: float | None = 0,
     engine: Engine | None = None,
-    faiss_kind: str = "auto",
-    index_memory: int | str | None = None,
 ) -> IndexSummary:
     """Encode ``catalog`` (a :class:`~embedgenre.catalog.Catalog`) into the index at ``out``.
 
@@ -123,9 +121,6 @@ def build_index(
     the faster backend on this CPU once); what ran is recorded with each set in the manifest.
     ``engine``: what encodes (:class:`~embedgenre.engines.LocalEngine` when None, or
     :class:`~embedgenre.distributed.RayEngine`); whichever runs, the index is the same.
-    ``faiss_kind`` (``auto`` or a kind of :mod:`embedgenre.ann`, parameters allowed) and
-    ``index_memory`` (bytes or ``"4GB"``) choose each changed set's FAISS index
-    (:mod:`embedgenre.ivfpq`); the choice is recorded in the manifest.
     An unchanged catalog writes nothing; a run killed at any point resumes from its chunks.
     """
     from embedgenre import encoders as registry
@@ -138,8 +133,6 @@ def build_index(
         )
     )
     engine = engine or LocalEngine()
-    memory = ivfpq.parse_memory(index_memory)
-    ivfpq.check_kind(faiss_kind)  # a bad kind fails before anything is encoded
     items = catalog.items
     if not items:
         raise IndexStoreError(f"catalog {catalog.root} has no items; nothing to index.")
@@ -226,9 +219,7 @@ def build_index(
                         _save_chunk(writer, key, chunk)
                         job.parts.append(chunk)
                     summary.encoded += len(chunk.ids)
-            entry = _consolidate(
-                writer, job, items, gen, encoder, modality, key, faiss_kind, memory
-            )
+            entry = _consolidate(writer, job, items, gen, encoder, modality, key)
             if entry is None:  # e.g. a catalog without plots: no set to write
                 logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
                 continue
@@ -636,9 +627,7 @@ def _fill_thumbs(part: Part, items, order: dict[str, int]) -> list[bytes | None]
     return thumbs
 
 
-def _consolidate(
-    writer: IndexWriter, job: _Job, items, gen, encoder, modality, key, faiss_kind, index_memory
-):
+def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, key):
     """Write the set in item order to a new generation folder and return its entry; the old
     entry when nothing changed; None when the set has no rows and never had any."""
     old = job.old_entry
@@ -681,9 +670,12 @@ def _consolidate(
         atomic.save_npy(d / THUMBS_INDEX, offsets.reshape(-1, 2))
     faiss_meta = {"kind": "flat"}
     if len(ids):
-        del vecs  # the index is built from the file: large sets are read shard by shard
-        stored = np.load(d / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        faiss_meta = ivfpq.write_set_index(stored, d, faiss_kind, index_memory)
+        index, faiss_info = ann.build_faiss_index(vecs)
+        faiss_meta = faiss_info if isinstance(faiss_info, dict) else {"kind": faiss_info}
+        if faiss_meta.get("kind", "flat") != "flat":  # exact indexes are rebuilt on open
+            ann.save_faiss_index(index, d / "faiss.index")
+            with open(d / "faiss.index", "rb") as f:  # checked before FAISS parses the file
+                faiss_meta["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
     _keep_fit(writer, job, encoder, d)
     return SetEntry(
         key=key,
