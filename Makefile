@@ -15,9 +15,14 @@ install: $(BIN)/python  ## create .venv and install torch (CPU) + embedgenre wit
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[dev]"
 
-demo: install  ## install, then index CATALOG into INDEX and describe it
+DEMO_ID ?= tt0311429
+
+demo: install  ## index CATALOG into INDEX, train a head, predict one poster, list movies like it
 	$(BIN)/embedgenre index $(CATALOG) --out $(INDEX)
 	$(BIN)/embedgenre info $(INDEX)
+	$(BIN)/embedgenre train $(INDEX) --method linear --modality poster --folds 0
+	$(BIN)/embedgenre predict $(CATALOG)/posters/$(DEMO_ID).jpg --index $(INDEX)
+	$(BIN)/embedgenre similar --id $(DEMO_ID) --index $(INDEX) -k 5
 
 test:  ## the test suite (fast tests; no network, no GPU)
 	$(BIN)/python -m pytest -q
