@@ -112,6 +112,19 @@ def index(
     gpus_per_worker: Annotated[
         float, typer.Option(min=0.0, help="GPUs per Ray encoder actor; fractions allowed.")
     ] = 0.0,
+    faiss_kind: Annotated[
+        str,
+        typer.Option(
+            "--faiss",
+            help="FAISS index of each changed set: auto (by size and --index-memory), flat, "
+            "ivf_sq8, hnsw_sq8 or ivf_pq (on-disk inverted lists); KIND:NAME=VALUE,... sets "
+            "parameters, e.g. ivf_pq:m=32.",
+        ),
+    ] = "auto",
+    index_memory: Annotated[
+        str,
+        typer.Option(help="Memory the FAISS index may take, e.g. 4GB or 512MiB."),
+    ] = "4GB",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Encode a catalog's posters and plots into an index directory (incremental, resumable)."""
@@ -148,6 +161,8 @@ def index(
         strict=strict,
         progress=not as_json and err_console.is_terminal,
         engine=runner,
+        faiss_kind=faiss_kind,
+        index_memory=index_memory,
     )
     if as_json:
         emit_json(summary.to_dict())

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embedgenre import __version__, ann
-from embedgenre.encoders.hybrid import HybridEncoder
+from embedgenre import __version__, ivfpq
+from embedgenre.encoders.base import CatalogFittedEncoder
+from embedgenre.encoders.registry import fitted_class
 from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
 from embedgenre.errors import IndexStoreError, PosterError
 from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
@@ -110,6 +111,8 @@ def build_index(
     encoder_factory: Callable | None = None,
     wait: float | None = 0,
     engine: Engine | None = None,
+    faiss_kind: str = "auto",
+    index_memory: int | str | None = None,
 ) -> IndexSummary:
     """Encode ``catalog`` (a :class:`~embedgenre.catalog.Catalog`) into the index at ``out``.
 
@@ -121,6 +124,9 @@ def build_index(
     the faster backend on this CPU once); what ran is recorded with each set in the manifest.
     ``engine``: what encodes (:class:`~embedgenre.engines.LocalEngine` when None, or
     :class:`~embedgenre.distributed.RayEngine`); whichever runs, the index is the same.
+    ``faiss_kind`` (``auto`` or a kind of :mod:`embedgenre.ann`, parameters allowed) and
+    ``index_memory`` (bytes or ``"4GB"``) choose each changed set's FAISS index
+    (:mod:`embedgenre.ivfpq`); the choice is recorded in the manifest.
     An unchanged catalog writes nothing; a run killed at any point resumes from its chunks.
     """
     from embedgenre import encoders as registry
@@ -133,6 +139,8 @@ def build_index(
         )
     )
     engine = engine or LocalEngine()
+    memory = ivfpq.parse_memory(index_memory)
+    ivfpq.check_kind(faiss_kind)  # a bad kind fails before anything is encoded
     items = catalog.items
     if not items:
         raise IndexStoreError(f"catalog {catalog.root} has no items; nothing to index.")
@@ -178,7 +186,7 @@ def build_index(
             encoder = None
             if job.todo:
                 encoder = factory(name)
-                if getattr(encoder, "fitted_on_catalog", False):
+                if isinstance(encoder, CatalogFittedEncoder):
                     _prepare_fitted(encoder, writer, job, items)
                 _check_compatible(job.old_entry, encoder, out)
                 _remember_encoder(writer, job, encoder)
@@ -219,7 +227,9 @@ def build_index(
                         _save_chunk(writer, key, chunk)
                         job.parts.append(chunk)
                     summary.encoded += len(chunk.ids)
-            entry = _consolidate(writer, job, items, gen, encoder, modality, key)
+            entry = _consolidate(
+                writer, job, items, gen, encoder, modality, key, faiss_kind, memory
+            )
             if entry is None:  # e.g. a catalog without plots: no set to write
                 logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
                 continue
@@ -416,10 +426,13 @@ def _preprocessing_changed(entry: SetEntry | None, name: str, registry) -> bool:
 def _state_source(writer: IndexWriter, job: _Job) -> Path | None:
     """Where the fit of a catalog-fitted encoder for ``job`` is stored: the interrupted run's
     ``.partial/`` (if it left chunks), else the committed set (if rows are reused)."""
+    fitted = fitted_class(job.encoder_name)
     partial = writer.partial_dir(job.key)
-    if job.resumed and HybridEncoder.has_state(partial):
+    if fitted is None:
+        return None
+    if job.resumed and fitted.has_state(partial):
         return partial
-    if job.old_entry is not None and HybridEncoder.has_state(writer.path / job.old_entry.dir):
+    if job.old_entry is not None and fitted.has_state(writer.path / job.old_entry.dir):
         return writer.path / job.old_entry.dir
     return None
 
@@ -627,7 +640,9 @@ def _fill_thumbs(part: Part, items, order: dict[str, int]) -> list[bytes | None]
     return thumbs
 
 
-def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, key):
+def _consolidate(
+    writer: IndexWriter, job: _Job, items, gen, encoder, modality, key, faiss_kind, index_memory
+):
     """Write the set in item order to a new generation folder and return its entry; the old
     entry when nothing changed; None when the set has no rows and never had any."""
     old = job.old_entry
@@ -670,12 +685,9 @@ def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, 
         atomic.save_npy(d / THUMBS_INDEX, offsets.reshape(-1, 2))
     faiss_meta = {"kind": "flat"}
     if len(ids):
-        index, faiss_info = ann.build_faiss_index(vecs)
-        faiss_meta = faiss_info if isinstance(faiss_info, dict) else {"kind": faiss_info}
-        if faiss_meta.get("kind", "flat") != "flat":  # exact indexes are rebuilt on open
-            ann.save_faiss_index(index, d / "faiss.index")
-            with open(d / "faiss.index", "rb") as f:  # checked before FAISS parses the file
-                faiss_meta["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+        del vecs  # the index is built from the file: large sets are read shard by shard
+        stored = np.load(d / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        faiss_meta = ivfpq.write_set_index(stored, d, faiss_kind, index_memory)
     _keep_fit(writer, job, encoder, d)
     return SetEntry(
         key=key,
@@ -692,12 +704,12 @@ def _consolidate(writer: IndexWriter, job: _Job, items, gen, encoder, modality, 
 def _keep_fit(writer: IndexWriter, job: _Job, encoder, directory: Path) -> None:
     """Store the fit of a catalog-fitted encoder beside the set's vectors (queries need it)."""
     if encoder is not None:
-        if getattr(encoder, "fitted_on_catalog", False):
+        if isinstance(encoder, CatalogFittedEncoder):
             encoder.save_state(directory)
         return
     source = _state_source(writer, job)
     if source is not None:
-        HybridEncoder.copy_state(source, directory)
+        fitted_class(job.encoder_name).copy_state(source, directory)
 
 
 def _write_items(path: Path, items, poster_hash, plot_hash) -> None:

@@ -41,6 +41,7 @@ REQUIRED_COLUMNS = ("id", "genres")
 # Thumbnails: concatenated JPEG bytes and (rows, 2) int64 (offset, length), row-aligned.
 THUMBS_BIN = "thumbs.bin"
 THUMBS_INDEX = "thumbs.npy"
+IVFDATA = "faiss.ivfdata"  # the inverted lists of an on-disk FAISS index, beside faiss.index
 # Files and folders a writer makes; a folder holding only these is an index being built.
 INDEX_ENTRIES = (".lock", ".lock.json", ".partial", "embeddings", "heads", "manifest.json")
 INDEX_PREFIXES = ("items-", "skipped")
@@ -49,6 +50,13 @@ FAISS_PARAMS = {
     "flat": {},
     "ivf_sq8": {"nlist": (1, 1 << 20), "nprobe": (1, 1 << 20)},
     "hnsw_sq8": {"M": (2, 1 << 10), "ef_construction": (1, 1 << 16), "ef_search": (1, 1 << 16)},
+    "ivf_pq": {
+        "nlist": (1, 1 << 20),
+        "nprobe": (1, 1 << 20),
+        "m": (1, 1 << 12),
+        "nbits": (1, 16),
+        "opq": (0, 1),
+    },
 }
 # what np.load raises for a damaged .npy file (a garbled header is parsed as Python literals)
 _NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TokenError, MemoryError)
@@ -152,6 +160,7 @@ class EmbeddingSet:
             self.faiss_kind != "flat"
             and len(self.rows) == self._stored_rows
             and _digest_matches(path, self.faiss_params.get("sha256"))
+            and _ivfdata_matches(self.directory, self.faiss_params.get("ivfdata_bytes"))
         ):
             try:
                 index = ann.load_faiss_index(path)
@@ -188,6 +197,18 @@ class EmbeddingSet:
         data, offsets = self.thumbs
         start, length = (int(v) for v in offsets[i])
         return bytes(data[start : start + length]) if length > 0 else None
+
+
+def _ivfdata_matches(directory: Path, size: int | None) -> bool:
+    """True when the set keeps no on-disk inverted lists, or keeps them at their recorded size
+    (the file is memory-mapped, not hashed: it can be gigabytes)."""
+    if size is None:
+        return True
+    try:
+        info = (directory / IVFDATA).lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == size
 
 
 def _digest_matches(path: Path, sha256: str | None) -> bool:
