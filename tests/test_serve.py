@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 from _catalogs import png_header_only
-from _serving import index_with_heads
+from _serving import ServerThread, index_with_heads
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -521,3 +524,113 @@ def test_concurrent_predicts_are_batched(client, service, fixture_dir, monkeypat
     assert status == [200] * len(posters)
     assert sum1 - sum0 == len(posters)  # every poster encoded once
     assert count1 - count0 <= len(posters) // 2  # in batches, not one by one
+
+
+# ----------------------------------------------------------------------------- the web page
+
+
+def _browser() -> tuple[str, str] | None:
+    """(chromium, chromedriver) from the system (Debian: chromium, chromium-driver)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (chromium, driver) if chromium and driver else None
+
+
+def _not_blank(png: Path) -> None:
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    assert pixels.std() > 25, "the screenshot is blank"
+    assert len(np.unique(pixels.reshape(-1, 3)[::97], axis=0)) > 50  # posters, text, bars
+
+
+@pytest.mark.skipif(
+    _browser() is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+def test_web_page_in_a_real_browser(service, poster, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = _browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(arg)
+    css = By.CSS_SELECTOR
+
+    def all_images_loaded(d, where: str) -> bool:
+        script = (
+            f"const im = [...document.querySelectorAll({where!r})];"
+            "return im.length > 0 && im.every(i => i.complete && i.naturalWidth > 0);"
+        )
+        return d.execute_script(script)
+
+    with ServerThread(create_app(service.config, service)) as server:
+        driver = webdriver.Chrome(service=DriverService(chromedriver), options=options)
+        try:
+            wait = WebDriverWait(driver, 60)
+            driver.get(server.url + "/")
+            wait.until(lambda d: "generation" in d.find_element(By.ID, "index-info").text)
+            driver.find_element(By.ID, "poster").send_keys(str(poster[0]))
+            driver.find_element(By.ID, "plot").send_keys(PLOT)
+            driver.find_element(By.ID, "predict-btn").click()
+            wait.until(
+                lambda d: d.find_elements(css, "#bars li") and d.find_elements(css, "#grid .tile")
+            )
+            bars = driver.find_elements(css, "#bars li")
+            assert len(driver.find_elements(css, "#bars .tick")) == len(bars) == 23
+            assert "linear-poster" in driver.find_element(By.ID, "head-name").text
+            predicted = [
+                b.get_attribute("data-genre") for b in driver.find_elements(css, "#bars li.yes")
+            ]
+            why = driver.find_element(By.ID, "why").text
+            assert predicted and all(g in why for g in predicted)
+            wait.until(lambda d: all_images_loaded(d, "#grid img"))
+            driver.save_screenshot(str(tmp_path / "desktop.png"))
+            _not_blank(tmp_path / "desktop.png")
+
+            tile = driver.find_elements(css, "#grid .tile")[0]
+            clicked = tile.get_attribute("data-id")
+            tile.click()
+            wait.until(
+                lambda d: d.find_element(By.ID, "results-title").text.startswith("More like")
+            )
+            shown = [t.get_attribute("data-id") for t in driver.find_elements(css, "#grid .tile")]
+            assert len(shown) == 12 and clicked not in shown
+
+            driver.find_element(By.ID, "search").send_keys("a haunted house")
+            driver.find_element(By.ID, "search-btn").click()
+            wait.until(
+                lambda d: d.find_element(By.ID, "results-title").text == "Search: a haunted house"
+            )
+            assert "text -> plots" in driver.find_element(By.ID, "results-note").text
+
+            bad = tmp_path / "poster.jpg"
+            bad.write_text("this is a text file, not a poster\n")
+            driver.find_element(By.ID, "poster").send_keys(str(bad))
+            driver.find_element(By.ID, "predict-btn").click()
+            wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+            assert "not an image" in driver.find_element(By.ID, "error").text
+
+            driver.set_window_size(390, 844)  # a phone
+            wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
+            assert driver.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+            ), "the page scrolls sideways at phone width"
+            columns = driver.execute_script(
+                "return getComputedStyle(document.getElementById('grid'))"
+                ".gridTemplateColumns.split(' ').length"
+            )
+            assert columns == 2
+            driver.save_screenshot(str(tmp_path / "phone.png"))
+            _not_blank(tmp_path / "phone.png")
+        finally:
+            driver.quit()

@@ -60,12 +60,15 @@ class MicroBatcher:
         self.max_batch, self.max_wait = max_batch, max_wait
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._on_batch, self._on_queue = on_batch, on_queue
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"embedgenre-{kind}", daemon=True)
         self._thread.start()
 
     def submit(self, item) -> Future:
         """Queue one input; its future gets the output (or the batch's exception)."""
         fut: Future = Future()
+        if self._closed:  # a request of a generation already retired: the client retries
+            raise Overloaded(self.kind)
         try:
             self._queue.put_nowait((item, fut))
         except queue.Full:
@@ -80,6 +83,8 @@ class MicroBatcher:
         return [f.result(timeout) for f in futures]
 
     def close(self) -> None:
+        """Stop after the inputs already queued are encoded."""
+        self._closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout=5)
 

@@ -55,9 +55,7 @@ def _json(doc: dict, gen: Generation) -> JSONResponse:
 
 
 def _thumb_url(gen: Generation, item_id: str | None) -> str | None:
-    if item_id is None or gen.index.thumbnail(item_id) is None:
-        return None
-    return f"/v1/thumbnails/{item_id}"
+    return f"/v1/thumbnails/{item_id}" if item_id in gen.with_thumbnail else None
 
 
 def _item(gen: Generation, row: int, with_plot: bool = True) -> dict:

@@ -8,14 +8,17 @@ their memory maps while the new one is opened beside it. The index is only ever 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from embedgenre.encoders import load_set_encoder
+from embedgenre.encoders.base import CatalogFittedEncoder
 from embedgenre.errors import EmbedgenreError, IndexStoreError
 from embedgenre.predict import Predictor
 from embedgenre.retrieval import Retriever
@@ -59,14 +62,30 @@ class EncoderPool:
 
     def __call__(self, emb, device: str = "cpu") -> BatchedEncoder:
         with self._lock:
-            for key in ((emb.encoder, ""), (emb.encoder, str(emb.directory))):
+            for key in self._keys(emb):
                 if key in self._by_key:
                     return self._by_key[key]
-            encoder = load_set_encoder(emb, device=device)
-            fitted = getattr(encoder, "fitted_on_catalog", False)
+            same = next((e for (name, _), e in self._by_key.items() if name == emb.encoder), None)
+            if same is not None and isinstance(same.encoder, CatalogFittedEncoder):
+                # the model is shared; only the fit stored with this set is read
+                encoder = copy.copy(same.encoder).load_state(emb.directory)
+            else:
+                encoder = load_set_encoder(emb, device=device)
+            fitted = isinstance(encoder, CatalogFittedEncoder)
             key = (emb.encoder, str(emb.directory) if fitted else "")
             self._by_key[key] = BatchedEncoder(encoder, self._batcher)
             return self._by_key[key]
+
+    @staticmethod
+    def _keys(emb) -> tuple[tuple[str, str], ...]:
+        return ((emb.encoder, ""), (emb.encoder, str(emb.directory)))
+
+    def retain(self, sets) -> None:
+        """Close the encoders that none of these embedding sets use (older generations')."""
+        keep = {k for emb in sets for k in self._keys(emb)}
+        with self._lock:
+            for key in [k for k in self._by_key if k not in keep]:
+                self._by_key.pop(key).close()
 
     def close(self) -> None:
         with self._lock:
@@ -89,6 +108,15 @@ class Generation:
     @property
     def number(self) -> int:
         return self.index.generation
+
+    @cached_property
+    def with_thumbnail(self) -> frozenset[str]:
+        """Ids of the items that have a stored thumbnail (answers link only to those)."""
+        ids = set()
+        for s in self.index.sets:
+            if s.modality == "poster" and s.thumbs is not None:
+                ids.update(str(i) for i, n in zip(s.ids, s.thumbs[1][:, 1]) if n > 0)
+        return frozenset(ids)
 
     def predictor(self, head: str | None = None) -> Predictor:
         name = head or self.default_head
@@ -152,6 +180,7 @@ class Service:
                     raise
                 logger.info("predict with %s: %s", "posters" if has_poster else "a plot", e)
         gen.retriever.warm()
+        _ = gen.with_thumbnail
         for s in gen.index.sets:
             if s.modality == "plot" or "text" in s.describe.get("modalities", []):
                 self.encoders(s)
@@ -172,8 +201,10 @@ class Service:
         self._watcher.start()
 
     def _set(self, gen: Generation) -> None:
-        self.current = gen
+        previous, self.current = self.current, gen
         self.metrics.generation.set(gen.number)
+        # requests still on the previous generation keep its encoders; older ones are closed
+        self.encoders.retain([*gen.index.sets, *(previous.index.sets if previous else [])])
 
     def reload_if_changed(self) -> bool:
         """Switch to the index's newest generation if its manifest changed; True if switched."""

@@ -95,7 +95,7 @@
     for (const [genre, items] of entries) {
       const row = el("div", { class: "why-list" });
       for (const n of items) {
-        const img = el("img", { alt: n.title || n.id, loading: "lazy" });
+        const img = el("img", { alt: n.title || n.id });
         thumb(img, "/v1/thumbnails/" + encodeURIComponent(n.id));
         row.append(el("figure", {}, img, el("figcaption", { text: (n.title || n.id) + " · " + n.score.toFixed(2) })));
       }
@@ -110,7 +110,7 @@
     const box = $("grid");
     box.replaceChildren();
     for (const n of doc.neighbours) {
-      const img = el("img", { alt: n.title || n.id, loading: "lazy" });
+      const img = el("img", { alt: n.title || n.id });
       thumb(img, n.poster);
       const tile = el("button", { class: "tile", type: "button", "data-id": n.id, title: "More like this" }, img,
         el("span", { class: "meta" },

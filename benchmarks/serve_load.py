@@ -1,0 +1,312 @@
+"""Load on `embedgenre serve` over loopback: latency per route, throughput, errors, memory.
+
+Starts `embedgenre serve INDEX` on 127.0.0.1 (a free port), waits for /readyz (the ready time is
+reported), then drives it with an asyncio httpx client:
+
+1. a mixed workload (predict with a poster, predict with a plot, similar by id, search) at 1, 8
+   and 32 concurrent clients: p50/p95/p99 per route, requests/s, errors;
+2. similar by id alone at 8 clients (target >= 500 requests/s, p99 < 50 ms);
+3. predict with a poster alone at 32 clients, against the batched end-to-end posters/s of
+   ``encode_speed.py``'s ``time_end_to_end`` measured in this run on the same posters (target
+   >= 0.8x, p99 < 500 ms).
+
+The server's RSS is read before the first and after the last request (10,000 requests in all by
+default; target growth < 50 MB). Bounded: every phase stops at its request count or its time cap.
+
+    python benchmarks/serve_load.py --index indexes/posters-dev
+The index needs a poster head and a plot head (`embedgenre train INDEX --modality poster`, then
+`--modality plot`). Timings are noisy on a shared machine: compare ratios from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "posters"
+ROUTES = ("predict poster", "predict plot", "similar", "search")
+WORDS = "ghost house war love city night space family detective music school ship island".split()
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Workload:
+    """Request makers over the shared posters: (route name, method, path, kwargs)."""
+
+    def __init__(self, data: Path, ids: list[str], seed: int = 0):
+        self.rng = random.Random(seed)
+        with open(data / "movies.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        self.posters = [(data / r["poster"]).read_bytes() for r in rows[:400]]
+        self.plots = [r["plot"] for r in rows if r.get("plot")][:400]
+        self.ids = ids
+
+    def make(self, route: str):
+        r = self.rng
+        if route == "predict poster":
+            files = {"poster": ("p.jpg", r.choice(self.posters), "image/jpeg")}
+            return "POST", "/v1/predict", {"files": files}
+        if route == "predict plot":
+            return "POST", "/v1/predict", {"data": {"plot": r.choice(self.plots)}}
+        if route == "similar":
+            return "GET", "/v1/similar", {"params": {"id": r.choice(self.ids), "k": 10}}
+        query = " ".join(r.sample(WORDS, 3))
+        return "GET", "/v1/search", {"params": {"q": query, "k": 10}}
+
+
+async def drive(url: str, work: Workload, routes, clients: int, requests: int, cap_s: float):
+    """``requests`` requests (or until ``cap_s``) from ``clients`` concurrent clients cycling
+    through ``routes``; returns ({route: [seconds]}, {route: errors}, wall seconds, done)."""
+    import httpx
+
+    lat: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    left = [requests]
+    deadline = time.perf_counter() + cap_s
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(c: httpx.AsyncClient, i: int):
+        n = i
+        while left[0] > 0 and time.perf_counter() < deadline:
+            left[0] -= 1
+            route = routes[n % len(routes)]
+            n += 1
+            method, path, kw = work.make(route)
+            t = time.perf_counter()
+            try:
+                resp = await c.request(method, path, **kw)
+                ok = resp.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            lat[route].append(time.perf_counter() - t)
+            if not ok:
+                errors[route] += 1
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(c, i) for i in range(clients)))
+        wall = time.perf_counter() - t0
+    return lat, errors, wall, requests - max(0, left[0])
+
+
+def batched_posters_per_s(data: Path, n: int) -> float:
+    """encode_speed.py's end-to-end rate (decode threads + ONNX Lite0, batch 32), here, now."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from encode_speed import time_end_to_end
+
+    from embedgenre.encoders import create_encoder
+
+    paths = sorted((data / "posters").glob("*.jpg"))[:n]
+    enc = create_encoder("cnn:efficientnet-lite0")
+    return time_end_to_end(enc, paths, 32, None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--index", type=Path, default=ROOT / "indexes" / "posters-dev")
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--clients", default="1,8,32", help="concurrency levels of the mixed phase")
+    p.add_argument("--mixed", type=int, default=2000, help="requests per mixed level")
+    p.add_argument("--similar", type=int, default=2000, help="requests of the similar phase")
+    p.add_argument("--predict", type=int, default=1000, help="requests of the predict phase")
+    p.add_argument(
+        "--total", type=int, default=10000, help="requests in all (RSS is read around them)"
+    )
+    p.add_argument("--cap", type=float, default=180.0, help="seconds at most per phase")
+    p.add_argument("--encode-n", type=int, default=256, help="posters for the batched rate")
+    args = p.parse_args()
+
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=150)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embedgenre.cli.app",
+            "-q",
+            "serve",
+            str(args.index),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,  # a file, not a pipe: a full pipe would block the server
+    )
+    try:
+        while True:
+            if server.poll() is not None:
+                log.seek(0)
+                raise SystemExit(log.read().decode())
+            try:
+                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit("the server was not ready within 300 s")
+            time.sleep(0.1)
+        ready_s = time.perf_counter() - t0
+        info = httpx.get(url + "/v1/index").json()
+        ids = [
+            it["id"]
+            for page in range(1, 6)
+            for it in httpx.get(url + "/v1/items", params={"page": page, "per_page": 100}).json()[
+                "items"
+            ]
+        ]
+        work = Workload(args.data, ids)
+        # one of each, so every head and encoder has run once, then full batches of each kind
+        # (ONNX Runtime's memory arena grows once to the largest batch: that is not a leak)
+        for route in ROUTES:
+            method, path, kw = work.make(route)
+            r = httpx.request(method, url + path, timeout=120, **kw)
+            if r.status_code != 200:
+                raise SystemExit(f"{route}: {r.status_code} {r.text}")
+        rss_start = rss_mb(server.pid)
+        asyncio.run(drive(url, work, ROUTES[:2], 32, 128, args.cap))
+        rss0 = rss_mb(server.pid)
+        console.print(
+            f"index {info['name']}: {info['items']} items, generation {info['generation']}; "
+            f"ready {ready_s:.1f} s after start; {os.cpu_count()} CPUs; server RSS {rss_start:.0f} MB "
+            f"when ready, {rss0:.0f} MB after a warm-up of 128 predicts at 32 clients"
+        )
+
+        rate = batched_posters_per_s(args.data, args.encode_n)
+        sent = 0
+        table = Table(title="serve under load (loopback)")
+        for col in (
+            "phase",
+            "clients",
+            "route",
+            "requests",
+            "errors",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "req/s",
+        ):
+            table.add_column(col, justify="left" if col in ("phase", "route") else "right")
+        results = {}
+
+        def add(phase, clients, lat, errors, wall):
+            total = sum(len(v) for v in lat.values())
+            for route in ROUTES:
+                if route not in lat:
+                    continue
+                ms = np.asarray(lat[route]) * 1000
+                p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+                table.add_row(
+                    phase,
+                    str(clients),
+                    route,
+                    str(len(ms)),
+                    str(errors.get(route, 0)),
+                    f"{p50:.1f}",
+                    f"{p95:.1f}",
+                    f"{p99:.1f}",
+                    f"{len(ms) / wall:.1f}",
+                )
+                results[(phase, clients, route)] = (len(ms) / wall, p99, errors.get(route, 0))
+            table.add_row(
+                phase,
+                str(clients),
+                "all",
+                str(total),
+                str(sum(errors.values())),
+                "",
+                "",
+                "",
+                f"{total / wall:.1f}",
+            )
+
+        phases = [("mixed", int(c), ROUTES, args.mixed) for c in args.clients.split(",")]
+        phases += [
+            ("similar", 8, ("similar",), args.similar),
+            ("predict", 32, ("predict poster",), args.predict),
+        ]
+        for phase, clients, routes, n in phases:
+            lat, errors, wall, done = asyncio.run(drive(url, work, routes, clients, n, args.cap))
+            sent += done
+            add(phase, clients, lat, errors, wall)
+        if sent < args.total:  # the rest of the 10,000, mixed at 8 clients, for the RSS figure
+            lat, errors, wall, done = asyncio.run(
+                drive(url, work, ROUTES, 8, args.total - sent, args.cap * 2)
+            )
+            sent += done
+            add("mixed (rest)", 8, lat, errors, wall)
+        rss1 = rss_mb(server.pid)
+        console.print(table)
+
+        sim = results.get(("similar", 8, "similar"), (0, 0, 0))
+        pred = results.get(("predict", 32, "predict poster"), (0, 0, 0))
+        errors_all = sum(v[2] for v in results.values())
+        console.print(
+            f"batched end-to-end posters/s (encode_speed time_end_to_end, lite0 onnx, batch 32): {rate:.1f}"
+        )
+        checks = [
+            ("zero errors", f"{errors_all} errors", errors_all == 0),
+            (
+                "similar at 8 clients >= 500 req/s, p99 < 50 ms",
+                f"{sim[0]:.0f} req/s, p99 {sim[1]:.1f} ms",
+                sim[0] >= 500 and sim[1] < 50,
+            ),
+            (
+                "predict poster at 32 >= 0.8x batched, p99 < 500 ms",
+                f"{pred[0]:.1f}/s = {pred[0] / rate:.2f}x, p99 {pred[1]:.0f} ms",
+                pred[0] >= 0.8 * rate and pred[1] < 500,
+            ),
+            (
+                f"RSS growth over {sent} requests < 50 MB",
+                f"{rss0:.0f} -> {rss1:.0f} MB ({rss1 - rss0:+.0f})",
+                rss1 - rss0 < 50,
+            ),
+            ("ready < 5 s after start", f"{ready_s:.1f} s", ready_s < 5),
+        ]
+        t2 = Table(title="targets")
+        for col in ("target", "measured", "met"):
+            t2.add_column(col)
+        for name, value, ok in checks:
+            t2.add_row(name, value, "yes" if ok else "NO")
+        console.print(t2)
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    main()
