@@ -1,7 +1,7 @@
 """Quality of the trained heads with their shipped defaults on a fixed held-out 20% of an index.
 
 The test split is ``iterative_split(index.labels, 0.2, seed=0)`` over all items; each head is
-trained with ``fit_with_validation`` on the rest (thresholds chosen on a validation part carved
+trained with ``HeadSpec.fit``, as ``embedgenre train`` does, on the rest (thresholds chosen on a validation part carved
 from the training part only, then refit on the whole training part unless ``--no-refit``) and
 scored once on the test items. ``--seeds 0,1,2,3,4`` repeats it on other test splits and
 adds the mean and spread: on ~700 test items with a plot, mAP moves by several points from
@@ -59,9 +59,9 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from embedgenre.predictors import fit_with_validation, make_predictor
-    from embedgenre.predictors.factory import DEFAULT_FOLDS
-    from embedgenre.predictors.heads import _sets_for, training_data
+    from embedgenre.features import set_input
+    from embedgenre.heads.training import head_sets
+    from embedgenre.predictors import DEFAULT_FOLDS, HeadSpec
     from embedgenre.splits import iterative_split
     from embedgenre.store import GenreIndex
 
@@ -79,9 +79,8 @@ def main() -> None:
     data = {}
     for _, modality, _ in jobs:
         if modality not in data:
-            data[modality] = training_data(
-                index, _sets_for(index, modality, args.image_encoder, args.text_encoder)
-            )
+            sets = head_sets(index, modality, args.image_encoder, args.text_encoder)
+            data[modality] = set_input(index.labels, sets)
 
     results: dict[tuple, list] = {}  # (method, modality, subset) -> [(micro, macro, mAP, s)]
     for seed in seeds:
@@ -100,18 +99,10 @@ def main() -> None:
             X, Y, rows = data[modality]
             fit = ~test[rows] & (Y.sum(axis=1) > 0)
             dims = (X.shape[1] - plot_set.dim, plot_set.dim) if fusion else None
-            params = {"seed": 0} if method == "mlp" else {}
-            pred = make_predictor(method, fusion=fusion, dims=dims, **params)
+            spec = HeadSpec(method, modality, fusion, threshold=args.threshold, folds=folds)
             t0 = time.perf_counter()
-            fit_with_validation(
-                pred,
-                X[fit],
-                Y[fit],
-                classes=index.genres,
-                threshold=args.threshold,
-                refit=not args.no_refit,
-                folds=folds,
-            )
+            pred = spec.tuner(int(fit.sum()), dims).set_params(refit=not args.no_refit)
+            pred.fit(X[fit], Y[fit], classes=index.genres)
             seconds = time.perf_counter() - t0
             subset = "all" if modality == "poster" else "with_plot"
             ev = subsets[subset][rows]

@@ -32,9 +32,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
 
+    from embedgenre import heads as H
     from embedgenre import predict as P
     from embedgenre.catalog import read_catalog
-    from embedgenre.predictors import heads as H
+    from embedgenre.predictors import HeadSpec
     from embedgenre.store import GenreIndex
 
     tmp = Path(tempfile.mkdtemp(prefix="predict-latency-"))
@@ -51,7 +52,7 @@ def main() -> None:
                 text_encoders=["hybrid:all-MiniLM-L6-v2"],
             )
         index = GenreIndex.open(index_dir)
-        head = H.train_head(index, "linear", modality="poster", name="latency-linear")
+        head = H.train_head(index, HeadSpec("linear", "poster"), name="latency-linear")
         poster = str(sorted((FIXTURE / "posters").glob("*.jpg"))[0])
         exe = shutil.which("embedgenre") or str(Path(sys.executable).with_name("embedgenre"))
         cmd = [

@@ -92,10 +92,10 @@ def evaluate(
     from embedgenre.evaluate.report import (
         accuracy_caveat,
         check_report_dir,
-        read_split,
         summary_table,
         write_report,
     )
+    from embedgenre.evaluate.split import read_split
 
     if folds == 1:
         raise EmbedgenreError("--folds must be 0 (one validation part) or at least 2.")

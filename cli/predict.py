@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console
-from embedgenre.predictors.factory import DEFAULT_FOLDS
+from embedgenre.predictors.tuning import DEFAULT_FOLDS
 
 app = typer.Typer()
 
@@ -40,24 +40,24 @@ class ThresholdMode(str, Enum):
     per_genre = "per_genre"
 
 
-# CLI option -> (predictor param, methods it applies to)
-HYPER = {
-    "k": ("k", ("knn", "mlknn")),
-    "s": ("s", ("mlknn",)),
-    "power": ("power", ("knn",)),
-    "c": ("C", ("linear",)),
-    "class_weight": ("class_weight", ("linear",)),
-    "hidden": ("hidden", ("mlp",)),
-    "dropout": ("dropout", ("mlp",)),
-    "optimizer": ("optimizer", ("mlp",)),
-    "lr": ("lr", ("mlp",)),
-    "weight_decay": ("weight_decay", ("mlp",)),
-    "batch_size": ("batch_size", ("mlp",)),
-    "epochs": ("epochs", ("mlp",)),
-    "patience": ("patience", ("mlp",)),
-    "pos_weight": ("pos_weight", ("mlp",)),
-    "oversample": ("oversample", ("mlp",)),
-    "temperature": ("temperature", ("zeroshot",)),
+# CLI option -> the predictor param it sets (which methods take it is the estimators' own say)
+OPTION_PARAMS = {
+    "k": "k",
+    "s": "s",
+    "power": "power",
+    "c": "C",
+    "class_weight": "class_weight",
+    "hidden": "hidden",
+    "dropout": "dropout",
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "batch_size": "batch_size",
+    "epochs": "epochs",
+    "patience": "patience",
+    "pos_weight": "pos_weight",
+    "oversample": "oversample",
+    "temperature": "temperature",
 }
 
 
@@ -73,13 +73,18 @@ def _show_warnings():
 
 
 def _hyperparams(method: str, given: dict) -> dict:
+    from embedgenre.names import METHODS
+    from embedgenre.predictors.registry import predictor_class
+
+    takes = lambda m: set(predictor_class(m)().get_params(deep=False))  # noqa: E731
     params = {}
     for opt, value in given.items():
         if value is None:
             continue
-        name, methods = HYPER[opt]
-        if method not in methods:
+        name = OPTION_PARAMS[opt]
+        if name not in takes(method):
             flag = "--" + opt.replace("_", "-")
+            methods = [m for m in METHODS if name in takes(m)]
             raise typer.BadParameter(
                 f"{flag} does not apply to --method {method} (it is for {', '.join(methods)})."
             )
@@ -90,9 +95,7 @@ def _hyperparams(method: str, given: dict) -> dict:
                 raise typer.BadParameter(
                     f"--hidden {value!r}: expected sizes like 512 or 512,256."
                 ) from None
-        if name == "class_weight" and value == "none":
-            value = None
-        if name == "pos_weight" and value == "none":
+        if name in ("class_weight", "pos_weight") and value == "none":
             value = None
         params[name] = value
     return params
@@ -162,11 +165,20 @@ def train(
     temperature: Annotated[
         float | None, typer.Option(help="zeroshot: temperature without labels.")
     ] = None,
+    split: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train on the 'train' ids of this split file (split.json of an evaluate report); "
+            "its 'validation' ids, when it has some, choose the thresholds instead of folds."
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Fit a head on the index's items, choose its thresholds on held-out predictions, save it."""
-    from embedgenre.predictors.heads import train_head
+    from embedgenre.evaluate.split import read_split
+    from embedgenre.heads import train_head
+    from embedgenre.predictors import HeadSpec
     from embedgenre.store import GenreIndex
 
     params = _hyperparams(
@@ -190,22 +202,28 @@ def train(
             temperature=temperature,
         ),
     )
+    spec = HeadSpec(
+        method.value,
+        modality.value,
+        fusion.value if fusion else None,
+        params=params,
+        seed=seed,
+        folds=folds or None,
+        val_size=val_size,
+        threshold=threshold.value,
+        metric=metric,
+    )
+    doc = read_split(split) if split is not None else {}
     index = GenreIndex.open(index_dir)
     with _show_warnings():
         head = train_head(
             index,
-            method.value,
-            modality=modality.value,
+            spec,
             image_encoder=image_encoder,
             text_encoder=text_encoder,
-            fusion=fusion.value if fusion else None,
-            params=params,
             name=name,
-            seed=seed,
-            val_size=val_size,
-            folds=folds or None,
-            threshold=threshold.value,
-            metric=metric,
+            ids=doc.get("train") if split is not None else None,
+            validation_ids=doc.get("validation") or None,
             wait=None if wait else 0,
         )
     out = {
@@ -295,19 +313,12 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     import csv
 
     from embedgenre.catalog import read_catalog
-    from embedgenre.predict import load_query_encoders, predict_catalog
-    from embedgenre.predictors import heads as H
+    from embedgenre.predict import Predictor
 
-    cat = read_catalog(catalog_path)
-    has_plot = any(it.plot for it in cat.items)
-    has_poster = any(it.poster is not None for it in cat.items)
     with _show_warnings():
-        if head_name:  # a named head scores each item on the inputs it uses
-            chosen = H.load_head(index, head_name)
-        else:
-            chosen = H.choose_head(index, has_poster=has_poster, has_plot=has_plot)
-    q = load_query_encoders(index, chosen)
-    rows = list(predict_catalog(q, cat, batch_size=batch_size, top=top))
+        head, rows = Predictor(index, head=head_name).predict_catalog(
+            read_catalog(catalog_path), batch_size=batch_size, top=top
+        )
     failed = sum(r["error"] is not None for r in rows)
     if out is not None:
         from embedgenre.cli.outputs import writing
@@ -315,7 +326,7 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
 
         with writing(out, "--out"):
             if out.suffix.lower() == ".json":
-                doc = {"head": chosen.describe(), "items": rows}
+                doc = {"head": head, "items": rows}
                 atomic.write_json(out, doc)
             else:
                 with atomic.open_for_write(out, "w", newline="") as f:
@@ -325,7 +336,7 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
                         scores = "|".join(f"{g}:{s:.4f}" for g, s in r["scores"].items())
                         w.writerow([r["id"], "|".join(r["genres"]), scores, r["error"] or ""])
     summary = {
-        "head": chosen.describe(),
+        "head": head,
         "items": len(rows),
         "failed": failed,
         "out": str(out) if out else None,
@@ -333,7 +344,9 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     if as_json:
         emit_json(summary if out else {**summary, "rows": rows})
         return
-    err_console.print(f"head: {chosen.name} ({chosen.method}, {chosen.modality})", highlight=False)
+    err_console.print(
+        f"head: {head['name']} ({head['method']}, {head['modality']})", highlight=False
+    )
     if out is None:
         for r in rows:
             console.print(f"{r['id']}\t{'|'.join(r['genres']) or r['error']}", highlight=False)

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from embedgenre.errors import EmbedgenreError
+from embedgenre.images import load_image
 from embedgenre.retrieval import RetrievalError, RetrievalResult
 from embedgenre.store import atomic
 
@@ -56,8 +57,6 @@ def thumbnail_data_uri(path: str | Path | None, height: int = THUMB_HEIGHT) -> s
     """A poster downscaled to ``height`` px as a ``data:image/jpeg;base64,...`` URI (None if unreadable)."""
     if not path:
         return None
-    from embedgenre.images import load_image
-
     try:
         img = load_image(path)
     except EmbedgenreError as e:

@@ -2,7 +2,7 @@
 
 A head scores one modality (its embedding set's vectors) or both: the poster vector and the plot
 vector side by side, with zeros where an item lacks one (a movie without a plot, a poster that
-could not be read). Training (:mod:`embedgenre.predictors.heads`), prediction
+could not be read). Training (:mod:`embedgenre.heads.training`), prediction
 (:mod:`embedgenre.predict`) and evaluation all build their inputs with :func:`head_input`, so a
 head always sees the same kind of input it was fitted on.
 """

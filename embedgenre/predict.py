@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import PosterError, PredictorError
 from embedgenre.features import head_input as build_input
-from embedgenre.predictors.heads import Head, choose_head
+from embedgenre.heads import Head, choose_head, load_head
 from embedgenre.predictors.thresholds import apply_thresholds
 from embedgenre.store import GenreIndex
 
@@ -65,11 +66,19 @@ class Predictor:
 
     ``head``: the name of a saved head to use for every query (None: for each kind of input,
     the best saved head that fits it, else zero-shot where the index allows it).
+    ``encoder_loader``: embedding set -> its query encoder (default ``load_set_encoder``); a
+    long-running service passes one that shares encoders between index generations.
     """
 
-    def __init__(self, index: GenreIndex, head: str | None = None):
+    def __init__(
+        self,
+        index: GenreIndex,
+        head: str | None = None,
+        encoder_loader: Callable | None = None,
+    ):
         self.index = index
         self.head_name = head
+        self.encoder_loader = encoder_loader or load_set_encoder
         self._loaded: dict[tuple[bool, bool], QueryEncoders] = {}
 
     @classmethod
@@ -81,7 +90,7 @@ class Predictor:
         key = (has_poster, has_plot)
         if key not in self._loaded:
             head = choose_head(self.index, has_poster, has_plot, name=self.head_name)
-            self._loaded[key] = load_query_encoders(self.index, head)
+            self._loaded[key] = load_query_encoders(self.index, head, self.encoder_loader)
         return self._loaded[key]
 
     def predict(
@@ -118,6 +127,24 @@ class Predictor:
         )
 
 
+    def catalog_encoders(self, catalog) -> QueryEncoders:
+        """The head for every item of ``catalog``: the named head (each item scored on the
+        inputs it uses), else the best saved head for what the catalog's items hold."""
+        if self.head_name:
+            key = ("catalog", self.head_name)
+            if key not in self._loaded:
+                head = load_head(self.index, self.head_name)
+                self._loaded[key] = load_query_encoders(self.index, head, self.encoder_loader)
+            return self._loaded[key]
+        has_poster = any(it.poster is not None for it in catalog.items)
+        return self.query_encoders(has_poster, any(it.plot for it in catalog.items))
+
+    def predict_catalog(self, catalog, batch_size: int = 64, top: int | None = None):
+        """(head description, one dict per item: id, genres, scores, error) for a catalog."""
+        q = self.catalog_encoders(catalog)
+        return q.head.describe(), list(predict_catalog(q, catalog, batch_size=batch_size, top=top))
+
+
 # ------------------------------------------------------------------------------- the steps
 
 
@@ -130,10 +157,10 @@ class QueryEncoders:
     plot: object | None = None
 
 
-def load_query_encoders(index, head: Head) -> QueryEncoders:
+def load_query_encoders(index, head: Head, loader: Callable | None = None) -> QueryEncoders:
     q = QueryEncoders(head)
     for modality, enc in head.encoders.items():
-        setattr(q, modality, load_set_encoder(index.get_set(modality, enc["encoder"])))
+        setattr(q, modality, (loader or load_set_encoder)(index.get_set(modality, enc["encoder"])))
     return q
 
 
@@ -167,7 +194,7 @@ def rank(head: Head, P: np.ndarray, top: int | None = None) -> list[list[dict]]:
             [
                 {
                     "genre": head.genres[j],
-                    "score": round(float(p[j]), 4),
+                    "score": float(p[j]),  # exact: reports recompute metrics from it
                     "threshold": round(float(pred.thresholds_[j]), 4),
                     "predicted": bool(d[j]),
                 }
@@ -192,6 +219,16 @@ def predict_inputs(
     Returns one dict per poster (or one for a plot-only query): input, genres (predicted, best
     first), ranking (top genres with scores and thresholds).
     """
+    posters = list(posters or [])
+    pv, tv = encode_inputs(q, posters, plot, title)
+    return score_inputs(q.head, pv, tv, [str(p) for p in posters] or ["(plot)"], top)
+
+
+def encode_inputs(
+    q: QueryEncoders, posters: list | None = None, plot: str | None = None, title: str | None = None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The query vectors a head needs: posters (paths or PIL images) -> (n, d) or None, the plot
+    (with ``title``) -> (n, d) repeated beside each poster (one row alone), or None."""
     head = q.head
     plot = check_plot(plot)
     posters = list(posters or [])
@@ -207,9 +244,19 @@ def predict_inputs(
         tv = np.repeat(q.plot.encode_texts([plot_text(plot, title)]), n, axis=0)
     elif plot is not None and not posters:
         raise PredictorError(f"Head {head.name!r} uses no plot embeddings; give a poster.")
-    P = head.predictor.predict_proba(head_input(head, pv, tv, n))
+    return pv, tv
+
+
+def score_inputs(
+    head: Head,
+    pv: np.ndarray | None,
+    tv: np.ndarray | None,
+    labels: list[str],
+    top: int | None = None,
+) -> list[dict]:
+    """One dict per row of the query vectors (``labels`` name the rows): input, genres, ranking."""
+    P = head.predictor.predict_proba(head_input(head, pv, tv, len(labels)))
     ranking = rank(head, P, top)
-    labels = [str(p) for p in posters] or ["(plot)"]
     return [
         {"input": lab, "genres": [r["genre"] for r in rk if r["predicted"]], "ranking": rk}
         for lab, rk in zip(labels, ranking)
@@ -289,3 +336,49 @@ def predict_catalog(q: QueryEncoders, catalog, batch_size: int = 64, top: int | 
                 "scores": {r["genre"]: r["score"] for r in ranking[i]},
                 "error": None,
             }
+
+
+def voting_neighbours(
+    index: GenreIndex,
+    head: Head,
+    pv: np.ndarray | None,
+    tv: np.ndarray | None,
+    genres: list[str],
+    k: int = 10,
+    per_genre: int = 3,
+) -> dict[str, list[dict]]:
+    """Why each genre: the ``per_genre`` nearest labelled items (of the ``k`` nearest to the
+    query's poster vector ``pv`` (d,), else its plot vector ``tv``) that carry that genre.
+
+    For a kNN head these are the neighbours whose votes scored the genre; for other heads, the
+    labelled examples closest to the query that support it. {genre: [{id, title, year, score}]}.
+    """
+    modality, vec = ("poster", pv) if pv is not None else ("plot", tv)
+    if vec is None or modality not in head.encoders or not genres:
+        return {}
+    emb = index.get_set(modality, head.encoders[modality]["encoder"])
+    if not len(emb.rows):
+        return {}
+    scores, rows = emb.search(np.asarray(vec, dtype=np.float32)[None, :], min(k, len(emb.rows)))
+    col = {g: j for j, g in enumerate(index.genres)}
+    labels = index.labels
+    out: dict[str, list[dict]] = {}
+    for g in genres:
+        j = col.get(g)
+        found = []
+        for score, row in zip(scores[0], rows[0]):
+            if row < 0 or j is None or not labels[row, j]:
+                continue
+            item = index.items[row]
+            found.append(
+                {
+                    "id": item["id"],
+                    "title": item.get("title"),
+                    "year": item.get("year"),
+                    "score": round(float(score), 4),
+                }
+            )
+            if len(found) == per_genre:
+                break
+        out[g] = found
+    return out

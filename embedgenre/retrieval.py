@@ -39,9 +39,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from embedgenre import ann
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import EmbedgenreError
+from embedgenre.store import GenreIndex
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +322,6 @@ class Retriever:
         return self.index.get_set(modality, encoder)
 
     def _search_fn(self, emb):
-        from embedgenre import ann
 
         if self.device.startswith("cuda"):
             if emb.key not in self._gpu:
@@ -615,7 +616,6 @@ class Retriever:
 
 def open_retriever(index_dir: str | Path, **kwargs) -> Retriever:
     """``Retriever(GenreIndex.open(index_dir), **kwargs)``."""
-    from embedgenre.store import GenreIndex
 
     return Retriever(GenreIndex.open(index_dir), **kwargs)
 

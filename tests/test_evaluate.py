@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedgenre.evaluate.baselines import TrivialBaseline
+from embedgenre.errors import PredictorError
 from embedgenre.evaluate.data import EmbeddingView, EvalData
 from embedgenre.evaluate.fewshot import parse_shots, sample_k_per_genre
 from embedgenre.evaluate.metrics import mean_average_precision, summary_metrics
+from embedgenre.predictors.baselines import TrivialBaseline
+from embedgenre.predictors.zeroshot import prompt_matrix
 
 # ---------------------------------------------------------------------------- closed forms
 
@@ -27,7 +29,7 @@ Y_TEST = np.array(
 
 
 def _baseline(kind: str) -> dict:
-    m = TrivialBaseline(kind).fit(None, Y_TRAIN)
+    m = TrivialBaseline(kind).fit(np.zeros(len(Y_TRAIN)), Y_TRAIN)
     scores = m.predict_proba(Y_TEST) if m.has_scores else None
     return summary_metrics(Y_TEST, m.predict(Y_TEST), scores)
 
@@ -54,7 +56,7 @@ def test_most_frequent_and_all_closed_form():
 
 
 def test_top_k_and_prior_closed_form():
-    m = TrivialBaseline("top_k").fit(None, Y_TRAIN)
+    m = TrivialBaseline("top_k").fit(np.zeros(len(Y_TRAIN)), Y_TRAIN)
     assert m.k_ == 2 and m.predict(Y_TEST[:1]).tolist() == [[1, 1, 0, 0]]
     r = _baseline("top_k")  # genres {0,1}: TP = 3 + 3 = 6, predicted 12, positives 10
     assert r["micro_f1"] == pytest.approx(2 * 6 / (12 + 10))
@@ -76,8 +78,8 @@ def test_map_skips_genres_absent_from_test():
 
 
 def test_unknown_baseline_kind():
-    with pytest.raises(ValueError, match="Unknown trivial baseline 'median'"):
-        TrivialBaseline("median").fit(None, Y_TRAIN)
+    with pytest.raises(PredictorError, match="Unknown trivial baseline 'median'"):
+        TrivialBaseline("median").fit(np.zeros(len(Y_TRAIN)), Y_TRAIN)
 
 
 # ---------------------------------------------------------------------------- few-shot
@@ -153,7 +155,7 @@ def synthetic_data(tmp: Path, n: int = 120, g: int = 5, seed: int = 0) -> EvalDa
         labels=Y,
         posters=posters,
         sets=sets,
-        load_encoder=lambda view: _FakeTextSide(),
+        prompts=lambda view, genres: prompt_matrix(_FakeTextSide(), genres, view.modality),
     )
 
 
@@ -256,7 +258,7 @@ def test_seeded_run_is_reproducible_bit_for_bit(synthetic):
 
 def test_split_file_is_honoured(synthetic):
     from embedgenre.evaluate import evaluate
-    from embedgenre.evaluate.report import read_split
+    from embedgenre.evaluate.split import read_split
 
     data, ev, tmp = synthetic
     doc = read_split(tmp / "run1" / "split.json")

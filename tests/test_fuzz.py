@@ -37,10 +37,11 @@ from typer.testing import CliRunner
 from embedgenre.catalog import poster_stem, read_catalog
 from embedgenre.cli.app import app
 from embedgenre.errors import EmbedgenreError
+from embedgenre.heads import list_heads, load_head, train_head
 from embedgenre.indexing import build_index
 from embedgenre.predict import rank
-from embedgenre.predictors import persist
-from embedgenre.predictors.heads import list_heads, load_head, train_head
+from embedgenre.predictors import HeadSpec
+from embedgenre.predictors import state as predictor_state_module
 from embedgenre.store import GenreIndex, describe_index
 
 CASE_SECONDS = 20  # a case that takes longer is a hang
@@ -530,7 +531,7 @@ def base_index(tmp_path_factory) -> Path:
         text_encoders=["fake:t"],
         encoder_factory=Factory(),
     )
-    train_head(GenreIndex.open(out), "linear", modality="poster", name="h", folds=None)
+    train_head(GenreIndex.open(out), HeadSpec("linear", "poster", folds=None), name="h")
     idx = GenreIndex.open(out)
     assert idx.skipped and idx.manifest.skipped_file and idx.head_dir("h")
     return out
@@ -816,7 +817,7 @@ HEAD_VALUES = [
 ]  # fmt: skip
 # the array shapes a saved head of each method has (the loader's own table, plus one MLP)
 METHOD_ARRAYS = {
-    **persist._SHAPES,
+    **predictor_state_module._SHAPES,
     "mlp": {"W0": ("d", "h"), "b0": ("h",), "W1": ("h", "g"), "b1": ("g",)},
 }
 

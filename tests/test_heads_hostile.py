@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
 from embedgenre.errors import PredictorError
-from embedgenre.predictors import load_predictor, make_predictor, save_predictor
+from embedgenre.heads.files import load_predictor, save_predictor
+from embedgenre.predictors import make_predictor
 
 runner = CliRunner()
 GENRES = [f"g{i}" for i in range(6)]
@@ -193,7 +194,7 @@ def test_the_fix_is_the_train_command_of_the_head(tmp_path):
 
 
 def test_predictor_from_state_checks_without_files():
-    from embedgenre.predictors.persist import predictor_from_state, predictor_state
+    from embedgenre.predictors.state import predictor_from_state, predictor_state
 
     X, Y = _data()
     desc, arrays = predictor_state(make_predictor("linear").fit(X, Y, classes=GENRES))
@@ -210,8 +211,9 @@ def cli_index(fixture_dir, tmp_path_factory):
     """12 fixture movies, posters by EfficientNet-Lite0; linear heads "linear-poster" and two to
     damage ("damaged", "aaa-damaged"), with copies of their files to restore them."""
     from embedgenre.catalog import read_catalog
+    from embedgenre.heads import train_head
     from embedgenre.indexing import build_index
-    from embedgenre.predictors.heads import train_head
+    from embedgenre.predictors import HeadSpec
     from embedgenre.store import GenreIndex
 
     tmp = tmp_path_factory.mktemp("hostile-heads")
@@ -224,10 +226,10 @@ def cli_index(fixture_dir, tmp_path_factory):
         text_encoders=[],
     )
     index = GenreIndex.open(tmp / "index")
-    train_head(index, "linear", folds=None)
+    train_head(index, HeadSpec("linear", folds=None))
     heads = {}
     for name in ("damaged", "aaa-damaged"):
-        train_head(GenreIndex.open(tmp / "index"), "linear", folds=None, name=name)
+        train_head(GenreIndex.open(tmp / "index"), HeadSpec("linear", folds=None), name=name)
         heads[name] = next(
             d.parent
             for d in (tmp / "index" / "heads").glob("*/head.json")

@@ -171,8 +171,9 @@ def test_evaluate_figures_written_on_a_full_disk_are_a_clear_error(tmp_path, mon
 def small(fixture_dir, tmp_path_factory):
     """12 fixture movies, posters by EfficientNet-Lite0, and a kNN head trained on them."""
     from embedgenre.catalog import read_catalog
+    from embedgenre.heads import train_head
     from embedgenre.indexing import build_index
-    from embedgenre.predictors.heads import train_head
+    from embedgenre.predictors import HeadSpec
     from embedgenre.store import GenreIndex
 
     tmp = tmp_path_factory.mktemp("output-paths")
@@ -180,7 +181,7 @@ def small(fixture_dir, tmp_path_factory):
     rows = copy_fixture(fixture_dir, cat)
     image_encoders = ["cnn:efficientnet-lite0"]
     build_index(read_catalog(cat), tmp / "index", image_encoders=image_encoders, text_encoders=[])
-    train_head(GenreIndex.open(tmp / "index"), "knn", params={"k": 3}, folds=None)
+    train_head(GenreIndex.open(tmp / "index"), HeadSpec("knn", params={"k": 3}, folds=None))
     return {"index": str(tmp / "index"), "catalog": str(cat), "first": rows[0]["imdb_id"]}
 
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from embedgenre import predict as service
 from embedgenre.cli.app import app
 from embedgenre.errors import PredictorError
+from embedgenre.heads import train_head
 from embedgenre.predict import Predictor, PredictResult
-from embedgenre.predictors.heads import train_head
+from embedgenre.predictors import HeadSpec
 from embedgenre.store import GenreIndex
 
 PLOT = "A detective hunts a serial killer through the rainy city."
@@ -23,7 +24,7 @@ PLOT = "A detective hunts a serial killer through the rainy city."
 def index_with_head(fixture_index_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("predict-service") / "index"
     shutil.copytree(fixture_index_dir, out)
-    train_head(GenreIndex.open(out), "linear", modality="plot", name="plot-linear", folds=None)
+    train_head(GenreIndex.open(out), HeadSpec("linear", "plot", folds=None), name="plot-linear")
     return out
 
 

@@ -9,18 +9,18 @@ import pytest
 from sklearn.base import clone
 
 from embedgenre.errors import PredictorError
-from embedgenre.predictors import (
-    fit_thresholds,
-    fit_with_validation,
-    load_predictor,
-    make_predictor,
-    save_predictor,
-)
+from embedgenre.heads.files import load_predictor, save_predictor
+from embedgenre.predictors import TunedThresholds, fit_thresholds, make_predictor
 from embedgenre.predictors.metrics import f1
 from embedgenre.predictors.neighbors import MLKNNPredictor, build_index, reference_mlknn, search
 from embedgenre.predictors.oversample import mlsmote
 from embedgenre.predictors.thresholds import apply_thresholds
-from embedgenre.predictors.zeroshot import ZeroShotPredictor
+from embedgenre.predictors.zeroshot import ZeroShotPredictor, prompt_matrix
+
+
+def tune(pred, X, Y, classes=None, **params) -> TunedThresholds:
+    """``pred`` fitted with thresholds tuned out of fold (or as ``params`` say)."""
+    return TunedThresholds(pred, **params).fit(X, Y, classes=classes)
 
 
 def _norm(x):
@@ -86,15 +86,19 @@ def test_contract_and_learning(method):
     pred = make_predictor(method, **params)
     assert clone(pred).get_params() == pred.get_params()  # __init__ stores params only
     genres = [f"g{i}" for i in range(Y.shape[1])]
-    assert fit_with_validation(pred, X, Y, classes=genres) is pred
-    assert pred.classes_ == genres
-    P = pred.predict_proba(X[:50])
-    D = pred.predict(X[:50])
+    tuned = tune(pred, X, Y, classes=genres)
+    assert not hasattr(pred, "classes_")  # the wrapped estimator is cloned, never fitted
+    fitted = tuned.estimator_
+    assert fitted.classes_ == genres and tuned.classes_ == genres
+    P = fitted.predict_proba(X[:50])
+    D = fitted.predict(X[:50])
     assert P.shape == D.shape == (50, 6) and D.dtype == np.uint8
     assert ((P >= 0) & (P <= 1)).all()
-    v = pred.validation_
+    np.testing.assert_array_equal(tuned.predict(X[:50]), D)
+    np.testing.assert_array_equal(fitted.thresholds_, tuned.thresholds_)
+    v = tuned.validation_
     assert v["micro_f1"] > 0.55 and v["map"] > 0.6  # trivial top-2 scores ~0.45 here
-    assert v["n_train"] + v["n_val"] == len(X)
+    assert v["n_val"] == len(X) and v["folds"] == 5  # every row scored out of fold
 
 
 def test_fit_errors_are_clear():
@@ -195,7 +199,10 @@ def test_zeroshot_without_and_with_labels():
     X, Y, centres = synthetic(n=400, noise=1.0)
     genres = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
     enc = FakeTextEncoder(centres, genres)
-    zs = ZeroShotPredictor(encoder=enc, modality="poster").fit(X, None, classes=genres)
+    W = prompt_matrix(enc, genres, "poster")
+    zs = ZeroShotPredictor(prompts=W, modality="poster").fit(X, None, classes=genres)
+    assert clone(zs).prompts is not zs.prompts  # plain params: clone copies them
+    np.testing.assert_array_equal(clone(zs).prompts, W)
     assert zs.W_.shape == (24, 6)
     np.testing.assert_allclose(np.linalg.norm(zs.W_, axis=0), 1.0, atol=1e-5)
     from embedgenre.predictors.metrics import mean_average_precision
@@ -203,8 +210,12 @@ def test_zeroshot_without_and_with_labels():
     P = zs.predict_proba(X)
     assert mean_average_precision(Y, P) > 0.6
     assert zs.predict(X).sum(axis=1).min() >= 1  # at least one genre with no labels
-    labelled = fit_with_validation(ZeroShotPredictor(encoder=enc), X, Y, classes=genres)
+    labelled = tune(ZeroShotPredictor(prompts=W), X, Y, classes=genres)
     assert labelled.validation_["micro_f1"] >= f1(Y, zs.predict(X)) - 0.02
+    with pytest.raises(PredictorError, match="prompts must be a finite"):
+        ZeroShotPredictor(prompts=W[:, :3]).fit(X, None, classes=genres)
+    with pytest.raises(PredictorError, match="registry name"):
+        ZeroShotPredictor().fit(X, None, classes=genres)
 
 
 def test_zeroshot_refuses_an_encoder_without_text_side():
@@ -215,7 +226,7 @@ def test_zeroshot_refuses_an_encoder_without_text_side():
     with pytest.raises(
         PredictorError, match=r"no text side|has none.*--method knn, mlknn, linear or mlp"
     ):
-        ZeroShotPredictor(encoder=enc).fit(X, None, classes=list("abcdef"))
+        prompt_matrix(enc, list("abcdef"), "poster")
 
 
 @pytest.mark.parametrize("fusion", ["late", "early"])
@@ -225,9 +236,10 @@ def test_fusion_and_plot_fallback(fusion):
     X2 = _norm(Y @ np.random.default_rng(2).standard_normal((6, 12)) + X2)
     X2[::4] = 0  # a quarter of the items have no plot
     XF = np.hstack([X, X2])
-    pred = fit_with_validation(make_predictor("linear", fusion=fusion, dims=(24, 12)), XF, Y)
-    poster_only = fit_with_validation(make_predictor("linear"), X, Y)
-    assert pred.validation_["map"] > poster_only.validation_["map"]
+    tuned = tune(make_predictor("linear", fusion=fusion, dims=(24, 12)), XF, Y)
+    poster_only = tune(make_predictor("linear"), X, Y)
+    assert tuned.validation_["map"] > poster_only.validation_["map"]
+    pred = tuned.estimator_
     no_plot = XF[::4]
     np.testing.assert_allclose(
         pred.predict_proba(no_plot), pred.parts_["poster"].predict_proba(no_plot[:, :24]), atol=1e-6
@@ -241,7 +253,8 @@ def test_save_load_roundtrip(tmp_path, method):
     X, Y, centres = synthetic(n=150)
     genres = [f"g{i}" for i in range(6)]
     if method == "zeroshot":
-        pred = ZeroShotPredictor(encoder=FakeTextEncoder(centres, genres)).fit(X, Y, classes=genres)
+        W = prompt_matrix(FakeTextEncoder(centres, genres), genres, "poster")
+        pred = ZeroShotPredictor(prompts=W, encoder="fake:text").fit(X, Y, classes=genres)
     elif method == "late":
         pred = make_predictor("mlp", fusion="late", dims=(12, 12), hidden=8, epochs=3).fit(X, Y)
     else:
@@ -289,23 +302,36 @@ def test_rare_genres_keep_the_global_threshold():
     assert 0.8 < thr_all[2] <= 0.9
 
 
-def test_fit_with_validation_refits_on_all_rows_keeping_thresholds():
-    from embedgenre.predictors import fit_with_validation, make_predictor
-
+def test_tuned_thresholds_refit_on_all_rows_keeping_what_validation_chose():
     X, Y, _ = synthetic(n=300)
-    once = fit_with_validation(make_predictor("linear"), X, Y, refit=False)
-    again = fit_with_validation(make_predictor("linear"), X, Y)
+    once = tune(make_predictor("linear"), X, Y, cv=None, refit=False)
+    again = tune(make_predictor("linear"), X, Y, cv=None)
     full = make_predictor("linear").fit(X, Y)
-    np.testing.assert_allclose(again.coef_, full.coef_, atol=1e-6)
-    assert not np.allclose(once.coef_, full.coef_, atol=1e-3)
+    np.testing.assert_allclose(again.estimator_.coef_, full.coef_, atol=1e-6)
+    assert not np.allclose(once.estimator_.coef_, full.coef_, atol=1e-3)
     np.testing.assert_array_equal(again.thresholds_, once.thresholds_)
-    assert again.validation_ == once.validation_ and again.refit_
-    mlp = fit_with_validation(make_predictor("mlp", hidden=16, epochs=30, patience=3), X, Y)
-    assert mlp.epochs == 30 and mlp.patience == 3  # the user's params are kept
-    assert mlp.n_epochs_ == mlp.best_epoch_ <= 30  # the refit ran the chosen epoch count
+    assert again.validation_ == once.validation_
+    user = make_predictor("mlp", hidden=16, epochs=30, patience=3)
+    mlp = tune(user, X, Y, cv=None)
+    assert user.epochs == 30 and user.patience == 3  # the user's params are kept
+    chosen = mlp.chosen_["epochs"]
+    assert mlp.estimator_.n_epochs_ == chosen <= 30  # the refit ran the chosen epoch count
+    assert mlp.estimator_.patience == 0 and mlp.chosen_["patience"] == 0
     late = make_predictor("linear", fusion="late", dims=(12, 12))
-    fit_with_validation(late, X, Y)
-    assert late.weight is None and 0.0 <= late.weight_ <= 1.0
+    tuned = tune(late, X, Y, cv=None)
+    assert late.weight is None and tuned.estimator_.weight == tuned.chosen_["weight"]
+    assert 0.0 <= tuned.estimator_.weight_ <= 1.0
+
+
+def test_tuned_thresholds_fix_the_mlp_parts_of_a_fused_head():
+    X, Y, _ = synthetic(n=240)
+    fused = make_predictor("mlp", fusion="early", dims=(12, 12), hidden=8, epochs=40, patience=2)
+    tuned = tune(fused, X, Y, cv=3)
+    parts = tuned.estimator_.parts_
+    for which, key in (("poster", "poster_params"), ("plot", "plot_params"), ("joint", "params")):
+        epochs = tuned.chosen_[key]["epochs"]
+        assert 1 <= epochs <= 40 and parts[which].n_epochs_ == epochs
+        assert parts[which].hidden == 8  # the shared params still apply
 
 
 def test_out_of_fold_thresholds_score_rows_with_models_that_did_not_see_them():
@@ -315,18 +341,18 @@ def test_out_of_fold_thresholds_score_rows_with_models_that_did_not_see_them():
     # 1-NN recalls every training row perfectly, so a leak would show as validation F1 = 1
     leaky = make_predictor("knn", k=1).fit(X, noise_Y)
     assert f1(noise_Y, (leaky.predict_proba(X) > 0.5).astype(np.uint8)) == 1.0
-    held_out = fit_with_validation(make_predictor("knn", k=1), X, noise_Y, folds=4)
+    held_out = tune(make_predictor("knn", k=1), X, noise_Y, cv=4)
     v = held_out.validation_
     assert v["n_val"] == len(X) and v["folds"] == 4 and v["micro_f1"] < 0.6
     # the final model is fitted on every row
-    assert len(held_out.X_) == len(X) and held_out.refit_
+    assert len(held_out.estimator_.X_) == len(X)
 
     mlp = make_predictor("mlp", hidden=64, epochs=300, patience=3, lr=0.03)
-    fit_with_validation(mlp, X, Y, folds=3)
+    tuned = tune(mlp, X, Y, cv=3)
     assert mlp.epochs == 300 and mlp.patience == 3  # the user's params are kept
-    assert 1 <= mlp.n_epochs_ < 300  # a fold-chosen epoch count, no early stopping at refit
+    assert 1 <= tuned.estimator_.n_epochs_ < 300  # the folds' median epoch count, no stopping
     with pytest.raises(PredictorError, match="folds must be between 2 and half"):
-        fit_with_validation(make_predictor("linear"), X[:10], Y[:10], folds=6)
+        tune(make_predictor("linear"), X[:10], Y[:10], cv=6)
 
 
 def test_iterative_folds_cover_every_row_once():
@@ -352,7 +378,40 @@ def test_late_weight_follows_the_informative_modality():
     assert choose_late_weight(noise, good, Y) <= 0.2
     X, Yx, _ = synthetic(n=240)
     late = make_predictor("linear", fusion="late", dims=(12, 12))
-    fit_with_validation(late, X, Yx, folds=3)
-    rows, P = late.heldout_
+    tuned = tune(late, X, Yx, cv=3)
+    rows, P = tuned.heldout_
     assert len(rows) == len(X) and P.shape == Yx.shape and late.weight is None
-    assert 0.0 <= late.weight_ <= 1.0 and late.validation_["folds"] == 3
+    w = tuned.estimator_.weight_
+    assert 0.0 <= w <= 1.0 and tuned.validation_["folds"] == 3 and tuned.chosen_["weight"] == w
+
+
+def test_trivial_baselines_and_the_scratch_cnn_follow_the_predictor_contract():
+    from embedgenre.predictors.baselines import TrivialBaseline
+    from embedgenre.predictors.scratch_cnn import ScratchCNN
+
+    _, Y, _ = synthetic(n=40)
+    for kind in ("none", "most_frequent", "top_k", "all", "prior"):
+        model = clone(TrivialBaseline(kind)).fit(np.zeros(len(Y)), Y, classes=list("abcdef"))
+        D = model.predict(np.zeros(5))
+        assert (D == model.row_).all() and model.classes_ == list("abcdef")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (40, 3, 32, 16), dtype=np.uint8)
+    pixels[Y[:, 0] == 1, 0] = 250  # genre 0 is a red poster
+    tuned = TunedThresholds(ScratchCNN(epochs=2, width=4), cv=None, refit=False)
+    tuned.fit(pixels, Y, validation=np.arange(30, 40))
+    assert tuned.estimator_.thresholds_.shape == (6,) and tuned.validation_["n_val"] == 10
+    assert tuned.predict(pixels[:3]).shape == (3, 6)
+
+
+def test_a_catalog_fitted_encoder_has_no_dimension_until_fitted():
+    from embedgenre.encoders.base import CatalogFittedEncoder
+    from embedgenre.encoders.registry import fitted_class
+    from embedgenre.errors import EmbedgenreError
+
+    cls = fitted_class("hybrid:all-MiniLM-L6-v2")
+    assert issubclass(cls, CatalogFittedEncoder) and fitted_class("cnn:efficientnet-lite0") is None
+    enc = cls.__new__(cls)
+    enc.name, enc.backend, enc._dim = "hybrid:x", "onnx", None
+    with pytest.raises(EmbedgenreError, match="not fitted yet"):
+        _ = enc.dim
+    assert "unfitted" in repr(enc)

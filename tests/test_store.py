@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
 from embedgenre.errors import IndexLockedError, IndexStoreError, PredictorError, WriteError
-from embedgenre.predictors.heads import load_head, train_head
+from embedgenre.heads import load_head, train_head
+from embedgenre.predictors import HeadSpec
 from embedgenre.store import GenreIndex, atomic
 from embedgenre.store.lock import WriterLock
 from embedgenre.store.schema import FORMAT_VERSION
@@ -116,7 +117,7 @@ def test_train_holds_the_lock_too(index_dir):
     _, out = index_dir
     idx = GenreIndex.open(out)
     with WriterLock(out), pytest.raises(IndexLockedError):
-        train_head(idx, "linear", modality="poster", name="p", folds=None)
+        train_head(idx, HeadSpec("linear", "poster", folds=None), name="p")
 
 
 # ---------------------------------------------------------------------------- generations
@@ -469,6 +470,6 @@ def test_a_trained_faiss_index_is_parsed_only_when_its_digest_matches(tmp_path, 
 def test_a_head_saved_after_a_reader_opened_is_found_by_it(index_dir):
     _, out = index_dir
     reader = GenreIndex.open(out)
-    train_head(reader, "linear", modality="poster", name="later", folds=None)
+    train_head(reader, HeadSpec("linear", "poster", folds=None), name="later")
     assert load_head(reader, "later").name == "later"
     assert "later" in [h.name for h in reader.heads]

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from embedgenre import encoders as registry
-from embedgenre.encoders.base import ImageTransform
+from embedgenre.encoders.base import CatalogFittedEncoder, ImageTransform
 from embedgenre.engines import TEXT_BATCH, EncodeTask, Part, make_part, unreadable
 from embedgenre.errors import EmbedgenreError, PosterError
 from embedgenre.images import load_image, thumbnail_jpeg
@@ -276,7 +276,7 @@ def _user_error(e: Exception) -> EmbedgenreError:
 
 def _fit_state(encoder) -> dict[str, bytes] | None:
     """The files of a catalog-fitted encoder's fit, to be loaded again in each actor."""
-    if not getattr(encoder, "fitted_on_catalog", False):
+    if not isinstance(encoder, CatalogFittedEncoder):
         return None
     with tempfile.TemporaryDirectory(prefix="embedgenre-fit-") as tmp:
         encoder.save_state(Path(tmp))

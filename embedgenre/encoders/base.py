@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from embedgenre.errors import EmbedgenreError
+from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +331,61 @@ class Encoder:
             f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, "
             f"modalities={self.modalities}, backend={self.backend!r}, device={self.device!r})"
         )
+
+
+class CatalogFittedEncoder(Encoder):
+    """An encoder with a part fitted, without labels, on the catalog it embeds (``hybrid:``).
+
+    Its ``dim`` and ``space`` are known once it is fitted (:meth:`fit`) or its fit is loaded
+    (:meth:`load_state`); asking for ``dim`` before raises. The fit is stored inside the
+    embedding set, in the folder :attr:`state_dir`, whose :attr:`state_marker` file is written
+    last, so queries are embedded exactly as the catalog was.
+    """
+
+    state_dir: str = "fit"
+    state_marker: str = "fit.json"
+    _dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            raise EmbedgenreError(
+                f"encoder '{self.name}' is fitted on a catalog and is not fitted yet, so its "
+                "dimension is not known: fit it (`encoder.fit(texts)`) or load a stored fit "
+                "(`embedgenre.encoders.load_set_encoder`)"
+            )
+        return self._dim
+
+    @property
+    def fitted(self) -> bool:
+        return self._dim is not None
+
+    def fit(self, texts: list[str]) -> CatalogFittedEncoder:
+        raise NotImplementedError
+
+    def save_state(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load_state(self, directory: Path) -> CatalogFittedEncoder:
+        raise NotImplementedError
+
+    @classmethod
+    def has_state(cls, directory: Path) -> bool:
+        """Whether a complete fit is stored in the set folder ``directory``."""
+        return (Path(directory) / cls.state_dir / cls.state_marker).is_file()
+
+    @classmethod
+    def copy_state(cls, source: Path, directory: Path) -> None:
+        """Copy the fit stored in ``source`` to ``directory`` (files written atomically, the
+        marker last)."""
+        src, dst = Path(source) / cls.state_dir, Path(directory) / cls.state_dir
+        names = sorted(p.name for p in src.iterdir() if p.is_file() and p.name != cls.state_marker)
+        for name in [*names, cls.state_marker]:
+            atomic.copy_file(src / name, dst / name)
+
+    def __repr__(self) -> str:
+        dim = self._dim if self._dim is not None else "unfitted"
+        return f"{type(self).__name__}(name={self.name!r}, dim={dim}, backend={self.backend!r})"
 
 
 def batched(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:

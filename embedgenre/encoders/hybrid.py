@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from embedgenre.encoders.base import Encoder, l2_normalize
+from embedgenre.encoders.base import CatalogFittedEncoder, Encoder, l2_normalize
 from embedgenre.encoders.registry import EncoderSpec, Family, create_encoder, encoder_spec, register
 from embedgenre.errors import EmbedgenreError
 from embedgenre.store import atomic
@@ -153,12 +153,13 @@ class LexicalLSA:
         return lsa
 
 
-class HybridEncoder(Encoder):
+class HybridEncoder(CatalogFittedEncoder):
     """A sentence encoder and an LSA fitted on the catalog, as one unit-length vector."""
 
     family = "hybrid"
     modalities = ("text",)
-    fitted_on_catalog = True
+    state_dir = STATE_DIR
+    state_marker = "lsa.json"
 
     def __init__(self, name: str, sentence: Encoder) -> None:
         self.name = name
@@ -170,12 +171,12 @@ class HybridEncoder(Encoder):
         self.weights_path = sentence.weights_path
         self._versions = sentence._versions + ("scikit-learn",)
         self.space = name
-        self.dim = 0
+        self._dim = None
 
     # -- the fitted half -------------------------------------------------------------------
     def _use(self, lsa: LexicalLSA) -> None:
         self.lsa = lsa
-        self.dim = self.sentence.dim + lsa.dim
+        self._dim = self.sentence.dim + lsa.dim
         self.space = f"{self.name}#{lsa.fingerprint()}"
 
     def fit(self, texts: list[str]) -> HybridEncoder:
@@ -198,18 +199,6 @@ class HybridEncoder(Encoder):
     def load_state(self, directory: Path) -> HybridEncoder:
         self._use(LexicalLSA.load(Path(directory) / STATE_DIR))
         return self
-
-    @staticmethod
-    def has_state(directory: Path) -> bool:
-        return (Path(directory) / STATE_DIR / "lsa.json").is_file()
-
-    @staticmethod
-    def copy_state(source: Path, directory: Path) -> None:
-        """Copy the fit stored in ``source`` to ``directory`` (files written atomically)."""
-        src, dst = Path(source) / STATE_DIR, Path(directory) / STATE_DIR
-        names = sorted(p.name for p in src.iterdir() if p.is_file() and p.name != "lsa.json")
-        for name in [*names, "lsa.json"]:  # lsa.json last: it marks a complete fit
-            atomic.copy_file(src / name, dst / name)
 
     # -- encoding --------------------------------------------------------------------------
     def _forward_texts(self, texts: list[str]) -> np.ndarray:
@@ -238,6 +227,7 @@ class HybridEncoder(Encoder):
 @register
 class HybridFamily(Family):
     prefix = "hybrid"
+    fitted_class = HybridEncoder
     description = "a sentence encoder plus a TF-IDF/LSA half fitted on the catalog's plots"
     example = "hybrid:all-MiniLM-L6-v2"
 

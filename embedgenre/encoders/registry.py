@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from embedgenre.encoders.base import Encoder
+from embedgenre.encoders.base import CatalogFittedEncoder, Encoder
 from embedgenre.encoders.cpu import check_precision
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 
@@ -59,6 +59,8 @@ class Family:
     prefix: str = ""
     description: str = ""
     example: str = ""
+    # the encoder class, when the family's encoders are fitted on the catalog they embed
+    fitted_class: type[CatalogFittedEncoder] | None = None
 
     def known_names(self) -> list[str]:
         """Names listed by ``list_encoders`` (more names may be valid, e.g. any open_clip tag)."""
@@ -119,6 +121,12 @@ def _split(name: str) -> tuple[Family, str]:
     if prefix not in fams:
         raise UnknownEncoderError(_unknown_message(name, fams))
     return fams[prefix], name
+
+
+def fitted_class(name: str) -> type[CatalogFittedEncoder] | None:
+    """The class of encoder ``name`` when it is fitted on the catalog it embeds (its fit stored
+    in the embedding set: :class:`~embedgenre.encoders.base.CatalogFittedEncoder`), else None."""
+    return _split(name)[0].fitted_class
 
 
 def _unknown_message(name: object, fams: dict[str, Family]) -> str:
@@ -195,7 +203,7 @@ def create_encoder(
     logger.info(
         "encoder %s: dim %s, backend %s (%s) on %s, weights from %s (%s)",
         enc.name,
-        enc.dim or "set when fitted",
+        "set when fitted" if isinstance(enc, CatalogFittedEncoder) and not enc.fitted else enc.dim,
         enc.backend,
         (enc.backend_choice or {}).get("by", "asked"),
         enc.device,
@@ -238,6 +246,6 @@ def load_set_encoder(emb, device: str = "cpu") -> Encoder:
     Made for queries: on CPU it takes the backend that loads fastest (a cached CLIP export loads
     without torch or open_clip)."""
     encoder = create_encoder(emb.encoder, device=device, purpose="query")
-    if getattr(encoder, "fitted_on_catalog", False):
+    if isinstance(encoder, CatalogFittedEncoder):
         encoder.load_state(emb.directory)
     return encoder

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from embedgenre.evaluate import plots
 from embedgenre.evaluate.data import from_index
+from embedgenre.evaluate.metrics import micro_pr_curve
+from embedgenre.evaluate.report import check_report_dir, sorted_rows, write_report
 from embedgenre.evaluate.runner import EvalConfig, Evaluation, evaluate
 
 logger = logging.getLogger(__name__)
@@ -16,8 +19,6 @@ BEST_IN_FIGURES = 6
 
 def _best_rows(rows: list[dict], n: int, need_scores: bool = False) -> list[dict]:
     """Best rows of subset "all" by micro-F1, at most one per (method, modality), no baselines."""
-    from embedgenre.evaluate.report import sorted_rows
-
     picked, seen = [], set()
     for r in sorted_rows(rows, "all"):
         if r["modality"] == "labels" or (r["method"], r["modality"]) in seen:
@@ -33,9 +34,6 @@ def _best_rows(rows: list[dict], n: int, need_scores: bool = False) -> list[dict
 
 def make_plots(ev: Evaluation, out_dir: str | Path) -> dict[str, Path]:
     """Write the report figures of ``ev`` into ``out_dir``; returns name -> path."""
-    from embedgenre.evaluate import plots
-    from embedgenre.evaluate.metrics import micro_pr_curve
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = ev.result
@@ -68,8 +66,6 @@ def evaluate_index(
 ) -> Evaluation:
     """Evaluate every method on the index at ``index_path``; with ``report_dir``, write the
     report files (:func:`embedgenre.evaluate.report.write_report`) and figures there."""
-    from embedgenre.evaluate.report import check_report_dir, write_report
-
     if report_dir is not None:
         check_report_dir(report_dir)  # a bad path is found before the work, not after it
     ev = evaluate(from_index(index_path), config)

@@ -10,11 +10,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from embedgenre.encoders import load_set_encoder
+from embedgenre.heads.training import set_prompts
+from embedgenre.store import GenreIndex
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class EvalData:
     posters: list[str | None]
     sets: list[EmbeddingView]
     source: str = "synthetic"
-    # builds the encoder of a view (for zero-shot prompts); None = zero-shot unavailable
-    load_encoder: Callable[[EmbeddingView], Any] | None = None
+    # the genre prompts embedded in a view's space (dim, n_genres), for zero-shot; None = none
+    prompts: Callable[[EmbeddingView, list[str]], np.ndarray] | None = None
     extra: dict = field(default_factory=dict)
 
     def default_set(self, modality: str) -> EmbeddingView | None:
@@ -75,8 +75,6 @@ class EvalData:
 
 def from_index(index_path: str | Path) -> EvalData:
     """Read an index directory into :class:`EvalData` (vectors stay memory-mapped)."""
-    from embedgenre.store import GenreIndex
-
     idx = GenreIndex.open(index_path)
     views = []
     defaults = {}
@@ -100,8 +98,8 @@ def from_index(index_path: str | Path) -> EvalData:
         views.append(v)
         by_view[id(v)] = s
 
-    def load_encoder(view: EmbeddingView):
-        return load_set_encoder(by_view[id(view)])
+    def prompts(view: EmbeddingView, genres: list[str]) -> np.ndarray:
+        return set_prompts({view.modality: by_view[id(view)]}, genres)[view.modality]
 
     return EvalData(
         ids=list(idx.ids),
@@ -110,5 +108,5 @@ def from_index(index_path: str | Path) -> EvalData:
         posters=[it.get("poster") for it in idx.items],
         sets=views,
         source=str(idx.path),
-        load_encoder=load_encoder,
+        prompts=prompts,
     )

@@ -12,13 +12,16 @@ How a k-per-genre sample is drawn (multi-label makes "k per class" ambiguous, so
 
 ``k = None`` ("all") returns every training row.
 
-:func:`fewshot_curve` refits each trainable method on such samples (several seeds per k) and
-scores it on the test items; its decisions are each item's top-r genres (r = the mean number of
-genres per movie), so the curves compare rankings, not thresholds fitted on a handful of items.
+:func:`fewshot_curve` fits each trainable method on such samples (several seeds per k) the way
+``embedgenre train`` would on that many labelled movies: the same
+:class:`~embedgenre.predictors.spec.HeadSpec` with its thresholds tuned out-of-fold (fewer folds
+when the sample is small), then scores it on the test items. The ``k = "all"`` point is the main
+table's row itself, so one model has one number.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,8 +29,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from embedgenre.errors import EmbedgenreError
-from embedgenre.evaluate.methods import TRAINABLE, evaluation_predictor
 from embedgenre.evaluate.metrics import summary_metrics
+from embedgenre.evaluate.scoring import Output
+from embedgenre.names import TRAINABLE
+from embedgenre.predictors.spec import HeadSpec
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +84,11 @@ def sample_k_per_genre(Y: np.ndarray, k: int | None, seed: int = 0) -> np.ndarra
     return np.flatnonzero(chosen).astype(np.int64)
 
 
-def top_r(P: np.ndarray, r: int) -> np.ndarray:
-    """Decisions uint8 (n, g): each item's ``r`` highest-scoring genres (ties: lower column)."""
-    order = np.argsort(-np.asarray(P, dtype=np.float64), axis=1, kind="stable")[:, :r]
-    D = np.zeros(np.shape(P), dtype=np.uint8)
-    np.put_along_axis(D, order, 1, axis=1)
-    return D
+def sample_spec(spec: HeadSpec, n: int) -> HeadSpec:
+    """``spec`` for a sample of ``n`` items: at most ``n // 2`` folds (at least 2)."""
+    if spec.folds is None:
+        return spec
+    return dataclasses.replace(spec, folds=max(2, min(spec.folds, n // 2)))
 
 
 def fewshot_curve(
@@ -96,23 +100,23 @@ def fewshot_curve(
     methods: Sequence[str],
     shots: Sequence[int | None],
     n_seeds: int,
-    seed: int,
-    r: int,
-    fitted: dict[str, np.ndarray],
+    spec_of: Callable[[str, int], HeadSpec],
+    fitted: dict[str, Output],
     log: Callable[[str], None] = logger.info,
 ) -> list[dict]:
     """Few-shot rows of one embedding set ``view`` (an EmbeddingView).
 
     ``pool``: the training items with a vector in ``view`` (samples are drawn from them);
-    ``test_rows``: the test items with one; ``Y``: every item's labels. ``fitted``: test scores
-    of models already fitted on the whole pool, by method: "zeroshot" gives the k = 0 point and a
-    trainable method's entry is reused as its k = "all" point instead of fitting it again.
+    ``test_rows``: the test items with one; ``Y``: every item's labels. ``spec_of(method, s)``:
+    the spec of the main table's row for sample seed ``s``. ``fitted``: the main table's test
+    outputs on ``test_rows``, by method: "zeroshot" gives the k = 0 point and a trainable
+    method's is its k = "all" point.
     """
     X_test = view.matrix(test_rows)
     Y_test = Y[test_rows]
 
-    def row(method: str, k: int | None, s: int, n_train: int, P: np.ndarray) -> dict:
-        m = summary_metrics(Y_test, top_r(P, r), P)
+    def row(method: str, k: int | None, s: int, n_train: int, D, P) -> dict:
+        m = summary_metrics(Y_test, D, P)
         return {
             "method": method,
             "modality": view.modality,
@@ -127,26 +131,29 @@ def fewshot_curve(
 
     rows = []
     if "zeroshot" in fitted:
-        rows.append(row("zeroshot", 0, 0, 0, fitted["zeroshot"]))
+        rows.append(row("zeroshot", 0, 0, 0, fitted["zeroshot"].D, fitted["zeroshot"].P))
     for method in [m for m in methods if m in TRAINABLE]:
         for k in shots:
-            if k is None and method in fitted:
-                rows.append(row(method, None, 0, len(pool), fitted[method]))
+            if k is None:
+                if method in fitted:
+                    out = fitted[method]
+                    rows.append(row(method, None, 0, len(pool), out.D, out.P))
                 continue
-            for s in range(n_seeds) if k is not None else [0]:
-                sample = pool[sample_k_per_genre(Y[pool], k, seed=seed + s)]
+            for s in range(n_seeds):
+                spec = spec_of(method, s)
+                sample = pool[sample_k_per_genre(Y[pool], k, seed=spec.seed)]
                 log(
-                    f"few-shot {method} · {view.modality} · k={k or 'all'} "
-                    f"seed {s} ({len(sample)} items)"
+                    f"few-shot {method} · {view.modality} · k={k} seed {s} ({len(sample)} items)"
                 )
-                model = evaluation_predictor(method, len(sample), seed + s, genres)
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)
-                        model.fit(view.matrix(sample), Y[sample])
+                        tuned = sample_spec(spec, len(sample)).fit(
+                            view.matrix(sample), Y[sample], genres
+                        )
                 except EmbedgenreError as e:
                     logger.warning("few-shot %s k=%s failed: %s", method, k, e)
                     continue
-                P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
-                rows.append(row(method, k, s, len(sample), P))
+                P = np.asarray(tuned.predict_proba(X_test), dtype=np.float64)
+                rows.append(row(method, k, s, len(sample), tuned.predict(X_test), P))
     return rows

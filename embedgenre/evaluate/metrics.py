@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from embedgenre.predictors.metrics import mean_average_precision
+
 logger = logging.getLogger(__name__)
 
 #: Summary metric names, in the order tables show them.
@@ -35,23 +37,6 @@ def _check(Y_true: np.ndarray, other: np.ndarray, what: str) -> tuple[np.ndarray
             f"(n_items, n_genres), got {other.shape}."
         )
     return Y_true, other
-
-
-def mean_average_precision(Y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Macro mean of per-genre average precision over genres with >= 1 positive; NaN if none."""
-    from sklearn.metrics import average_precision_score
-
-    Y_true, scores = _check(Y_true, scores, "scores")
-    present = Y_true.sum(axis=0) > 0
-    if not present.any():
-        return math.nan
-    return float(
-        average_precision_score(
-            Y_true[:, present].astype(np.int64),
-            np.asarray(scores, dtype=np.float64)[:, present],
-            average="macro",
-        )
-    )
 
 
 def summary_metrics(

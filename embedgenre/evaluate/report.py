@@ -358,30 +358,3 @@ def write_report(result: dict, out_dir: str | Path) -> dict[str, Path]:
         paths["timings.json"], json.dumps(_clean(result.get("timings", {})), indent=1) + "\n"
     )
     return paths
-
-
-def read_split(path: str | Path) -> dict:
-    """Read a split file written by :func:`write_report` (or by hand): ``{"train": [ids], "test": [ids]}``.
-
-    ``validation`` (ids, a subset of ``train``) is optional.
-    """
-    from embedgenre.errors import EmbedgenreError
-
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise EmbedgenreError(
-            f"cannot read split file {path}: {e}. Give a JSON file like "
-            '{"train": ["tt0111161", ...], "test": [...]} (the split.json of a report).'
-        ) from e
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("train"), list)
-        or not isinstance(doc.get("test"), list)
-    ):
-        raise EmbedgenreError(
-            f"split file {path} must hold a JSON object with lists 'train' and 'test' of item ids "
-            "(and optionally 'validation', a part of 'train'); see split.json in any report."
-        )
-    return doc

@@ -1,19 +1,22 @@
 """Run every method x modality x embedding set on one split and score it.
 
-The flow: :class:`~embedgenre.evaluate.data.EvalData` -> split (:mod:`.split`) -> for each
-embedding set and method: :func:`~embedgenre.predictors.fit_with_validation` on the training
-part, exactly as ``embedgenre train`` does (thresholds on out-of-fold predictions, then a fit on
-every training item), predict test -> fusion (early: a head on concatenated vectors; late: the
-poster and plot heads' probabilities averaged with a weight chosen on their held-out
-predictions) -> scratch CNN on pixels -> trivial baselines -> metrics on the "all" and
-"with_plot" test subsets (:mod:`.scoring`) -> few-shot refits (:mod:`.fewshot`).
+The flow: :class:`~embedgenre.evaluate.data.EvalData` -> split (:mod:`.split`) -> for each row a
+:class:`~embedgenre.predictors.spec.HeadSpec` fitted on the training part with
+:meth:`HeadSpec.fit`, the call ``embedgenre train`` makes (thresholds on out-of-fold
+predictions, then a fit on every training item), on the inputs
+:func:`embedgenre.features.head_input` builds -> predict test -> the scratch CNN on pixels and
+the trivial baselines, tuned by the same :class:`~embedgenre.predictors.tuning.TunedThresholds`
+-> metrics on the "all" and "with_plot" test subsets (:mod:`.scoring`) -> few-shot refits
+(:mod:`.fewshot`). So a row scores the head ``train`` would save for that split.
 
-On the "all" subset, plot and fusion predictions of items without a plot come from the same
-method on the default poster set, so every row scores the same test items.
+On the "all" subset, plot predictions of items without a plot come from the same method on the
+default poster set, so every row scores the same test items (fused heads score them with their
+poster part, as a saved fused head does).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -22,19 +25,22 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from embedgenre.errors import EmbedgenreError
-from embedgenre.evaluate.baselines import TRIVIAL_KINDS, TrivialBaseline
 from embedgenre.evaluate.data import EmbeddingView, EvalData
 from embedgenre.evaluate.fewshot import fewshot_curve
-from embedgenre.evaluate.methods import METHODS, evaluation_predictor
+from embedgenre.evaluate.pixels import load_poster_pixels
 from embedgenre.evaluate.scoring import Output, score, with_fallback
 from embedgenre.evaluate.split import make_split
 from embedgenre.features import head_input
+from embedgenre.names import EVAL_MODALITIES, METHODS
+from embedgenre.predictors import HeadSpec, TunedThresholds
+from embedgenre.predictors.baselines import TRIVIAL_KINDS, TrivialBaseline
+from embedgenre.predictors.scratch_cnn import ScratchCNN
+from embedgenre.splits import iterative_split
 
 logger = logging.getLogger(__name__)
 
-MODALITIES: tuple[str, ...] = ("poster", "plot", "early_fusion", "late_fusion")
+MODALITIES = EVAL_MODALITIES
 SCRATCH_ENCODER = "pixels:64x96"
-LATE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
 
 
 @dataclass
@@ -81,23 +87,6 @@ class EvalConfig:
             raise EmbedgenreError(f"--cnn-epochs must be >= 1, got {self.cnn_epochs}.")
 
 
-def _late_heldout(w: float, ra, Pa, rb, Pb) -> tuple[np.ndarray, np.ndarray]:
-    """Late-fusion held-out scores over the union of the poster rows ``ra`` and plot rows ``rb``:
-    ``w * Pa + (1 - w) * Pb`` where an item has both, else the one it has."""
-    oa, ob = np.argsort(ra), np.argsort(rb)
-    ra, Pa, rb, Pb = ra[oa], Pa[oa], rb[ob], Pb[ob]
-    rows = np.union1d(ra, rb)
-    P = np.zeros((len(rows), Pa.shape[1]), dtype=np.float32)
-    in_a, in_b = np.isin(rows, ra), np.isin(rows, rb)
-    P[in_a] = Pa[np.searchsorted(ra, rows[in_a])]
-    P[in_b] = Pb[np.searchsorted(rb, rows[in_b])]
-    both = in_a & in_b
-    P[both] = (
-        w * Pa[np.searchsorted(ra, rows[both])] + (1 - w) * Pb[np.searchsorted(rb, rows[both])]
-    )
-    return rows, P
-
-
 @dataclass
 class Evaluation:
     """``result``: the JSON-able report document; ``labels``: all items' labels (n, g);
@@ -108,13 +97,6 @@ class Evaluation:
     test_outputs: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict
     )
-
-
-# ---------------------------------------------------------------------------- predictors
-
-
-def _import_predictors() -> None:
-    import embedgenre.predictors  # noqa: F401  (fail early, before any work, if missing)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -130,8 +112,6 @@ class _Run:
         self.outputs: dict[tuple[str, str, str], Output] = {}
         self.skipped: list[dict] = []
         self.timings: dict[str, dict] = {}
-        # (method, modality, encoder) -> held-out (item rows, probabilities) of its training
-        self._heldout: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.late_weights: dict[str, float] = {}
         self.step = 0
 
@@ -209,46 +189,72 @@ class _Run:
         self.step += 1
         logger.info("[%d] %s", self.step, what)
 
-    def _fit_eval(self, key, make, X_of, train_rows, test_rows):
-        """``fit_with_validation(make(), ...)`` on ``train_rows``, then predict ``test_rows``."""
-        from embedgenre.predictors import fit_with_validation
+    def _spec(self, method: str, modality: str, fusion: str | None = None) -> HeadSpec:
+        """The spec of one row: what ``embedgenre train`` fits with the same options."""
+        cfg = self.cfg
+        folds = None if self.val is not None else cfg.folds
+        return HeadSpec(
+            method,
+            modality,
+            fusion,
+            seed=cfg.seed,
+            folds=folds,
+            val_size=cfg.val_size,
+            threshold=cfg.threshold_mode,
+        )
 
+    def _fit_eval(self, key, spec: HeadSpec, X_of, train_rows, test_rows, dims=None, prompts=None):
+        """``spec.fit`` on ``train_rows`` (labelled, so all of them), then predict ``test_rows``."""
         self._log(" · ".join(key))
         t0 = time.perf_counter()
-        model = make()
+        validation = None
         if self.val is not None:
-            held = {"validation": np.flatnonzero(np.isin(train_rows, self.val))}
-        else:
-            held = {"folds": min(self.cfg.folds, len(train_rows) // 2)}
+            validation = np.flatnonzero(np.isin(train_rows, self.val))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            fit_with_validation(
-                model,
+            tuned = spec.fit(
                 X_of(train_rows),
                 self.Y[train_rows],
-                classes=self.genres,
-                val_size=self.cfg.val_size,
-                seed=self.cfg.seed,
-                threshold=self.cfg.threshold_mode,
-                **held,
+                self.genres,
+                dims=dims,
+                prompts=prompts,
+                validation=validation,
             )
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         X_test = X_of(test_rows)
-        P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
-        D = np.asarray(model.predict(X_test), dtype=np.uint8)
+        P = np.asarray(tuned.predict_proba(X_test), dtype=np.float64)
+        D = np.asarray(tuned.predict(X_test), dtype=np.uint8)
         out = Output(test_rows, P, D, True, fit_s, time.perf_counter() - t1)
         self.outputs[key] = out
-        if key[1] in ("poster", "plot"):
-            rows, P_held = model.heldout_
-            self._heldout[key] = (train_rows[rows], np.asarray(P_held, dtype=np.float64))
-        return model, out
+        return tuned.estimator_, out
 
     def _skip(self, method: str, modality: str, encoder: str, reason: str) -> None:
         logger.info("skipping %s · %s · %s: %s", method, modality, encoder, reason)
         self.skipped.append(
             {"method": method, "modality": modality, "encoder": encoder, "reason": reason}
         )
+
+    def _prompts(self, key, views) -> dict | None:
+        """{modality: prompt matrix} for zero-shot on ``views``, or None (skipped, with why)."""
+        out = {}
+        for view in views:
+            if not view.has_text_side:
+                self._skip(
+                    *key,
+                    f"{view.encoder} has no text side in its embedding space "
+                    "(image-only encoder), so genre prompts cannot be embedded",
+                )
+                return None
+            if self.data.prompts is None:
+                self._skip(*key, "no encoder available to embed genre prompts")
+                return None
+            try:
+                out[view.modality] = self.data.prompts(view, self.genres)
+            except EmbedgenreError as e:
+                self._skip(*key, f"cannot load {view.encoder} to embed prompts: {e}")
+                return None
+        return out
 
     def _single(self, view: EmbeddingView) -> None:
         """Every selected method on one embedding set (poster or plot)."""
@@ -267,162 +273,109 @@ class _Run:
             return
         for method in self.cfg.methods:
             key = (method, view.modality, view.encoder)
-            encoder = None
+            prompts = None
             if method == "zeroshot":
-                if not view.has_text_side:
-                    self._skip(
-                        *key,
-                        f"{view.encoder} has no text side in its embedding space "
-                        "(image-only encoder), so genre prompts cannot be embedded",
-                    )
-                    continue
-                if self.data.load_encoder is None:
-                    self._skip(*key, "no encoder available to embed genre prompts")
-                    continue
-                try:
-                    encoder = self.data.load_encoder(view)
-                except EmbedgenreError as e:
-                    self._skip(*key, f"cannot load {view.encoder} to embed prompts: {e}")
+                prompts = self._prompts(key, [view])
+                if prompts is None:
                     continue
             try:
                 self._fit_eval(
                     key,
-                    lambda m=method, e=encoder, n=len(train_rows): evaluation_predictor(
-                        m, n, self.cfg.seed, self.genres, e, view.modality
-                    ),
+                    self._spec(method, view.modality),
                     view.matrix,
                     train_rows,
                     test_rows,
+                    prompts=prompts,
                 )
             except EmbedgenreError as e:
                 self._skip(*key, str(e))
 
-    def _early_fusion(self) -> None:
-        """The early-fusion head ``embedgenre train --modality both --fusion early`` saves: a
-        head on ``[poster | plot]`` (:func:`embedgenre.features.head_input`) for items with
-        both, the single heads for items with one, fitted on every training item."""
+    def _fusion(self, fusion: str) -> None:
+        """The head ``embedgenre train --modality both --fusion FUSION`` saves, for each method:
+        on ``[poster | plot]`` (:func:`embedgenre.features.head_input`), every training item."""
         pv, tv = self.poster0, self.plot0
         enc = f"{pv.encoder}+{tv.encoder}"
         dims = {"poster": pv.vectors.shape[1], "plot": tv.vectors.shape[1]}
+        row = f"{fusion}_fusion"
 
         def X_of(rows: np.ndarray) -> np.ndarray:
             return head_input("both", dims, pv.padded(rows), tv.padded(rows), len(rows))
 
-        train_rows = self.train
         for method in self.cfg.methods:
+            key = (method, row, enc)
+            prompts = None
             if method == "zeroshot":
-                self._skip(
-                    method,
-                    "early_fusion",
-                    enc,
-                    "concatenated poster+plot vectors have "
-                    "no text side to embed prompts; see late_fusion for zero-shot fusion",
-                )
-                continue
+                if fusion == "early":
+                    self._skip(
+                        *key,
+                        "concatenated poster+plot vectors have no text side to embed prompts; "
+                        "see late_fusion for zero-shot fusion",
+                    )
+                    continue
+                prompts = self._prompts(key, [pv, tv])
+                if prompts is None:
+                    continue
             try:
-                self._fit_eval(
-                    (method, "early_fusion", enc),
-                    lambda m=method, n=len(train_rows): evaluation_predictor(
-                        m,
-                        n,
-                        self.cfg.seed,
-                        self.genres,
-                        fusion="early",
-                        dims=(dims["poster"], dims["plot"]),
-                    ),
+                model, _ = self._fit_eval(
+                    key,
+                    self._spec(method, "both", fusion),
                     X_of,
-                    train_rows,
-                    self.test_plot,
+                    self.train,
+                    self.test,
+                    dims=(dims["poster"], dims["plot"]),
+                    prompts=prompts,
                 )
             except EmbedgenreError as e:
-                self._skip(method, "early_fusion", enc, str(e))
-
-    def _late_fusion(self) -> None:
-        """``w * p_poster + (1 - w) * p_plot`` of the poster and plot heads already fitted, as
-        ``embedgenre train --fusion late`` makes it: ``w`` is chosen on their held-out
-        predictions of the training items that have both; the thresholds on the held-out
-        predictions of every training item, each with what it has (the fused scores, or the
-        poster's or the plot's alone)."""
-        from embedgenre.predictors.fusion import choose_late_weight
-        from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
-
-        pv, tv = self.poster0, self.plot0
-        enc = f"{pv.encoder}+{tv.encoder}"
-        for method in self.cfg.methods:
-            ka, kb = (method, "poster", pv.encoder), (method, "plot", tv.encoder)
-            a, b = self.outputs.get(ka), self.outputs.get(kb)
-            common = None
-            if a is not None and b is not None:
-                (ra, Pa), (rb, Pb) = self._heldout[ka], self._heldout[kb]
-                common, ia, ib = np.intersect1d(ra, rb, return_indices=True)
-            if common is None or not len(common):
-                self._skip(
-                    method,
-                    "late_fusion",
-                    enc,
-                    "needs the method on both the default poster and plot sets",
-                )
+                self._skip(*key, str(e))
                 continue
-            self._log(f"{method} · late_fusion · {enc}")
-            w = choose_late_weight(Pa[ia], Pb[ib], self.Y[common])
-            rows, P_held = _late_heldout(w, ra, Pa, rb, Pb)
-            thr, rule, _ = fit_thresholds(P_held, self.Y[rows], mode=self.cfg.threshold_mode)
-            a_t, b_t = a.take(self.test_plot), b.take(self.test_plot)
-            P = w * a_t.P + (1 - w) * b_t.P
-            self.late_weights[method] = float(w)
-            D = apply_thresholds(P, thr, rule)
-            self.outputs[(method, "late_fusion", enc)] = Output(
-                self.test_plot, P, np.asarray(D, np.uint8), True, a.fit_s + b.fit_s, 0.0
-            )
+            if fusion == "late":
+                self.late_weights[method] = float(model.weight_)
 
     def _scratch(self) -> None:
-        from embedgenre.evaluate.scratch_cnn import ScratchCNN, load_poster_pixels
-        from embedgenre.splits import iterative_split
-
+        """The scratch CNN on poster pixels, its thresholds tuned on one validation part (a
+        CNN trained once per fold would be slow) and not refitted."""
         key = ("scratch_cnn", "poster", SCRATCH_ENCODER)
         val = self.val
-        if val is None:  # one validation part for the thresholds: training a CNN K times is slow
+        if val is None:
             val = self.train[
                 iterative_split(self.Y[self.train], self.cfg.val_size, self.cfg.seed + 1)[1]
             ]
-        fit_rows = np.setdiff1d(self.train, val)
-        rows = np.concatenate([fit_rows, val, self.test])
+        rows = np.concatenate([self.train, self.test])
         paths = [self.data.posters[i] for i in rows]
         if not any(paths):
             self._skip(*key, "no poster paths in the index")
             return
         self._log(f"scratch CNN: decoding {len(rows)} posters at 64x96")
         t0 = time.perf_counter()
-        pixels, ok = load_poster_pixels(paths)
-        at = {int(r): i for i, r in enumerate(rows)}
-
-        def X_of(r: np.ndarray) -> np.ndarray:
-            return pixels[[at[int(i)] for i in r]]
-
-        self._log(f"scratch CNN: training {self.cfg.cnn_epochs} epochs on {len(fit_rows)} posters")
-        model = ScratchCNN(epochs=self.cfg.cnn_epochs, seed=self.cfg.seed, classes=self.genres)
-        model.fit(
-            X_of(fit_rows),
-            self.Y[fit_rows],
+        pixels, _ = load_poster_pixels(paths)
+        n_train = len(self.train)
+        self._log(f"scratch CNN: training {self.cfg.cnn_epochs} epochs")
+        cnn = ScratchCNN(
+            epochs=self.cfg.cnn_epochs,
+            seed=self.cfg.seed,
             progress=lambda e, n, loss: logger.info("  epoch %d/%d loss %.4f", e, n, loss),
         )
-        from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
-
-        thr, rule, _ = fit_thresholds(
-            model.predict_proba(X_of(val)), self.Y[val], mode=self.cfg.threshold_mode
+        tuned = TunedThresholds(cnn, cv=None, refit=False, mode=self.cfg.threshold_mode)
+        tuned.fit(
+            pixels[:n_train],
+            self.Y[self.train],
+            classes=self.genres,
+            validation=np.flatnonzero(np.isin(self.train, val)),
         )
         fit_s = time.perf_counter() - t0
-        P = model.predict_proba(X_of(self.test))
-        self.outputs[key] = Output(self.test, P, apply_thresholds(P, thr, rule), True, fit_s)
+        X_test = pixels[n_train:]
+        P = tuned.predict_proba(X_test)
+        self.outputs[key] = Output(self.test, P, tuned.predict(X_test), True, fit_s)
 
     def _trivial(self) -> None:
         for kind in TRIVIAL_KINDS:
-            model = TrivialBaseline(kind, classes=self.genres).fit(None, self.Y[self.train])
+            model = TrivialBaseline(kind).fit(self.train, self.Y[self.train], classes=self.genres)
             P = model.predict_proba(self.test)
             self.outputs[(kind, "labels", "-")] = Output(
                 self.test, P, model.predict(self.test), model.has_scores
             )
-        self.top_k = int(TrivialBaseline("top_k").fit(None, self.Y[self.train]).k_)
+            if kind == "top_k":
+                self.top_k = int(model.k_)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -436,10 +389,7 @@ class _Run:
         self.per_genre: list[dict] = []
         test_outputs = {}
         for key, out in self.outputs.items():
-            fallback = None
-            if self.poster0 is not None:
-                fallback = self.outputs.get((key[0], "poster", self.poster0.encoder))
-            full = with_fallback(out, fallback, self.test)
+            full = with_fallback(out, self.fallbacks.get(key[0]), self.test)
             if full is not None:
                 self._score(key, full, "all")
                 if full.has_scores:
@@ -479,7 +429,7 @@ class _Run:
             for method in self.cfg.methods:
                 out = self.outputs.get((method, view.modality, view.encoder))
                 if out is not None:
-                    fitted[method] = out.take(test_rows).P
+                    fitted[method] = out.take(test_rows)
             rows += fewshot_curve(
                 view,
                 pool=self.train[rows_ok[self.train]],
@@ -489,8 +439,9 @@ class _Run:
                 methods=self.cfg.methods,
                 shots=self.cfg.shots,
                 n_seeds=self.cfg.fewshot_seeds,
-                seed=self.cfg.seed,
-                r=self.top_k,
+                spec_of=lambda method, s, m=view.modality: dataclasses.replace(
+                    self._spec(method, m), seed=self.cfg.seed + s
+                ),
                 fitted=fitted,
                 log=self._log,
             )
@@ -500,7 +451,6 @@ class _Run:
 
     def run(self) -> Evaluation:
         t_start = time.perf_counter()
-        _import_predictors()
         cfg = self.cfg
         self._select_sets()
         universe = self._universe()
@@ -519,29 +469,28 @@ class _Run:
             cfg.seed,
         )
         self._trivial()
-        if (
-            "poster" in cfg.modalities
-            or "early_fusion" in cfg.modalities
-            or ("late_fusion" in cfg.modalities)
-        ):
-            for view in self.posters:
-                if view is self.poster0 or "poster" in cfg.modalities:
-                    self._single(view)
-        if self.plot0 is not None and {"plot", "late_fusion"} & set(cfg.modalities):
+        # the default poster set's rows also score plot rows' items that have no plot
+        for view in self.posters:
+            if "poster" in cfg.modalities or (view is self.poster0 and "plot" in cfg.modalities):
+                self._single(view)
+        if "plot" in cfg.modalities:
             for view in self.plots:
-                if view is self.plot0 or "plot" in cfg.modalities:
-                    self._single(view)
+                self._single(view)
         if self.poster0 is not None and self.plot0 is not None:
-            if "early_fusion" in cfg.modalities:
-                self._early_fusion()
-            if "late_fusion" in cfg.modalities:
-                self._late_fusion()
+            for fusion in ("early", "late"):
+                if f"{fusion}_fusion" in cfg.modalities:
+                    self._fusion(fusion)
         elif {"early_fusion", "late_fusion"} & set(cfg.modalities):
             for mod in ("early_fusion", "late_fusion"):
                 self._skip("*", mod, "-", "fusion needs both poster and plot embeddings")
         if cfg.scratch_cnn and self.posters:
             self._scratch()
-        # rows asked for only as inputs of fusion are not reported
+        self.fallbacks = {}  # method -> its default poster set's output
+        if self.poster0 is not None:
+            for key, out in self.outputs.items():
+                if key[1:] == ("poster", self.poster0.encoder):
+                    self.fallbacks[key[0]] = out
+        # rows fitted only as fallbacks are not reported
         for key in list(self.outputs):
             if (
                 key[1] in ("poster", "plot")

@@ -7,7 +7,9 @@ in the evaluation's universe (those with the embeddings and labels it needs) are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -81,3 +83,28 @@ def make_split(
         "test": [ids[i] for i in test],
     }
     return Split(train, test, val, doc)
+
+
+def read_split(path: str | Path) -> dict:
+    """Read a split file (``split.json`` of a report, or written by hand): ``{"train": [ids], "test": [ids]}``.
+
+    ``validation`` (ids, a subset of ``train``) is optional.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise EmbedgenreError(
+            f"cannot read split file {path}: {e}. Give a JSON file like "
+            '{"train": ["tt0111161", ...], "test": [...]} (the split.json of a report).'
+        ) from e
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("train"), list)
+        or not isinstance(doc.get("test"), list)
+    ):
+        raise EmbedgenreError(
+            f"split file {path} must hold a JSON object with lists 'train' and 'test' of item ids "
+            "(and optionally 'validation', a part of 'train'); see split.json in any report."
+        )
+    return doc

@@ -1,28 +1,26 @@
-"""Genre predictors over stored embeddings, all scikit-learn estimators.
+"""Genre predictors over embeddings, all scikit-learn estimators (no index, no files).
 
 ``make_predictor(method, **params)`` builds one of :data:`METHODS` (zeroshot, knn, mlknn, linear,
-mlp; ``fusion="early"|"late"`` for poster + plot); ``fit_with_validation`` fits it, picks
-thresholds on held-out predictions (out-of-fold with ``folds=K``, else one validation split),
-records the held-out scores and fits on all the rows it was given; ``save_predictor`` /
-``load_predictor`` store it as JSON + arrays. Index-level training and prediction (what the CLI
-calls) live in :mod:`embedgenre.predictors.heads`.
+mlp; ``fusion="early"|"late"`` for poster + plot); :class:`TunedThresholds` fits one and chooses
+its decision thresholds on held-out predictions; :class:`HeadSpec` is what ``embedgenre train``
+and ``embedgenre evaluate`` both fit. Heads saved in an index are :mod:`embedgenre.heads`.
 """
 
 from __future__ import annotations
 
 # the estimator modules register their classes (embedgenre.predictors.registry) on import
 from embedgenre.predictors import fusion, linear, mlp, neighbors, zeroshot  # noqa: F401
-from embedgenre.predictors.factory import fit_with_validation
-from embedgenre.predictors.persist import load_predictor, save_predictor
 from embedgenre.predictors.registry import METHODS, make_predictor
+from embedgenre.predictors.spec import HeadSpec
 from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
+from embedgenre.predictors.tuning import DEFAULT_FOLDS, TunedThresholds
 
 __all__ = [
+    "DEFAULT_FOLDS",
     "METHODS",
+    "HeadSpec",
+    "TunedThresholds",
     "apply_thresholds",
     "fit_thresholds",
-    "fit_with_validation",
-    "load_predictor",
     "make_predictor",
-    "save_predictor",
 ]

@@ -2,7 +2,7 @@
 
 A predictor maps embeddings ``X`` float32 (n, dim) to per-genre probabilities (n, n_genres).
 Decisions use thresholds (one per genre) and an optional "at least one genre" rule, both chosen
-on validation data by :func:`embedgenre.predictors.thresholds.fit_thresholds`.
+on held-out predictions by :class:`embedgenre.predictors.tuning.TunedThresholds`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from embedgenre.errors import PredictorError
+from embedgenre.predictors.thresholds import apply_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,34 @@ def warn_empty_genres(Y: np.ndarray, classes: list[str]) -> np.ndarray:
     return empty
 
 
+def median_params(chosen: list[dict]) -> dict:
+    """Per key, the median over ``chosen`` of a number (rounded when the values are ints), the
+    same recursively for a dict, else the first value."""
+    if not chosen or not chosen[0]:
+        return {}
+    out = {}
+    for key, first in chosen[0].items():
+        values = [c[key] for c in chosen if key in c]
+        if isinstance(first, dict):
+            out[key] = median_params(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            mid = float(np.median(values))
+            out[key] = int(round(mid)) if all(isinstance(v, int) for v in values) else mid
+        else:
+            out[key] = first
+    return out
+
+
 class GenrePredictor(BaseEstimator):
     """Base class: thresholds + ``predict`` on top of a subclass's ``predict_proba``.
 
-    Subclasses implement ``fit(X, Y)`` (which must call :meth:`_init_fitted`) and
-    ``predict_proba(X)``, and for saving ``_state() -> (json dict, arrays dict)`` and
-    ``_load_state(json dict, arrays dict)``.
+    Subclasses implement ``fit(X, Y, classes=None, X_val=None, Y_val=None)`` (which must call
+    :meth:`_init_fitted`; the validation rows are for estimators that stop or choose something on
+    them, the others ignore them) and ``predict_proba(X)``, and for saving
+    ``_state() -> (json dict, arrays dict)`` and ``_load_state(json dict, arrays dict)``.
+    Estimators that choose a param on validation data say so in :meth:`chosen_params` and
+    :meth:`pool_chosen`, so :class:`~embedgenre.predictors.tuning.TunedThresholds` can hold it
+    fixed when it refits on every row.
     """
 
     method: str = "base"
@@ -108,10 +131,17 @@ class GenrePredictor(BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def chosen_params(self) -> dict:
+        """Constructor params this fit chose on its validation rows (none by default)."""
+        return {}
+
+    def pool_chosen(self, folds: list[tuple[GenrePredictor, np.ndarray, np.ndarray]]) -> dict:
+        """One choice from models fitted on different folds, each given with its held-out
+        ``(X_val, Y_val)``: by default the median of each chosen number over the folds."""
+        return median_params([model.chosen_params() for model, _, _ in folds])
+
     def predict(self, X) -> np.ndarray:
         """Multi-hot decisions uint8 (n, n_genres) from probabilities and the fitted thresholds."""
-        from embedgenre.predictors.thresholds import apply_thresholds
-
         self._check_fitted()
         return apply_thresholds(self.predict_proba(X), self.thresholds_, self.at_least_one_)
 

@@ -16,22 +16,15 @@ import logging
 import numpy as np
 
 from embedgenre.errors import PredictorError
+from embedgenre.names import FUSIONS
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
 from embedgenre.predictors.metrics import mean_average_precision
-from embedgenre.predictors.persist import predictor_from_state, predictor_state
 from embedgenre.predictors.registry import make_predictor, register
+from embedgenre.predictors.state import predictor_from_state, predictor_state
 
 logger = logging.getLogger(__name__)
 
-FUSIONS = ("early", "late")
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
-
-
-def fit_estimator(pred, X, Y, classes, X_val=None, Y_val=None):
-    """``pred.fit`` passing a validation set to estimators that use one (MLP, fusion)."""
-    if X_val is not None and getattr(pred, "method", None) in ("mlp", "fusion"):
-        return pred.fit(X, Y, classes=classes, X_val=X_val, Y_val=Y_val)
-    return pred.fit(X, Y, classes=classes)
 
 
 def choose_late_weight(P_poster: np.ndarray, P_plot: np.ndarray, Y: np.ndarray) -> float:
@@ -113,13 +106,12 @@ class FusionPredictor(GenrePredictor):
                 continue
             v = None if val is None else (val[0] if which == "poster" else val[1])
             vmask = None if val is None else (val[2] if which == "poster" else val[3])
-            self.parts_[which] = fit_estimator(
-                self._part(which),
+            self.parts_[which] = self._part(which).fit(
                 Xm[mask],
                 Y[mask],
-                self.classes_,
-                None if v is None else v[vmask],
-                None if v is None else val[4][vmask],
+                classes=self.classes_,
+                X_val=None if v is None else v[vmask],
+                Y_val=None if v is None else val[4][vmask],
             )
         both = hp & ht
         if self.fusion == "early" and both.any():
@@ -128,13 +120,48 @@ class FusionPredictor(GenrePredictor):
             if val is not None:
                 vb = val[2] & val[3]
                 Xjv, Yjv = np.concatenate([val[0][vb], val[1][vb]], axis=1), val[4][vb]
-            self.parts_["joint"] = fit_estimator(
-                self._part("joint"), Xj, Y[both], self.classes_, Xjv, Yjv
+            self.parts_["joint"] = self._part("joint").fit(
+                Xj, Y[both], classes=self.classes_, X_val=Xjv, Y_val=Yjv
             )
         self.weight_ = 0.5 if self.weight is None else float(self.weight)
         if self.fusion == "late" and self.weight is None and val is not None:
             self.weight_ = self._choose_weight(*val)
         return self
+
+    # which constructor param carries each part's params
+    _PART_PARAMS = {"poster": "poster_params", "plot": "plot_params", "joint": "params"}
+
+    def chosen_params(self) -> dict:
+        """What the validation rows chose: the late-fusion weight (unless given) and each
+        part's own choices (an MLP part's epochs) as that part's params."""
+        out = {}
+        for which, part in self.parts_.items():
+            chosen = part.chosen_params()
+            if chosen:
+                key = self._PART_PARAMS[which]
+                out[key] = {**(getattr(self, key) or {}), **chosen}
+        if self.fusion == "late" and self.weight is None:
+            out["weight"] = float(self.weight_)
+        return out
+
+    def pool_chosen(self, folds) -> dict:
+        """The parts' choices pooled as medians; the late-fusion weight chosen once on every
+        fold's held-out poster and plot probabilities (and adopted by each fold's model)."""
+        out = super().pool_chosen(folds)
+        if self.fusion == "late" and self.weight is None:
+            posters, plots, labels = [], [], []
+            for model, X_val, Y_val in folds:
+                pp, pt, both = model.part_probas(X_val)
+                posters.append(pp[both])
+                plots.append(pt[both])
+                labels.append(np.asarray(Y_val)[both])
+            w = choose_late_weight(
+                np.concatenate(posters), np.concatenate(plots), np.concatenate(labels)
+            )
+            for model, _, _ in folds:
+                model.weight_ = w
+            out["weight"] = w
+        return out
 
     def _choose_weight(self, Xp, Xt, hp, ht, Y) -> float:
         both = hp & ht

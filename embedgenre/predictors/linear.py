@@ -33,7 +33,7 @@ class LinearPredictor(GenrePredictor):
         self.max_iter = max_iter
         self.classes = classes
 
-    def fit(self, X, Y, classes=None) -> LinearPredictor:
+    def fit(self, X, Y, classes=None, X_val=None, Y_val=None) -> LinearPredictor:
         from sklearn.linear_model import LogisticRegression
 
         X = check_X(X)

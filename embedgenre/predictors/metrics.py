@@ -38,13 +38,22 @@ def f1_fast(Y: np.ndarray, pred: np.ndarray, metric: str = "micro_f1") -> float:
 
 
 def mean_average_precision(Y: np.ndarray, P: np.ndarray) -> float:
-    """Macro average precision over the genres that have at least one positive in ``Y``."""
+    """Macro average precision over the genres that have at least one positive in ``Y``; NaN
+    when none has. The one definition of mAP in the library (training, validation, reports)."""
     from sklearn.metrics import average_precision_score
 
+    Y, P = np.asarray(Y), np.asarray(P, dtype=np.float64)
+    if Y.ndim != 2 or P.shape != Y.shape:
+        raise ValueError(
+            f"scores must have the shape of the true labels {Y.shape} (n_items, n_genres), "
+            f"got {P.shape}."
+        )
     has_pos = Y.sum(axis=0) > 0
     if not has_pos.any():
         return float("nan")
-    return float(average_precision_score(Y[:, has_pos], P[:, has_pos], average="macro"))
+    return float(
+        average_precision_score(Y[:, has_pos].astype(np.int64), P[:, has_pos], average="macro")
+    )
 
 
 def scores(Y: np.ndarray, P: np.ndarray, pred: np.ndarray) -> dict[str, float]:

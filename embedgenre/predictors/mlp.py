@@ -14,6 +14,7 @@ import numpy as np
 
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y, warn_empty_genres
+from embedgenre.predictors.oversample import mlsmote
 from embedgenre.predictors.registry import register
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class MLPPredictor(GenrePredictor):
         self._init_fitted(Y, classes if classes is not None else self.classes)
         empty = warn_empty_genres(Y, self.classes_)
         rng = np.random.default_rng(self.seed)
+        self.validated_ = X_val is not None and bool(self.patience)
         if X_val is None and self.patience and len(X) >= 20 and self.val_fraction > 0:
             perm = rng.permutation(len(X))
             n_val = max(1, int(round(len(X) * self.val_fraction)))
@@ -98,8 +100,6 @@ class MLPPredictor(GenrePredictor):
             X_val = check_X(X_val, X.shape[1], "X_val")
             Y_val = check_Y(Y_val, len(X_val))
         if self.oversample:
-            from embedgenre.predictors.oversample import mlsmote
-
             X_new, Y_new = mlsmote(X, Y, seed=self.seed)
             logger.info("oversampling added %d synthetic items for rare genres", len(X_new))
             X, Y = np.concatenate([X, X_new]), np.concatenate([Y, Y_new])
@@ -176,6 +176,13 @@ class MLPPredictor(GenrePredictor):
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
         logger.debug("mlp: %d epochs, best validation loss %.4f", n_done, best_loss)
         return best_state, n_done
+
+    def chosen_params(self) -> dict:
+        """Trained with validation rows: the epoch count early stopping chose, to train that
+        long without stopping when refitted on every row."""
+        if not getattr(self, "validated_", False):
+            return {}
+        return {"epochs": max(1, int(self.best_epoch_)), "patience": 0}
 
     def predict_proba(self, X) -> np.ndarray:
         self._check_fitted()

@@ -101,7 +101,7 @@ class KNNVotePredictor(_NeighbourBase):
         self.power = power
         self.classes = classes
 
-    def fit(self, X, Y, classes=None) -> KNNVotePredictor:
+    def fit(self, X, Y, classes=None, X_val=None, Y_val=None) -> KNNVotePredictor:
         X, _ = self._fit_index(X, Y, classes if classes is not None else self.classes)
         _check_k(self.k, len(X), during_fit=False)
         return self
@@ -134,7 +134,7 @@ class MLKNNPredictor(_NeighbourBase):
         self.s = s
         self.classes = classes
 
-    def fit(self, X, Y, classes=None) -> MLKNNPredictor:
+    def fit(self, X, Y, classes=None, X_val=None, Y_val=None) -> MLKNNPredictor:
         X, Y = self._fit_index(X, Y, classes if classes is not None else self.classes)
         k = _check_k(self.k, len(X) - 1, during_fit=True)
         if self.s < 0:

@@ -9,8 +9,10 @@ fusion, persistence and the factory can all use it without importing one another
 from __future__ import annotations
 
 from embedgenre.errors import PredictorError
+from embedgenre.names import METHODS
 
-METHODS = ("zeroshot", "knn", "mlknn", "linear", "mlp")  # what a user can train ("fusion" combines)
+__all__ = ["METHODS", "make_predictor", "predictor_class", "register"]
+
 
 _CLASSES: dict[str, type] = {}
 

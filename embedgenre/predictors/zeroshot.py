@@ -53,22 +53,27 @@ def prompt_matrix(encoder, genres: list[str], modality: str) -> np.ndarray:
 class ZeroShotPredictor(GenrePredictor):
     """Zero-shot multi-label predictor.
 
-    ``encoder``: an Encoder (or registry name) with a text side in the embeddings' space; only
-    used in ``fit`` to build ``W_``. ``modality``: which templates ("poster" or "plot").
-    ``classes``: genre names (required when fitting without labels).
+    ``prompts``: the prompt matrix (dim, n_genres) of :func:`prompt_matrix`, one column per genre
+    in ``classes`` order, embedded by the text side of the embeddings' space; or ``encoder``: the
+    registry name of an encoder with such a text side, loaded in ``fit`` to embed the prompts.
+    Both are plain values, so the predictor survives :func:`sklearn.base.clone`.
+    ``modality``: which templates ("poster" or "plot"). ``classes``: genre names (required when
+    fitting without labels).
     """
 
     method = "zeroshot"
 
     def __init__(
         self,
-        encoder=None,
+        prompts=None,
+        encoder: str | None = None,
         modality: str = "poster",
         offset: float = 1.0,
         temperature: float = 0.5,
         calibrate: bool = True,
         classes=None,
     ):
+        self.prompts = prompts
         self.encoder = encoder
         self.modality = modality
         self.offset = offset
@@ -76,7 +81,26 @@ class ZeroShotPredictor(GenrePredictor):
         self.calibrate = calibrate
         self.classes = classes
 
-    def fit(self, X, Y=None, classes=None) -> ZeroShotPredictor:
+    def _prompt_matrix(self) -> np.ndarray:
+        g = len(self.classes_)
+        if self.prompts is not None:
+            W = np.asarray(self.prompts, dtype=np.float32)
+            if W.ndim != 2 or W.shape[1] != g or not np.isfinite(W).all():
+                raise PredictorError(
+                    f"prompts must be a finite (dim, {g}) matrix, one column per genre, got "
+                    f"shape {W.shape}; build it with prompt_matrix(encoder, genres, modality)."
+                )
+            return np.ascontiguousarray(W)
+        if isinstance(self.encoder, str) and self.encoder:
+            from embedgenre.encoders import create_encoder
+
+            return prompt_matrix(create_encoder(self.encoder), self.classes_, self.modality)
+        raise PredictorError(
+            "Zero-shot needs prompts=<prompt matrix> or encoder=<registry name of an encoder "
+            f"with a text side>, got encoder={self.encoder!r}."
+        )
+
+    def fit(self, X, Y=None, classes=None, X_val=None, Y_val=None) -> ZeroShotPredictor:
         """Build the prompt matrix and standardisation from ``X`` (n, d); ``Y`` is optional."""
         X = check_X(X)
         classes = classes if classes is not None else self.classes
@@ -89,16 +113,7 @@ class ZeroShotPredictor(GenrePredictor):
         n_genres = len(classes) if Y is None else np.asarray(Y).shape[1]
         Y = None if Y is None else check_Y(Y, len(X))
         self._init_fitted(np.zeros((0, n_genres), np.uint8) if Y is None else Y, classes)
-        encoder = self.encoder
-        if encoder is None:
-            raise PredictorError(
-                "Zero-shot needs encoder=<Encoder or registry name> with a text side."
-            )
-        if isinstance(encoder, str):
-            from embedgenre.encoders import create_encoder
-
-            encoder = create_encoder(encoder)
-        self.W_ = prompt_matrix(encoder, self.classes_, self.modality)
+        self.W_ = self._prompt_matrix()
         if self.W_.shape[0] != X.shape[1]:
             raise PredictorError(
                 f"The text side embeds in dimension {self.W_.shape[0]} but the embeddings have "

@@ -9,13 +9,12 @@
 """
 
 from embedgenre.store.reader import EmbeddingSet, GenreIndex, describe_index, now_iso, set_key
-from embedgenre.store.schema import FORMAT, FORMAT_VERSION, MANIFEST, MODALITIES, Manifest
+from embedgenre.store.schema import FORMAT, FORMAT_VERSION, MANIFEST, Manifest
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
-    "MODALITIES",
     "EmbeddingSet",
     "GenreIndex",
     "Manifest",

@@ -23,11 +23,11 @@ from tokenize import TokenError
 import numpy as np
 
 from embedgenre import ann
+from embedgenre.names import SET_MODALITIES
 from embedgenre.errors import IndexStoreError
 from embedgenre.store.paths import check_name, inside
 from embedgenre.store.schema import (
     MANIFEST,
-    MODALITIES,
     HeadRecord,
     Manifest,
     SetEntry,
@@ -441,8 +441,10 @@ class GenreIndex:
 
     def get_set(self, modality: str, encoder: str | None = None) -> EmbeddingSet:
         """The embedding set of ``modality`` ("poster" or "plot") by ``encoder`` (None: default)."""
-        if modality not in MODALITIES:
-            raise IndexStoreError(f"unknown modality {modality!r}; expected one of {MODALITIES}.")
+        if modality not in SET_MODALITIES:
+            raise IndexStoreError(
+                f"unknown modality {modality!r}; expected one of {SET_MODALITIES}."
+            )
         candidates = [s for s in self.sets if s.modality == modality]
         available = ", ".join(f"{s.modality}:{s.encoder}" for s in self.sets) or "none"
         if not candidates:

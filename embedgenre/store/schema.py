@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from embedgenre.errors import IndexStoreError
+from embedgenre.names import SET_MODALITIES
 from embedgenre.store.paths import NAME_RE, inside
 
 FORMAT = "embedgenre-index"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-MODALITIES = ("poster", "plot")
 
 
 class _Fields:
@@ -124,8 +124,8 @@ class SetEntry:
         where = f"sets[{i}]"
         f = _Fields(doc, where, root)
         modality = f.get("modality", str)
-        if modality not in MODALITIES:
-            raise _bad(root, f"{where}.modality", f"one of {MODALITIES}", modality)
+        if modality not in SET_MODALITIES:
+            raise _bad(root, f"{where}.modality", f"one of {SET_MODALITIES}", modality)
         rel = f.get("dir", str)
         inside(root, rel, f"{where}.dir")
         faiss = f.get("faiss", dict, {"kind": "flat"})

@@ -1,6 +1,6 @@
 """A small VGG-style CNN trained from scratch on poster pixels: the "no pretraining" baseline.
 
-Posters are shrunk to 64x96 (width x height), so a few epochs fit in a minute or two on a CPU.
+Posters are shrunk to 64x96 (width x height; :func:`embedgenre.evaluate.pixels.load_poster_pixels`), so a few epochs fit in a minute or two on a CPU.
 It answers "how much do pretrained features buy over learning from the pixels of this data alone?".
 The network: four blocks of 3x3 conv + batch norm + ReLU + 2x2 max pool (16, 32, 64, 128 channels),
 global average pooling, dropout, one linear layer to ``n_genres`` logits, trained with binary
@@ -10,56 +10,14 @@ cross-entropy and Adam; random horizontal flips as the only augmentation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
+from embedgenre.errors import PredictorError
+from embedgenre.predictors.base import GenrePredictor, check_Y
+
 logger = logging.getLogger(__name__)
-
-#: (width, height) posters are shrunk to; about the 2:3 poster shape.
-DEFAULT_SIZE: tuple[int, int] = (64, 96)
-
-
-def _open_rgb(path: str | Path):
-    """Open a poster as RGB with PIL; uses the project's checked loader when it is available."""
-    try:
-        from embedgenre.images import load_image
-    except ImportError:  # images.py not present: plain PIL
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    return load_image(path)
-
-
-def load_poster_pixels(
-    paths: Sequence[str | Path | None],
-    size: tuple[int, int] = DEFAULT_SIZE,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode and shrink posters: (pixels uint8 (n, 3, H, W), ok bool (n,)).
-
-    A missing or unreadable poster leaves a zero image and ``ok = False`` (logged once per file).
-    ``progress(i)`` is called after each poster.
-    """
-    from PIL import Image
-
-    w, h = size
-    out = np.zeros((len(paths), 3, h, w), dtype=np.uint8)
-    ok = np.zeros(len(paths), dtype=bool)
-    for i, p in enumerate(paths):
-        if p is not None:
-            try:
-                img = _open_rgb(p).resize((w, h), Image.BILINEAR)
-                out[i] = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-                ok[i] = True
-            except Exception as e:  # noqa: BLE001 - report and go on: one bad poster is not fatal
-                logger.warning("scratch CNN: cannot read poster %s (%s); using a blank image", p, e)
-        if progress is not None:
-            progress(i + 1)
-    return out, ok
-
 
 def _build_net(n_out: int, width: int):
     import torch.nn as nn
@@ -78,12 +36,14 @@ def _build_net(n_out: int, width: int):
     return nn.Sequential(*layers)
 
 
-class ScratchCNN:
-    """Predictor over poster pixels (uint8 (n, 3, H, W)), following the predictor contract.
-
-    ``predict`` applies ``thresholds_`` (per genre, default 0.5), which the evaluation sets on
-    validation data with the same procedure as for the embedding predictors.
+class ScratchCNN(GenrePredictor):
+    """Predictor over poster pixels (uint8 (n, 3, H, W)), a
+    :class:`~embedgenre.predictors.base.GenrePredictor`: its thresholds are tuned like every
+    other predictor's (:class:`~embedgenre.predictors.tuning.TunedThresholds`).
+    ``progress(epoch, epochs, mean_loss)``, when given, is called after each epoch.
     """
+
+    method = "scratch_cnn"
 
     def __init__(
         self,
@@ -92,6 +52,7 @@ class ScratchCNN:
         lr: float = 2e-3,
         width: int = 16,
         seed: int = 0,
+        progress: Callable[[int, int, float], None] | None = None,
         classes: list[str] | None = None,
     ) -> None:
         self.epochs = epochs
@@ -99,6 +60,7 @@ class ScratchCNN:
         self.lr = lr
         self.width = width
         self.seed = seed
+        self.progress = progress
         self.classes = classes
 
     def _to_tensor(self, pixels: np.ndarray):
@@ -107,22 +69,14 @@ class ScratchCNN:
         x = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255.0)
         return (x - self.mean_) / self.std_
 
-    def fit(
-        self,
-        X: np.ndarray,
-        Y: np.ndarray,
-        progress: Callable[[int, int, float], None] | None = None,
-    ) -> ScratchCNN:
-        """Train on pixels ``X`` (n, 3, H, W) uint8 and labels ``Y`` (n, g) 0/1.
-
-        ``progress(epoch, epochs, mean_loss)`` is called after each epoch.
-        """
+    def fit(self, X, Y, classes=None, X_val=None, Y_val=None) -> ScratchCNN:
+        """Train on pixels ``X`` (n, 3, H, W) uint8 and labels ``Y`` (n, g) 0/1."""
         import torch
 
         X = np.asarray(X)
         Y = np.asarray(Y, dtype=np.float32)
         if X.ndim != 4 or X.shape[1] != 3 or X.shape[0] != Y.shape[0]:
-            raise ValueError(
+            raise PredictorError(
                 f"Expected pixels (n, 3, H, W) and labels (n, g) with the same n; got {X.shape} "
                 f"and {Y.shape}."
             )
@@ -155,12 +109,11 @@ class ScratchCNN:
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
             logger.debug("scratch CNN epoch %d/%d loss %.4f", epoch + 1, self.epochs, total / seen)
-            if progress is not None:
-                progress(epoch + 1, self.epochs, total / seen)
+            if self.progress is not None:
+                self.progress(epoch + 1, self.epochs, total / seen)
         net.eval()
         self.net_ = net
-        self.thresholds_ = np.full(Y.shape[1], 0.5)
-        self.classes_ = list(self.classes) if self.classes else [str(j) for j in range(Y.shape[1])]
+        self._init_fitted(check_Y(Y, len(Y)), classes if classes is not None else self.classes)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -173,7 +126,3 @@ class ScratchCNN:
                 logits = self.net_(self._to_tensor(np.asarray(X[start : start + 256])))
                 out.append(torch.sigmoid(logits).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """(n, g) uint8: scores at or above each genre's threshold."""
-        return (self.predict_proba(X) >= self.thresholds_).astype(np.uint8)

@@ -1,0 +1,152 @@
+"""Heads saved in an index: the :class:`Head` record, saving under the writer lock, listing,
+loading by name and the check that a head fits the index (genres, encoders, dims, space).
+
+A head's ``head.json`` records the method, params, genre vocabulary, the embedding sets it was
+trained on (modality -> encoder name, dim, space, set key), the thresholds and validation scores;
+``arrays.npz`` its fitted arrays (:mod:`embedgenre.heads.files`). kNN / ML-kNN heads store their
+training vectors and labels, so a head is self-contained. Heads live in generation folders that
+the manifest names, so a reader never sees half a head.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedgenre.errors import EmbedgenreError, IndexStoreError, PredictorError
+from embedgenre.heads.files import load_predictor, read_head_json, save_predictor
+from embedgenre.store.paths import check_name
+from embedgenre.store.reader import now_iso
+from embedgenre.store.schema import HeadRecord
+from embedgenre.store.writer import IndexWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Head:
+    """A fitted predictor plus what it was trained on."""
+
+    name: str
+    predictor: object
+    modality: str
+    encoders: dict[str, dict]  # modality -> {encoder, dim, space, key}
+    genres: list[str]
+    metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # everything else from head.json
+    saved: bool = True
+
+    @property
+    def method(self) -> str:
+        return self.info.get("method", getattr(self.predictor, "method", "?"))
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "method": self.method,
+            "modality": self.modality,
+            "fusion": self.info.get("fusion"),
+            "encoders": {m: e["encoder"] for m, e in self.encoders.items()},
+            "validation": self.metrics,
+            "saved": self.saved,
+        }
+
+
+def save_head(index_path, pred, info: dict, wait: float | None = 0) -> Path:
+    """Save fitted ``pred`` as head ``info["name"]`` of the index at ``index_path``: written to a
+    new generation folder and published by a manifest commit under the writer lock (``wait``
+    seconds for another writer). Returns the head's folder."""
+    name = check_name(info["name"])
+    with IndexWriter(index_path, wait=wait, command="embedgenre train") as writer:
+        rel = f"heads/{name}-{writer.generation}"
+        directory = writer.path / rel
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        save_predictor(pred, directory, extra=info)
+        record = HeadRecord(name, rel, info.get("method"), info.get("modality"), now_iso())
+        heads = [h for h in writer.current.heads if h.name != name] + [record]
+        writer.commit(writer.current.evolve(heads=heads))
+    return directory
+
+
+def list_heads(index) -> list[dict]:
+    """head.json documents (without arrays) of every head the index's manifest names."""
+    out = []
+    for rec in index.heads:
+        try:
+            out.append(read_head_json(index.head_dir(rec.name)))
+        except EmbedgenreError as e:
+            logger.warning("skipping head %s: %s", rec.name, e)
+    return out
+
+
+def check_compatible(index, info: dict) -> None:
+    """Raise PredictorError if a head does not fit the index (genres, encoders, dims, space)."""
+    name = info.get("name", "?")
+    if index.genres and list(info.get("genres", [])) != index.genres:
+        raise PredictorError(
+            f"Head {name!r} was trained on another genre vocabulary ({len(info.get('genres', []))} "
+            f"genres) than index {index.path} ({len(index.genres)}); retrain it with "
+            f"`embedgenre train {index.path} --method {info.get('method')} --name {name}`."
+        )
+    encoders = info.get("encoders")
+    if not isinstance(encoders, dict) or not all(isinstance(e, dict) for e in encoders.values()):
+        raise PredictorError(
+            f"Head {name!r} does not say which embeddings it scores; train it again."
+        )
+    for modality, enc in encoders.items():
+        have = [s for s in index.sets if s.modality == modality]
+        match = [s for s in have if s.encoder == enc.get("encoder") and s.dim == enc.get("dim")]
+        if not match:
+            held = ", ".join(f"{s.encoder} ({s.dim}-d)" for s in have) or "none"
+            raise PredictorError(
+                f"Head {name!r} was trained on {modality} embeddings by {enc.get('encoder')} "
+                f"({enc.get('dim')}-d), but index {index.path} holds {modality} embeddings by: {held}. "
+                f"Retrain it with `embedgenre train {index.path} --method {info.get('method')}`."
+            )
+        if "space" in enc and not any(s.space == enc["space"] for s in match):
+            raise PredictorError(
+                f"Head {name!r} was trained on {modality} embeddings of space {enc['space']!r}, "
+                f"but the index's {enc['encoder']} embeddings are now of space "
+                f"{match[0].space!r} (the encoder was refitted when the index was rebuilt), so "
+                f"its scores would be meaningless. Retrain it with `embedgenre train "
+                f"{index.path} --method {info.get('method')} --name {name}`."
+            )
+
+
+def load_head(index, name: str) -> Head:
+    """Load saved head ``name`` (a name, never a path) from the index, checking it fits."""
+    try:
+        directory = index.head_dir(name)
+    except IndexStoreError as e:
+        raise PredictorError(str(e)) from None
+    if directory is None:
+        names = ", ".join(h.name for h in index.heads) or "none"
+        raise PredictorError(
+            f"No head named {name!r} in {index.path} (saved heads: {names}). "
+            f"Train one with `embedgenre train {index.path} --method linear --name {name}`."
+        )
+    pred, doc = load_predictor(directory)
+    missing = [k for k in ("name", "modality", "encoders", "genres") if k not in doc]
+    if missing:
+        raise PredictorError(
+            f"Head {name!r} in {index.path} has no {', '.join(missing)} in head.json; it is "
+            f"incomplete. Train it again with `embedgenre train {index.path} --name {name}`."
+        )
+    check_compatible(index, doc)
+    if list(getattr(pred, "classes_", [])) != list(doc["genres"]):
+        raise PredictorError(
+            f"Head {name!r} in {index.path} scores {len(getattr(pred, 'classes_', []))} genres "
+            f"but its head.json lists {len(doc['genres'])}; it is damaged. Train it again with "
+            f"`embedgenre train {index.path} --name {name}`."
+        )
+    return Head(
+        doc["name"],
+        pred,
+        doc["modality"],
+        doc["encoders"],
+        doc["genres"],
+        doc.get("metrics", {}),
+        doc,
+        saved=True,
+    )

@@ -1,0 +1,131 @@
+"""Training a head on an index: the labelled items' inputs (:mod:`embedgenre.features`), the
+spec's fit (:meth:`embedgenre.predictors.spec.HeadSpec.fit`, the same call ``evaluate`` makes for
+each of its rows) and saving the result (:func:`embedgenre.heads.saved.save_head`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from embedgenre.encoders import load_set_encoder
+from embedgenre.errors import PredictorError
+from embedgenre.features import set_input
+from embedgenre.heads.saved import Head, save_head
+from embedgenre.predictors.spec import HeadSpec
+from embedgenre.predictors.templates import DEFAULT_GENRES
+from embedgenre.predictors.zeroshot import prompt_matrix, require_text_side
+from embedgenre.store.paths import NAME_RE
+
+logger = logging.getLogger(__name__)
+
+
+def head_sets(index, modality: str, image_encoder=None, text_encoder=None) -> dict:
+    """{modality: EmbeddingSet} a head of ``modality`` ("poster", "plot", "both") reads."""
+    wanted = ["poster", "plot"] if modality == "both" else [modality]
+    return {m: index.get_set(m, image_encoder if m == "poster" else text_encoder) for m in wanted}
+
+
+def set_info(s) -> dict:
+    return {"encoder": s.encoder, "dim": int(s.dim), "space": s.space, "key": s.key}
+
+
+def set_prompts(sets: dict, genres: list[str]) -> dict:
+    """{modality: prompt matrix (dim, n_genres)}: the genre prompts embedded by the text side of
+    each set's own encoder (zero-shot)."""
+    out = {}
+    for modality, s in sets.items():
+        mods = tuple(s.describe.get("modalities", ()))
+        require_text_side(type("SetEncoder", (), {"name": s.encoder, "modalities": mods})(), s.key)
+        out[modality] = prompt_matrix(load_set_encoder(s), genres, modality)
+    return out
+
+
+def item_rows(index, ids) -> np.ndarray:
+    """Item positions of ``ids`` (sorted); PredictorError names an id the index lacks."""
+    pos = {item_id: i for i, item_id in enumerate(index.ids)}
+    missing = [i for i in ids if i not in pos]
+    if missing:
+        raise PredictorError(
+            f"{len(missing)} id(s) are not in index {index.path} (first: {missing[0]}); "
+            "give ids of this index's items."
+        )
+    return np.array(sorted({pos[i] for i in ids}), dtype=np.int64)
+
+
+def train_head(
+    index,
+    spec: HeadSpec,
+    image_encoder: str | None = None,
+    text_encoder: str | None = None,
+    name: str | None = None,
+    ids: list[str] | None = None,
+    validation_ids: list[str] | None = None,
+    save: bool = True,
+    wait: float | None = 0,
+) -> Head:
+    """Fit ``spec`` on the index's labelled items (only ``ids`` when given) and save it as head
+    ``name`` (default ``spec.name``). ``validation_ids``: hold these items out for the thresholds
+    instead of ``spec.folds`` folds. Saving takes the index's writer lock (``wait`` seconds for
+    another writer; None: for ever). Zero-shot also works on an index without labels (default
+    thresholds then)."""
+    sets = head_sets(index, spec.modality, image_encoder, text_encoder)
+    name = name or spec.name
+    if not NAME_RE.match(name):
+        raise PredictorError(
+            f"Head name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (max 64)."
+        )
+    genres = index.genres or (list(DEFAULT_GENRES) if spec.method == "zeroshot" else [])
+    prompts = set_prompts(sets, genres) if spec.method == "zeroshot" else None
+    X, Y, rows = set_input(index.labels, sets)
+    keep = np.ones(len(rows), dtype=bool)
+    if ids is not None:
+        keep &= np.isin(rows, item_rows(index, ids))
+    labelled = keep & (Y.sum(axis=1) > 0) if len(Y) and Y.shape[1] else np.zeros(len(X), bool)
+    dims = tuple(s.dim for s in sets.values()) if spec.modality == "both" else None
+    t0 = time.perf_counter()
+    if not labelled.any():
+        if spec.method != "zeroshot":
+            raise PredictorError(
+                f"Index {index.path} has no genre labels, so {spec.method} cannot be trained; "
+                "only --method zeroshot works without labels (or re-index a catalog with genres)."
+            )
+        predictor = spec.estimator(len(X), dims, prompts).fit(X[keep], None, classes=genres)
+        metrics, n_items, refit = {}, int(keep.sum()), False
+    else:
+        X, Y, rows = X[labelled], Y[labelled], rows[labelled]
+        if len(X) < 10:
+            raise PredictorError(
+                f"Only {len(X)} labelled items with {spec.modality} embeddings; need at least 10 "
+                "to train and validate."
+            )
+        validation = None
+        if validation_ids:
+            validation = np.flatnonzero(np.isin(rows, item_rows(index, validation_ids)))
+        tuned = spec.fit(X, Y, genres, dims=dims, prompts=prompts, validation=validation)
+        predictor, metrics = tuned.estimator_, tuned.validation_
+        n_items, refit = len(X), bool(tuned.refit)
+    info = {
+        "name": name,
+        "method": spec.method,
+        "modality": spec.modality,
+        "fusion": spec.fusion,
+        "encoders": {m: set_info(s) for m, s in sets.items()},
+        "genres": list(genres),
+        "metrics": metrics,
+        "seed": spec.seed,
+        "threshold": spec.threshold,
+        "metric": spec.metric,
+        "folds": None if validation_ids else spec.folds,
+        "n_items": int(n_items),
+        "refit_on_all_items": refit,
+        "fit_seconds": round(time.perf_counter() - t0, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    head = Head(name, predictor, spec.modality, info["encoders"], list(genres), metrics, info)
+    head.saved = save
+    if save:
+        path = save_head(index.path, predictor, info, wait=wait)
+        logger.info("saved head %s to %s", name, path)
+    return head
