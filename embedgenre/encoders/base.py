@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from embedgenre.encoders.batching import iter_image_batches
 from embedgenre.errors import EmbedgenreError
 from embedgenre.store import atomic
 
@@ -250,8 +251,6 @@ class Encoder:
 
         A file that cannot be read raises PosterError (use ``iter_image_batches`` to skip them).
         """
-        from embedgenre.encoders.batching import iter_image_batches
-
         self._require("image")
         images = list(images)
         out = np.zeros((len(images), self.dim), dtype=np.float32)

@@ -19,6 +19,8 @@ from typing import Any
 
 from embedgenre.encoders.base import CatalogFittedEncoder, Encoder
 from embedgenre.encoders.cpu import check_precision
+from embedgenre.encoders.devices import resolve_device
+from embedgenre.encoders.weights import imported_names, read_state_dict, write_import
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 
 logger = logging.getLogger(__name__)
@@ -81,8 +83,6 @@ class Family:
     def check_import(self, name: str, path: Path, config: Path | None) -> dict[str, Path | bytes]:
         """Check that ``path`` holds weights for ``name`` (raise EmbedgenreError otherwise);
         return extra files to store beside it (destination name -> source path)."""
-        from embedgenre.encoders.weights import read_state_dict
-
         if config is not None:
             raise EmbedgenreError(f"--config is only used by clip encoders, not '{name}'")
         try:
@@ -139,8 +139,6 @@ def _unknown_message(name: object, fams: dict[str, Family]) -> str:
 
 def list_encoders(pattern: str = "*") -> list[EncoderSpec]:
     """Specs of the well-known and imported encoders whose name matches the glob ``pattern``."""
-    from embedgenre.encoders.weights import imported_names
-
     fams = families()
     names: list[str] = []
     for fam in fams.values():
@@ -187,8 +185,6 @@ def create_encoder(
     the matrix units; checked against fp32). Raises UnknownEncoderError or
     WeightsNotFoundError with the fix.
     """
-    from embedgenre.encoders.devices import resolve_device
-
     fam, name = _split(name)
     device = resolve_device(device)
     if "precision" in options:
@@ -221,8 +217,6 @@ def import_weights(path: str | Path, name: str, config: str | Path | None = None
     config: an open_clip config JSON for a CLIP architecture open_clip does not ship.
     Returns the spec of ``name`` (now available, source "cache").
     """
-    from embedgenre.encoders.weights import write_import
-
     path = Path(path).expanduser()
     if not path.exists():
         raise EmbedgenreError(f"cannot import {path}: no such file or directory")

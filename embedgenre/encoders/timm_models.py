@@ -26,6 +26,7 @@ from embedgenre.encoders.weights import (
     hf_cached_file,
     imported_weights,
     is_offline,
+    read_state_dict,
 )
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 
@@ -74,8 +75,6 @@ def build_model(model: str, weights: Path):
     Loads strictly: every parameter of the feature extractor must come from the file.
     """
     import timm
-
-    from embedgenre.encoders.weights import read_state_dict
 
     net = timm.create_model(model, pretrained=False, num_classes=0)
     classifier = (net.pretrained_cfg or {}).get("classifier") or ""
