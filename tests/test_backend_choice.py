@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from _tiny_clip import make_tiny_clip_checkpoint
+from _tiny_clip import TINY_ARCH, make_tiny_clip_checkpoint
 from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
@@ -22,17 +22,25 @@ AVX2_ONLY = cpu.CpuInfo("Test AVX2 CPU", frozenset({"avx", "avx2", "fma"}), 2)
 WITH_UNITS = cpu.CpuInfo("Test AMX CPU", frozenset({"avx2", "avx512f", "amx_bf16", "amx_int8"}), 2)
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("backend-cache")
+
+
 @pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBEDGENRE_CACHE", str(tmp_path / "cache"))
+def own_cache(module_cache, monkeypatch):
+    monkeypatch.setenv("EMBEDGENRE_CACHE", str(module_cache / "cache"))
     monkeypatch.setenv("EMBEDGENRE_OFFLINE", "1")
-    return tmp_path / "cache"
+    return module_cache / "cache"
 
 
 @pytest.fixture
-def tiny(tmp_path):
-    name, _ = make_tiny_clip_checkpoint(tmp_path / "download")
-    return name
+def tiny(module_cache):
+    """A tiny CLIP checkpoint shared by this module's tests (exported once into its cache)."""
+    folder = module_cache / "download"
+    if not (folder / "open_clip_pytorch_model.bin").is_file():
+        make_tiny_clip_checkpoint(folder)
+    return f"clip:{TINY_ARCH}@{folder / 'open_clip_pytorch_model.bin'}"
 
 
 def pretend_cpu(monkeypatch, info: cpu.CpuInfo) -> None:
@@ -68,7 +76,8 @@ def test_this_cpu_offers_reduced_precision_only_with_units(tiny):
 
 
 def test_backend_is_measured_once_per_cpu_and_cached(tiny, monkeypatch):
-    pretend_cpu(monkeypatch, AVX2_ONLY)
+    first_seen = cpu.CpuInfo("Test AVX2 CPU", frozenset({"avx2", "fma", "f16c"}), 2)
+    pretend_cpu(monkeypatch, first_seen)  # a CPU no other test of this module pretends to be
     enc = create_encoder(tiny)
     choice = enc.backend_choice
     assert choice["by"] == "measured now"
