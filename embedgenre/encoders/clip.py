@@ -36,7 +36,7 @@ from embedgenre.encoders.devices import (
     make_runner,
     runner_options,
 )
-from embedgenre.encoders.onnx_runtime import onnx_path
+from embedgenre.encoders.onnx_runtime import OnnxRunner, onnx_path
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -327,8 +327,6 @@ class _LazyOnnx:
 
     def __call__(self, **inputs: np.ndarray) -> np.ndarray:
         if self._runner is None:
-            from embedgenre.encoders.onnx_runtime import OnnxRunner
-
             self._runner = OnnxRunner(self.path, self.threads)
         return self._runner(**inputs)
 
@@ -361,7 +359,7 @@ def _write_bundle(path: Path, enc: ClipEncoder, image_onnx: Path, text_onnx: Pat
     folder = path.parent
     vocab = folder / "tokenizer" / VOCAB_FILE
     if not vocab.is_file():
-        import open_clip
+        import open_clip  # heavy (torch); only the first use of an encoder writes a bundle
 
         atomic.copy_file(Path(open_clip.__file__).parent / VOCAB_FILE, vocab)
     doc = {

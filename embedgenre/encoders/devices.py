@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from embedgenre.encoders import calibration
+from embedgenre.encoders.cpu import check_precision, precision_units
+from embedgenre.encoders.onnx_runtime import load_or_export, ort_threads, quantized_runner
 from embedgenre.errors import EmbedgenreError
 
 logger = logging.getLogger(__name__)
@@ -154,8 +157,6 @@ def make_runner(
     the export cache (one encoder may export several towers).
     """
     if backend == "onnx":
-        from embedgenre.encoders.onnx_runtime import load_or_export
-
         runner, _ = load_or_export(name, key_parts, build, threads=threads, part=part)
         return runner
     module, _, input_names, _ = build()
@@ -216,9 +217,6 @@ def make_image_runner(
         )
     if backend != "auto":
         return make_runner(name, backend, device, build, key_parts, threads=threads)
-
-    from embedgenre.encoders import calibration
-    from embedgenre.encoders.onnx_runtime import load_or_export, ort_threads
 
     path = calibration.calibration_path(name, key_parts, ort_threads(threads))
     record = calibration.read_calibration(path)
@@ -292,8 +290,6 @@ def _reduced_precision_runner(
 ):
     """A bf16 (torch autocast) or int8 (ONNX dynamic quantisation) image runner, checked
     against fp32 on probe images before it is used."""
-    from embedgenre.encoders.cpu import check_precision, precision_units
-
     check_precision(precision, device)
     wanted = {"bf16": "torch", "int8": "onnx"}[precision]
     if backend not in ("auto", wanted):
@@ -306,8 +302,6 @@ def _reduced_precision_runner(
         reference = TorchRunner(module(), device, ["pixels"])
         runner = TorchRunner(module(), device, ["pixels"], precision="bf16")
     else:
-        from embedgenre.encoders.onnx_runtime import load_or_export, quantized_runner
-
         reference, _ = load_or_export(name, key_parts, build, threads=threads)
         runner = quantized_runner(reference.path, threads=threads)
     cosine = check_fidelity(reference, runner, example, f"precision '{precision}' on {name}")
