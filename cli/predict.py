@@ -293,7 +293,9 @@ def predict(
         _predict_catalog(index, catalog, head, top, out, batch_size, as_json)
         return
     with _show_warnings():
-        result = Predictor(index, head=head).predict(posters, plot, title=title, top=top)
+        result = Predictor(index, head=head, save_zeroshot=True).predict(
+            posters, plot, title=title, top=top
+        )
     if as_json:
         emit_json(result.to_dict())
         return

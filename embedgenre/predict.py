@@ -68,6 +68,8 @@ class Predictor:
     the best saved head that fits it, else zero-shot where the index allows it).
     ``encoder_loader``: embedding set -> its query encoder (default ``load_set_encoder``); a
     long-running service passes one that shares encoders between index generations.
+    ``save_zeroshot``: save the zero-shot head fitted when no saved head fits, so the next
+    query loads it (``embedgenre predict`` does; a read-only service does not).
     """
 
     def __init__(
@@ -75,10 +77,12 @@ class Predictor:
         index: GenreIndex,
         head: str | None = None,
         encoder_loader: Callable | None = None,
+        save_zeroshot: bool = False,
     ):
         self.index = index
         self.head_name = head
         self.encoder_loader = encoder_loader or load_set_encoder
+        self.save_zeroshot = save_zeroshot
         self._loaded: dict[tuple[bool, bool], QueryEncoders] = {}
 
     @classmethod
@@ -89,7 +93,9 @@ class Predictor:
         """The head (and its encoders) for this kind of input, loaded on first use."""
         key = (has_poster, has_plot)
         if key not in self._loaded:
-            head = choose_head(self.index, has_poster, has_plot, name=self.head_name)
+            head = choose_head(
+                self.index, has_poster, has_plot, self.head_name, self.save_zeroshot
+            )
             self._loaded[key] = load_query_encoders(self.index, head, self.encoder_loader)
         return self._loaded[key]
 

@@ -243,13 +243,26 @@ def test_head_trained_on_another_vocabulary_or_encoder(data):
     head.write_text(json.dumps(doc))
 
 
-def test_index_without_labels_allows_only_zeroshot(data):
+def test_index_without_labels_allows_only_zeroshot(data, monkeypatch):
     index = str(data["nolabels"])
     msg = fails("train", index, "--method", "linear", "--modality", "plot")
     assert "no genre labels" in msg and "--method zeroshot" in msg
-    res = ok("predict", "--plot", "A ghost haunts a family in their new house.", "--index", index)
-    assert res["head"]["method"] == "zeroshot" and not res["head"]["saved"]
-    assert len(res["results"][0]["genres"]) >= 1
+    plot = "A ghost haunts a family in their new house."
+    res = ok("predict", "--plot", plot, "--index", index)
+    assert res["head"]["method"] == "zeroshot" and len(res["results"][0]["genres"]) >= 1
+    # fitted once, saved, and loaded by the next query instead of being fitted again
+    assert res["head"]["saved"] and res["head"]["name"] == "zeroshot-plot"
+    again = ok("predict", "--plot", plot, "--index", index)
+    assert again["head"]["name"] == "zeroshot-plot" and again["results"] == res["results"]
+    assert [h.name for h in GenreIndex.open(index).heads] == ["zeroshot-plot"]
+    # the saved head keeps the embedded prompts: another zero-shot head needs no text tower
+    import embedgenre.heads.training as training
+
+    def no_encoder(_):
+        raise AssertionError("the prompts were embedded again")
+
+    monkeypatch.setattr(training, "load_set_encoder", no_encoder)
+    ok("train", index, "--method", "zeroshot", "--modality", "plot", "--name", "zs-again")
 
 
 def test_genre_without_positive_examples_warns(data):

@@ -99,7 +99,7 @@ def from_index(index_path: str | Path) -> EvalData:
         by_view[id(v)] = s
 
     def prompts(view: EmbeddingView, genres: list[str]) -> np.ndarray:
-        return set_prompts({view.modality: by_view[id(view)]}, genres)[view.modality]
+        return set_prompts({view.modality: by_view[id(view)]}, genres, idx)[0][view.modality]
 
     return EvalData(
         ids=list(idx.ids),

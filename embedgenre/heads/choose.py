@@ -1,21 +1,26 @@
 """Which saved head answers a query: the one named, else the best that fits the inputs given,
-else an unsaved zero-shot head where the index's encoders allow it."""
+else a zero-shot head where the index's encoders allow it, calibrated on the index's labels and
+saved (when the caller may write) so the next query loads it instead of fitting it again."""
 
 from __future__ import annotations
 
 import logging
 
-from embedgenre.errors import PredictorError
-from embedgenre.heads.saved import Head, check_compatible, list_heads, load_head
+from embedgenre.errors import IndexStoreError, PredictorError, WriteError
+from embedgenre.heads.saved import Head, check_compatible, list_heads, load_head, save_head
 from embedgenre.heads.training import train_head
 from embedgenre.predictors.spec import HeadSpec
 
 logger = logging.getLogger(__name__)
 
 
-def choose_head(index, has_poster: bool, has_plot: bool, name: str | None = None) -> Head:
+def choose_head(
+    index, has_poster: bool, has_plot: bool, name: str | None = None, save_zeroshot: bool = False
+) -> Head:
     """The named head, else the best saved head (validation micro-F1) that can score the inputs,
-    preferring heads that use every input given; else an unsaved zero-shot head when possible."""
+    preferring heads that use every input given; else a zero-shot head when possible, saved as
+    ``zeroshot-<modality>`` with ``save_zeroshot`` (skipped, not waited for, while another
+    process writes the index)."""
     if name:
         head = load_head(index, name)
         needed = {"poster"} if has_poster else set()
@@ -54,5 +59,14 @@ def choose_head(index, has_poster: bool, has_plot: bool, name: str | None = None
             f"zero-shot is not possible: {e} Train one with "
             f"`embedgenre train {index.path} --method linear --modality {modality}`."
         ) from e
+    if save_zeroshot:
+        try:
+            save_head(index.path, head.predictor, head.info, wait=0)
+            head.saved = True
+            logger.info("saved zero-shot head %s: later queries load it", head.name)
+            return head
+        except (IndexStoreError, WriteError) as e:  # locked by a writer, or read-only
+            logger.info("zero-shot head not saved (%s); it is fitted again next time", e)
+    head.saved = False
     head.name = f"zeroshot-{modality} (unsaved)"
     return head

@@ -4,6 +4,8 @@ each of its rows) and saving the result (:func:`embedgenre.heads.saved.save_head
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 
@@ -12,9 +14,9 @@ import numpy as np
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import PredictorError
 from embedgenre.features import set_input
-from embedgenre.heads.saved import Head, save_head
+from embedgenre.heads.saved import Head, list_heads, load_head, save_head
 from embedgenre.predictors.spec import HeadSpec
-from embedgenre.predictors.templates import DEFAULT_GENRES
+from embedgenre.predictors.templates import DEFAULT_GENRES, prompts_for
 from embedgenre.predictors.zeroshot import prompt_matrix, require_text_side
 from embedgenre.store.paths import NAME_RE
 
@@ -31,15 +33,45 @@ def set_info(s) -> dict:
     return {"encoder": s.encoder, "dim": int(s.dim), "space": s.space, "key": s.key}
 
 
-def set_prompts(sets: dict, genres: list[str]) -> dict:
-    """{modality: prompt matrix (dim, n_genres)}: the genre prompts embedded by the text side of
-    each set's own encoder (zero-shot)."""
-    out = {}
+def prompts_fingerprint(s, genres: list[str], modality: str) -> str:
+    """What a prompt matrix depends on: the set's encoder and space, the prompts (templates x
+    genre vocabulary, in order)."""
+    prompts = [p for g in genres for p in prompts_for(g, modality)]
+    doc = json.dumps([s.encoder, s.space, prompts], ensure_ascii=False)
+    return hashlib.sha256(doc.encode("utf-8")).hexdigest()[:16]
+
+
+def _saved_prompts(index, fingerprint: str, modality: str) -> np.ndarray | None:
+    """The prompt matrix a saved zero-shot head of the index holds for ``fingerprint``."""
+    for doc in list_heads(index):
+        if doc.get("method") != "zeroshot" or doc.get("prompts", {}).get(modality) != fingerprint:
+            continue
+        try:
+            pred = load_head(index, doc["name"]).predictor
+        except PredictorError:
+            continue
+        part = pred.parts_.get(modality) if pred.method == "fusion" else pred
+        if part is not None:
+            return part.W_
+    return None
+
+
+def set_prompts(sets: dict, genres: list[str], index=None) -> tuple[dict, dict]:
+    """({modality: prompt matrix (dim, n_genres)}, {modality: fingerprint}): the genre prompts
+    embedded by the text side of each set's own encoder (zero-shot), taken from a zero-shot
+    head of ``index`` that already holds them, else embedded once."""
+    out, fingerprints = {}, {}
     for modality, s in sets.items():
         mods = tuple(s.describe.get("modalities", ()))
         require_text_side(type("SetEncoder", (), {"name": s.encoder, "modalities": mods})(), s.key)
-        out[modality] = prompt_matrix(load_set_encoder(s), genres, modality)
-    return out
+        fingerprints[modality] = prompts_fingerprint(s, genres, modality)
+        W = _saved_prompts(index, fingerprints[modality], modality) if index is not None else None
+        if W is None:
+            W = prompt_matrix(load_set_encoder(s), genres, modality)
+        else:
+            logger.info("%s: genre prompts taken from a saved zero-shot head", s.key)
+        out[modality] = W
+    return out, fingerprints
 
 
 def item_rows(index, ids) -> np.ndarray:
@@ -77,7 +109,9 @@ def train_head(
             f"Head name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (max 64)."
         )
     genres = index.genres or (list(DEFAULT_GENRES) if spec.method == "zeroshot" else [])
-    prompts = set_prompts(sets, genres) if spec.method == "zeroshot" else None
+    prompts, fingerprints = (
+        set_prompts(sets, genres, index) if spec.method == "zeroshot" else (None, None)
+    )
     X, Y, rows = set_input(index.labels, sets)
     keep = np.ones(len(rows), dtype=bool)
     if ids is not None:
@@ -112,6 +146,7 @@ def train_head(
         "modality": spec.modality,
         "fusion": spec.fusion,
         "encoders": {m: set_info(s) for m, s in sets.items()},
+        **({"prompts": fingerprints} if fingerprints else {}),
         "genres": list(genres),
         "metrics": metrics,
         "seed": spec.seed,
