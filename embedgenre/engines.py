@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -55,6 +55,8 @@ class EncodeTask:
     ``sources[i]`` is the poster path (modality "poster") or the plot text ("plot") of the item
     ``ids[i]`` whose content hash is ``hashes[i]``. ``state_dir``: where a catalog-fitted
     encoder's fit is saved (engines that load the encoder elsewhere load it from there).
+    ``options``: what else the registry is given to build the encoder (backend, precision), so
+    engines that build their own copies build the same one.
     """
 
     key: str
@@ -67,6 +69,7 @@ class EncodeTask:
     chunk_size: int = 256
     progress: bool = False
     state_dir: Path | None = None
+    options: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -213,6 +213,7 @@ def build_index(
                     chunk_size=chunk_size,
                     progress=progress,
                     state_dir=writer.partial_dir(key),
+                    options={"backend": backend, "precision": precision},
                 )
                 for chunk, bad in engine.encode(task, encoder):
                     for rec in bad:

@@ -249,6 +249,7 @@ class RayEngine:
                 "modality": task.modality,
                 "factory": self.encoder_factory,
                 "device": "cuda" if res.gpus_per_worker else "cpu",
+                "options": task.options,
                 "threads": res.threads_per_worker,
                 "state": _fit_state(encoder),
                 "batch_size": batch_size,
@@ -320,11 +321,16 @@ class EncodeActor:
         state: dict[str, bytes] | None,
         batch_size: int,
         fault_hook: Callable[[int], None] | None = None,
+        options: dict | None = None,
     ) -> None:
         # this process is the actor's own: its thread counts are set before the model loads
         os.environ["EMBEDGENRE_ORT_THREADS"] = str(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        self.encoder = factory(name) if factory else registry.create_encoder(name, device=device)
+        self.encoder = (
+            factory(name)
+            if factory
+            else registry.create_encoder(name, device=device, **(options or {}))
+        )
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.set_num_threads(threads)
