@@ -45,9 +45,7 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to bind (loopback unless a token is given).")
     ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")
-    ] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     token_file: Annotated[
         Path | None,
         typer.Option(help="File holding the bearer token clients must send (needed off loopback)."),

@@ -248,6 +248,16 @@ BAD = [
         400,
         "unexpected file field",
     ),
+    ("huge plot", "post", "/v1/predict", {"data": {"plot": "x" * 70_000}}, 400, "cannot be read"),
+    ("huge json plot", "post", "/v1/predict", {"json": {"plot": "x" * 70_000}}, 400, "too long"),
+    (
+        "many fields",
+        "post",
+        "/v1/predict",
+        {"data": {f"f{i}": "1" for i in range(40)}},
+        400,
+        "cannot",
+    ),
     (
         "bad json",
         "post",

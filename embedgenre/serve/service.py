@@ -19,7 +19,7 @@ from pathlib import Path
 
 from embedgenre.encoders import load_set_encoder
 from embedgenre.encoders.base import CatalogFittedEncoder
-from embedgenre.errors import EmbedgenreError, IndexStoreError
+from embedgenre.errors import EmbedgenreError
 from embedgenre.predict import Predictor
 from embedgenre.retrieval import Retriever
 from embedgenre.serve.batching import BatchedEncoder, MicroBatcher
@@ -170,15 +170,18 @@ class Service:
         so no request pays for them (a kind of input no head can score is left to fail per
         request with its message, unless --head names a head that must exist)."""
         modalities = {s.modality for s in gen.index.sets}
+        errors, fits = [], 0
         for has_poster, has_plot in ((True, False), (False, True)):
             if ("poster" if has_poster else "plot") not in modalities:
                 continue
             try:
                 gen.predictor().query_encoders(has_poster, has_plot)
+                fits += 1
             except EmbedgenreError as e:
-                if self.config.head:
-                    raise
+                errors.append(e)
                 logger.info("predict with %s: %s", "posters" if has_poster else "a plot", e)
+        if self.config.head and not fits and errors:
+            raise errors[0]  # --head names a head that cannot answer anything
         gen.retriever.warm()
         _ = gen.with_thumbnail
         for s in gen.index.sets:
@@ -215,10 +218,11 @@ class Service:
             try:
                 gen = self.open_generation()
                 break
-            except IndexStoreError as e:
+            except EmbedgenreError as e:
                 logger.warning("could not open the new index generation (%s); retrying", e)
                 time.sleep(0.2 * (attempt + 1))
         else:
+            self._stamp = stamp  # tried again when the manifest next changes
             return False
         self._stamp = stamp
         if self.current is not None and gen.number == self.current.number:

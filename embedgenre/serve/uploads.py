@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
@@ -64,8 +65,12 @@ async def read_form(request: Request, config: ServeConfig) -> Form:
         for name, value in doc.items():
             if name not in FIELDS:
                 continue
-            values = value if isinstance(value, list) else [value]
-            form.fields[name] = [str(v) for v in values if v is not None]
+            values = [
+                str(v) for v in (value if isinstance(value, list) else [value]) if v is not None
+            ]
+            if len(values) > 32 or any(len(v.encode()) > MAX_FIELD_BYTES for v in values):
+                raise ApiError(400, f"The field {name!r} is too long.", _form_fix(config))
+            form.fields[name] = values
         return form
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded", ""):
         raise ApiError(
@@ -78,8 +83,9 @@ async def read_form(request: Request, config: ServeConfig) -> Form:
         parsed = await request.form(
             max_files=config.max_posters, max_fields=32, max_part_size=MAX_FIELD_BYTES
         )
-    except MultiPartException as e:
-        raise ApiError(400, f"The form cannot be read: {e.message}.", _form_fix(config)) from None
+    except (MultiPartException, HTTPException) as e:  # Starlette wraps the first in the second
+        detail = str(getattr(e, "message", None) or getattr(e, "detail", e)).rstrip(".")
+        raise ApiError(400, f"The form cannot be read: {detail}.", _form_fix(config)) from None
     try:
         for name, value in parsed.multi_items():
             if isinstance(value, UploadFile):
