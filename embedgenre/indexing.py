@@ -133,10 +133,13 @@ def build_index(
 
     t0 = time.perf_counter()
     out = Path(out)
+    chosen = {
+        k: v
+        for k, v in (("backend", backend), ("precision", precision))
+        if v not in ("auto", "fp32")
+    }
     factory = encoder_factory or (
-        lambda name: registry.create_encoder(
-            name, device=device, backend=backend, precision=precision
-        )
+        lambda name: registry.create_encoder(name, device=device, **chosen)
     )
     engine = engine or LocalEngine()
     memory = ivfpq.parse_memory(index_memory)
