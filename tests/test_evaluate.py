@@ -425,20 +425,20 @@ def test_cli_bad_input(fixture_index_dir, tmp_path):
 
 def test_late_fusion_heldout_scores_cover_every_training_item():
     """Thresholds of late fusion are chosen on every held-out item, each scored with what it has:
-    the fused scores where both heads scored it, else the one head that did."""
-    from embedgenre.evaluate.runner import _late_heldout
+    the fused scores where both heads scored it, else the poster head alone."""
+    from embedgenre.predictors import TunedThresholds, make_predictor
 
-    ra, Pa = np.array([5, 1, 3]), np.array([[0.5, 0.1], [0.1, 0.9], [0.3, 0.3]])
-    rb, Pb = np.array([7, 3]), np.array([[0.8, 0.2], [0.9, 0.7]])
-    rows, P = _late_heldout(0.25, ra, Pa, rb, Pb)
-    assert rows.tolist() == [1, 3, 5, 7]
-    expected = [
-        [0.1, 0.9],
-        [0.25 * 0.3 + 0.75 * 0.9, 0.25 * 0.3 + 0.75 * 0.7],
-        [0.5, 0.1],
-        [0.8, 0.2],
-    ]
-    np.testing.assert_allclose(P, expected, rtol=1e-6)
+    rng = np.random.default_rng(0)
+    Y = (rng.random((120, 3)) < 0.4).astype(np.uint8)
+    X = rng.standard_normal((120, 12)).astype(np.float32) + Y.repeat(4, axis=1)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X[::3, 6:] = 0  # a third of the items have no plot
+    tuned = TunedThresholds(make_predictor("linear", fusion="late", dims=(6, 6)), cv=3)
+    tuned.fit(X, Y)
+    rows, P = tuned.heldout_
+    assert rows.tolist() == list(range(120)) and P.shape == Y.shape
+    w = tuned.chosen_["weight"]
+    assert tuned.estimator_.weight_ == w and 0.0 <= w <= 1.0
 
 
 def test_make_split_reads_documents_and_draws_splits():

@@ -125,8 +125,12 @@ def _split(name: str) -> tuple[Family, str]:
 
 def fitted_class(name: str) -> type[CatalogFittedEncoder] | None:
     """The class of encoder ``name`` when it is fitted on the catalog it embeds (its fit stored
-    in the embedding set: :class:`~embedgenre.encoders.base.CatalogFittedEncoder`), else None."""
-    return _split(name)[0].fitted_class
+    in the embedding set: :class:`~embedgenre.encoders.base.CatalogFittedEncoder`), else None
+    (also for a name no family knows: an encoder a caller built itself keeps no fit here)."""
+    try:
+        return _split(name)[0].fitted_class
+    except UnknownEncoderError:
+        return None
 
 
 def _unknown_message(name: object, fams: dict[str, Family]) -> str:
