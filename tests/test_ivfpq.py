@@ -4,6 +4,7 @@ search on seeded clustered vectors, and inverted lists merged on disk equal to o
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import faiss
@@ -151,7 +152,10 @@ def test_an_index_asked_for_ivf_pq_records_it_and_answers_from_disk(tmp_path, fi
     )
     scores, rows = s.search(s.vectors[:5], k=3)
     assert list(rows[:, 0]) == list(s.rows[:5])
-    (s.directory / "faiss.ivfdata").write_bytes(b"")  # damaged: rebuilt from the vectors
+    # damaged (a new, empty file: the one the open index maps is never truncated under it,
+    # which would be a bus error): rebuilt from the vectors
+    (s.directory / "damaged").write_bytes(b"")
+    os.replace(s.directory / "damaged", s.directory / "faiss.ivfdata")
     again = GenreIndex.open(out).get_set("poster")
     assert not isinstance(
         faiss.extract_index_ivf(again.faiss_index).invlists, faiss.OnDiskInvertedLists
