@@ -441,10 +441,7 @@ def test_read_only_index_is_one_clear_error(index_dir, monkeypatch):
 def test_a_trained_faiss_index_is_parsed_only_when_its_digest_matches(tmp_path, monkeypatch):
     from embedgenre import ann
 
-    build_faiss = ann.build_faiss_index
-    monkeypatch.setattr(
-        ann, "build_faiss_index", lambda v, kind="auto", **kw: build_faiss(v, kind, flat_max_rows=1)
-    )
+    monkeypatch.setattr(ann, "FLAT_MAX_ROWS", 1)  # a trained (approximate) index at any size
     root = synthetic_catalog(tmp_path / "cat", n=40)
     out = tmp_path / "idx"
     build(root, out, Factory())
