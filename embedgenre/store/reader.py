@@ -23,8 +23,8 @@ from tokenize import TokenError
 import numpy as np
 
 from embedgenre import ann
-from embedgenre.names import SET_MODALITIES
 from embedgenre.errors import IndexStoreError
+from embedgenre.names import SET_MODALITIES
 from embedgenre.store.paths import check_name, inside
 from embedgenre.store.schema import (
     MANIFEST,
