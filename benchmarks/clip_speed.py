@@ -15,11 +15,10 @@ for every size:
   loading its checkpoint) and the whole process wall time, after one small first index that
   exported the towers and measured the backends;
 - the FLOP-bound limit: FLOPs per poster counted, fp32 matmul rate measured in the same run.
-Then the latency of `embedgenre predict POSTER` (new process each time, median of --runs) on
-the index with a saved linear head, and warm (a loaded Predictor) latency.
+The latency of `embedgenre predict` on a CLIP index is measured by predict_latency.py.
 
-    python benchmarks/clip_speed.py               # --n 1000 --runs 20
-    python benchmarks/clip_speed.py --n 200 --sizes shared --runs 5
+    python benchmarks/clip_speed.py               # --n 1000
+    python benchmarks/clip_speed.py --n 200 --sizes shared
 Timings are noisy on a shared machine: compare the ratios printed, which come from one run.
 """
 
@@ -30,7 +29,6 @@ import csv
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,7 +170,6 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="posters per size")
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma list of " + ", ".join(SIZES))
     ap.add_argument("--backends", default="auto,onnx,torch", help="embedgenre index backends")
-    ap.add_argument("--runs", type=int, default=20, help="cold predict processes")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
@@ -268,44 +265,11 @@ def main() -> None:
             print(
                 f"backend choice recorded in the manifest: {json.dumps(info.get('backend_choice'))}"
             )
-            predict_latency(idx, rows, args.runs, env)
     finally:
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def predict_latency(index: Path, rows: list[dict], runs: int, env: dict) -> None:
-    """Cold (new process) and warm latency of `embedgenre predict POSTER` with a saved head."""
-    embedgenre("train", str(index), "--method", "linear", "--modality", "poster",
-               "--name", "bench-linear", env=env)  # fmt: skip
-    poster = str(DATA / rows[0]["poster"])
-    cold = []
-    for _ in range(runs):
-        wall, _ = embedgenre("predict", poster, "--index", str(index), "--head", "bench-linear",
-                             "--json", env=env)  # fmt: skip
-        cold.append(wall)
-    code = (
-        "import time, statistics\n"
-        "from embedgenre.predict import Predictor\n"
-        f"p = Predictor.open({str(index)!r}, head='bench-linear')\n"
-        f"p.predict(posters=[{poster!r}])\n"
-        "ts = []\n"
-        f"for _ in range({runs}):\n"
-        "    t = time.perf_counter()\n"
-        f"    p.predict(posters=[{poster!r}])\n"
-        "    ts.append(time.perf_counter() - t)\n"
-        "print(statistics.median(ts))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    warm = float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
-    print(f"\n`embedgenre predict POSTER --head bench-linear` on the CLIP index, {runs} runs\n")
-    print("| mode | median | min | max | target |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| cold (new process) | {statistics.median(cold):.2f} s | {min(cold):.2f} s | "
-          f"{max(cold):.2f} s | < 2.0 s |")  # fmt: skip
-    print(f"| warm (loaded Predictor) | {warm * 1000:.1f} ms | | | < 30 ms |")
 
 
 if __name__ == "__main__":

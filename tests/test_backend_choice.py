@@ -147,8 +147,10 @@ def test_fidelity_guard_passes_bf16_and_refuses_what_drifts(tiny, monkeypatch):
     assert enc.backend_choice["min_cosine_to_fp32"] >= devices.MIN_COSINE
     assert enc.backend_choice["units"] == ["amx_bf16"]
     assert enc.describe()["precision"] == "bf16"
-    # int8 weights of a tiny random model drift far more than a real one's: the guard says no
-    with pytest.raises(EmbedgenreError, match=r"int8.*cosine to fp32 as low as 0\.9"):
+    # How far int8 drifts depends on the CPU's int8 kernels (VNNI or not); a guard no rounded
+    # model can meet must refuse it, naming the cosine it measured.
+    monkeypatch.setattr(devices, "MIN_COSINE", 1.0 + 1e-9)
+    with pytest.raises(EmbedgenreError, match=r"int8.*cosine to fp32 as low as 0\.\d{5}"):
         create_encoder(tiny, precision="int8")
     with pytest.raises(EmbedgenreError, match=r"runs on backend 'torch', not 'onnx'"):
         create_encoder(tiny, precision="bf16", backend="onnx")

@@ -7,12 +7,12 @@ on held-out predictions by :class:`embedgenre.predictors.tuning.TunedThresholds`
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.thresholds import apply_thresholds
@@ -102,7 +102,68 @@ def median_params(chosen: list[dict]) -> dict:
     return out
 
 
-class GenrePredictor(BaseEstimator):
+class Estimator:
+    """The scikit-learn estimator protocol, without importing scikit-learn: params are the
+    ``__init__`` arguments, stored under their own names, so :func:`sklearn.base.clone`, grid
+    searches and ``repr`` work on every predictor, and loading a saved head stays light."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        params = inspect.signature(init).parameters.values()
+        return sorted(
+            p.name for p in params if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD
+        )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        out = {}
+        for name in self._param_names():
+            value = getattr(self, name)
+            out[name] = value
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params(deep=True).items())
+        return out
+
+    def set_params(self, **params) -> Estimator:
+        valid = self._param_names()
+        nested: dict[str, dict] = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise PredictorError(
+                    f"{type(self).__name__} has no parameter '{name}'; its parameters are: "
+                    f"{', '.join(valid) or 'none'}"
+                )
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            getattr(self, name).set_params(**sub_params)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        shown = [
+            f"{k}={v!r}"
+            for k, v in self.get_params(deep=False).items()
+            if not (k in defaults and _same(defaults[k], v))
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a is b or a == b)
+    except Exception:  # arrays and other values without a plain truth value
+        return False
+
+
+class GenrePredictor(Estimator):
     """Base class: thresholds + ``predict`` on top of a subclass's ``predict_proba``.
 
     Subclasses implement ``fit(X, Y, classes=None, X_val=None, Y_val=None)`` (which must call

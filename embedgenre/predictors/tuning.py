@@ -23,13 +23,11 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
 
 from embedgenre.errors import PredictorError
-from embedgenre.predictors.base import check_Y
+from embedgenre.predictors.base import Estimator, check_Y
 from embedgenre.predictors.metrics import scores
 from embedgenre.predictors.thresholds import apply_thresholds, fit_thresholds
-from embedgenre.splits import iterative_folds, iterative_split
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ DEFAULT_FOLDS = 5
 MIN_ROWS = 5  # fewer labelled rows cannot be split into a fitting and a held-out part
 
 
-class TunedThresholds(BaseEstimator):
+class TunedThresholds(Estimator):
     """Fit ``estimator`` and choose its thresholds on held-out predictions (see module doc).
 
     ``cv``: number of folds for out-of-fold predictions (K + 1 fits), or None for one validation
@@ -70,6 +68,10 @@ class TunedThresholds(BaseEstimator):
         hold out as the validation part (then ``cv`` is not used)."""
         if self.estimator is None:
             raise PredictorError("TunedThresholds needs an estimator to tune.")
+        from sklearn.base import clone  # training only: loading a saved head never needs it
+
+        from embedgenre.splits import iterative_folds, iterative_split
+
         Y = check_Y(Y, len(X))
         n = len(Y)
         if n < MIN_ROWS:
@@ -112,6 +114,8 @@ class TunedThresholds(BaseEstimator):
     def _heldout(self, X, Y, classes, parts):
         """Held-out probabilities over the parts' held-out rows, the rows (sorted) and the
         params the held-out data chose (pooled over folds)."""
+        from sklearn.base import clone
+
         fitted = []
         for i, (fitting, held) in enumerate(parts):
             with _quiet_parts():

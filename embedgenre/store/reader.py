@@ -360,7 +360,9 @@ class GenreIndex:
         if not path.is_file():  # a folder would be read as a dataset, a FIFO would block
             raise _damaged(self.path, f"item table {path.name} is missing or not a regular file")
         try:
-            table = pq.read_table(path)
+            # one file, not a dataset: pq.read_table would import pyarrow.dataset and pandas
+            with pq.ParquetFile(path) as parquet:
+                table = parquet.read()
         except (OSError, pa.ArrowException, ValueError) as e:
             raise _damaged(
                 self.path, f"item table {path.name} is not a readable parquet file ({e})"
