@@ -46,21 +46,22 @@ def peak_rss_gb() -> float:
 
 
 def generate(path: Path, n: int, n_queries: int, dim: int, seed: int, chunk: int):
-    """Write ``n`` vectors to ``path`` (a .npy memory map) and return (memmap, queries)."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    """Write ``n`` vectors to ``path`` (a .npy file, appended block by block, so none of it stays
+    in this process's memory) and return (its memory map, the held-out queries)."""
     queries = []
     start = 0
     clusters = max(100, min(10_000, n // 100))
-    for block in ann.synthetic_chunks(
-        n + n_queries, dim, n_clusters=clusters, seed=seed, chunk=chunk
-    ):
-        take = min(len(block), max(0, n - start))
-        out[start : start + take] = block[:take]
-        if take < len(block):
-            queries.append(block[take:])
-        start += len(block)
-    out.flush()
-    del out
+    with open(path, "wb") as f:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n, dim)}
+        np.lib.format.write_array_header_1_0(f, header)
+        for block in ann.synthetic_chunks(
+            n + n_queries, dim, n_clusters=clusters, seed=seed, chunk=chunk
+        ):
+            take = min(len(block), max(0, n - start))
+            block[:take].tofile(f)
+            if take < len(block):
+                queries.append(block[take:])
+            start += len(block)
     return np.load(path, mmap_mode="r"), np.ascontiguousarray(np.concatenate(queries))
 
 
@@ -127,7 +128,8 @@ def float16_effect(vectors, queries, truth, step: int = 50_000) -> dict:
     best_s = np.full((len(q), K), -np.inf, np.float32)
     best_i = np.full((len(q), K), -1, np.int64)
     for start in range(0, len(vectors), step):
-        block = np.asarray(vectors[start : start + step]).astype(np.float16).astype(np.float32)
+        block = ivfpq.read_rows(vectors, start, start + step)
+        block = block.astype(np.float16).astype(np.float32)
         s = q @ block.T
         top = np.argpartition(-s, K, axis=1)[:, :K]
         cand_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)

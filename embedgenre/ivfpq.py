@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import mmap
 import re
 import shutil
 import tempfile
@@ -179,6 +180,30 @@ def write_set_index(
     return meta
 
 
+def read_rows(vectors: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``vectors`` as a new float32 array. From a memory-mapped .npy file
+    (``np.load(..., mmap_mode="r")``) they are read with a plain file read, so a pass over all
+    rows leaves none of the file mapped in this process: its resident memory stays that of one
+    block, however large the set."""
+    stop = min(stop, len(vectors))
+    if (
+        isinstance(vectors, np.memmap)
+        and isinstance(vectors.base, mmap.mmap)  # the whole mapped array, not a view of it
+        and vectors.filename
+        and vectors.ndim == 2
+        and vectors.flags.c_contiguous
+    ):
+        width = vectors.shape[1]
+        out = np.fromfile(
+            vectors.filename,
+            dtype=vectors.dtype,
+            count=max(0, stop - start) * width,
+            offset=vectors.offset + start * width * vectors.dtype.itemsize,
+        ).reshape(-1, width)
+        return out.astype(np.float32, copy=False)
+    return np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+
+
 def train_ivfpq(vectors: np.ndarray, params: dict[str, int], *, seed: int = 0):
     """An empty ``ivf_pq`` index trained on a seeded sample of ``vectors`` (rows read in order,
     so a memory map is read once): ~40 points per cell, at least 20,000 (PQ needs 256 x 39)."""
@@ -226,7 +251,7 @@ def build_ivfpq_on_disk(
         for i, start in enumerate(range(0, n, step)):
             stop = min(n, start + step)
             shard = faiss.clone_index(trained)
-            x = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+            x = read_rows(vectors, start, stop)
             shard.add_with_ids(x, np.arange(start, stop, dtype=np.int64))
             names.append(str(shards_dir / f"shard-{i:05d}.index"))
             faiss.write_index(shard, names[-1])
@@ -250,7 +275,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, step: int = 20
     best_s = np.full((len(q), k), -np.inf, np.float32)
     best_i = np.full((len(q), k), -1, np.int64)
     for start in range(0, len(vectors), step):
-        block = np.asarray(vectors[start : start + step], dtype=np.float32)
+        block = read_rows(vectors, start, start + step)
         s = q @ block.T
         top = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, :k]
         cand_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)

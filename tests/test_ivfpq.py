@@ -100,6 +100,20 @@ def test_exact_top_k_streams_the_same_answer_as_one_product(clustered):
     np.testing.assert_allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :5], rtol=1e-6)
 
 
+def test_rows_of_a_mapped_file_are_read_without_keeping_it_mapped(clustered, tmp_path):
+    base, _ = clustered
+    np.save(tmp_path / "v.npy", base[:1000])
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    for start, stop in ((0, 10), (990, 1000), (500, 2000), (1000, 1000)):
+        got = ivfpq.read_rows(mapped, start, stop)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert not isinstance(got, np.memmap) and np.array_equal(got, base[start : min(stop, 1000)])
+    # a view of the map (its own offset is the parent's) and a float16 array are sliced instead
+    assert np.array_equal(ivfpq.read_rows(mapped[100:], 5, 9), base[105:109])
+    half = base[:50].astype(np.float16)
+    assert np.array_equal(ivfpq.read_rows(half, 3, 7), half[3:7].astype(np.float32))
+
+
 def test_shards_merged_on_disk_answer_like_one_in_memory_build(clustered, trained, tmp_path):
     base, queries = clustered
     kind, empty = trained
