@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +80,20 @@ class Source:
     weight: float = 1.0
     mean: float = 0.0
     std: float = 1.0
+    positions: np.ndarray | None = None  # position_of's answer, when the caller keeps it
 
     def position_of(self, n_items: int) -> np.ndarray:
         """int64 (n_items,): position of each item in ``vectors``, -1 where it has none."""
-        pos = np.full(n_items, -1, dtype=np.int64)
-        pos[self.rows] = np.arange(len(self.rows))
-        return pos
+        if self.positions is not None and len(self.positions) == n_items:
+            return self.positions
+        return positions_of(self.rows, n_items)
+
+
+def positions_of(rows: np.ndarray, n_items: int) -> np.ndarray:
+    """int64 (n_items,): where each item is in a set whose vectors belong to ``rows``, or -1."""
+    pos = np.full(n_items, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    return pos
 
 
 @dataclass
@@ -194,24 +202,33 @@ def _unseen_bound(open_bounds: list[tuple[Source, float]]) -> float:
 def _accept(cand, score, cos, order, k, bound, excluded, dedup, dpos, threshold) -> list[Hit]:
     """Walk candidates best first: skip excluded, fold duplicates, stop at k or the bound."""
     hits: list[Hit] = []
-    kept_vecs: list[np.ndarray] = []
+    # the poster vectors of every candidate, read at once, and their cosines to each other and
+    # to the query poster (a query answers in a few milliseconds only if it reads them once)
+    has_vec = np.zeros(len(cand), dtype=bool)
+    if dpos is not None:
+        where = dpos[cand]
+        has_vec = where >= 0
+        vecs = np.zeros((len(cand), dedup.vectors.shape[1]), dtype=np.float64)
+        vecs[has_vec] = np.asarray(dedup.vectors[where[has_vec]], dtype=np.float64)
+        pair = vecs @ vecs.T
+        to_query = (
+            vecs @ dedup.query.astype(np.float64)
+            if dedup.query is not None
+            else np.full(len(cand), -np.inf)
+        )
+    kept: list[int] = []  # candidate positions of the hits that have a poster vector
     kept_hit: list[Hit] = []
-    query_poster = None
-    if dedup is not None and dedup.query is not None:
-        query_poster = dedup.query.astype(np.float64)
     for i in order:
         if score[i] < bound or len(hits) == k:
             break
         row = int(cand[i])
         if excluded[row]:
             continue
-        vec = None
-        if dpos is not None and dpos[row] >= 0:
-            vec = np.asarray(dedup.vectors[dpos[row]], dtype=np.float64)
-            if query_poster is not None and float(vec @ query_poster) >= threshold:
+        if has_vec[i]:
+            if to_query[i] >= threshold:
                 continue  # the query poster itself, re-encoded or under another id
-            if kept_vecs:
-                sims = np.stack(kept_vecs) @ vec
+            if kept:
+                sims = pair[i, kept]
                 j = int(np.argmax(sims))
                 if sims[j] >= threshold:
                     kept_hit[j].duplicates.append(row)
@@ -219,8 +236,8 @@ def _accept(cand, score, cos, order, k, bound, excluded, dedup, dpos, threshold)
         cosines = {name: (None if np.isnan(c[i]) else float(c[i])) for name, c in cos.items()}
         hit = Hit(row=row, score=float(score[i]), cosines=cosines)
         hits.append(hit)
-        if vec is not None:
-            kept_vecs.append(vec)
+        if has_vec[i]:
+            kept.append(i)
             kept_hit.append(hit)
     return hits
 
@@ -269,9 +286,33 @@ class RetrievalResult:
     thumbnails: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("thumbnails")
-        return d
+        """Plain values (JSON-ready), without the thumbnails; a service answers with this for
+        every request, so it copies by hand instead of through ``dataclasses.asdict``."""
+        query = dict(self.query)
+        if isinstance(query.get("matched"), dict):
+            query["matched"] = dict(query["matched"])
+        return {
+            "query": query,
+            "by": self.by,
+            "encoders": dict(self.encoders),
+            "scoring": self.scoring,
+            "k": self.k,
+            "neighbours": [
+                {
+                    "rank": n.rank,
+                    "id": n.id,
+                    "title": n.title,
+                    "year": n.year,
+                    "genres": list(n.genres),
+                    "score": n.score,
+                    "cosines": dict(n.cosines),
+                    "poster": n.poster,
+                    "duplicates": list(n.duplicates),
+                }
+                for n in self.neighbours
+            ],
+            "notes": list(self.notes),
+        }
 
 
 # ------------------------------------------------------------------------------ the retriever
@@ -284,6 +325,8 @@ class Retriever:
     for query encoders and, when "cuda", for FAISS (faiss-gpu); ``nprobe`` / ``ef_search`` tune
     approximate indexes (ignored for flat ones). ``encoder_loader``: (embedding set, device) ->
     its query encoder (default ``load_set_encoder``; a service passes one that keeps them).
+    ``thumbnails``: attach the stored thumbnails of the query and the neighbours to each result
+    (pages and HTML reports show them; a service that links to them turns this off).
     """
 
     def __init__(
@@ -295,14 +338,17 @@ class Retriever:
         nprobe: int | None = None,
         ef_search: int | None = None,
         encoder_loader: Callable | None = None,
+        thumbnails: bool = True,
     ):
         self.index = index
+        self.thumbnails = thumbnails
         self.image_encoder = image_encoder
         self.encoder_loader = encoder_loader or load_set_encoder
         self.device = device
         self.nprobe = nprobe
         self.ef_search = ef_search
         self._stats: dict[str, tuple[float, float]] = {}
+        self._positions: dict[str, np.ndarray] = {}
         self._gpu: dict[str, Any] = {}
 
     def warm(self) -> None:
@@ -348,17 +394,24 @@ class Retriever:
         return Source(
             name=emb.modality,
             rows=emb.rows,
-            vectors=emb.vectors,
+            # a plain view of the memory map: rows are read without np.memmap's per-access cost
+            vectors=np.asarray(emb.vectors),
             search=self._search_fn(emb),
             query=None if query is None else np.asarray(query, dtype=np.float32),
             weight=weight,
             mean=mean,
             std=std,
+            positions=self._positions_of(emb),
         )
 
+    def _positions_of(self, emb) -> np.ndarray:
+        if emb.key not in self._positions:
+            self._positions[emb.key] = positions_of(emb.rows, len(self.index.ids))
+        return self._positions[emb.key]
+
     def _stored_vector(self, emb, row: int) -> np.ndarray | None:
-        hit = np.flatnonzero(emb.rows == row)
-        return np.asarray(emb.vectors[hit[0]], dtype=np.float32) if len(hit) else None
+        at = int(self._positions_of(emb)[row])
+        return np.asarray(emb.vectors[at], dtype=np.float32) if at >= 0 else None
 
     def genre_mask(self, genres: Sequence[str] = (), exclude_genres: Sequence[str] = ()):
         """bool (n_items,): items with at least one of ``genres`` and none of ``exclude_genres``."""
@@ -610,7 +663,9 @@ class Retriever:
         shown = [n.id for n in neighbours] + [
             q["id"] for q in (query, query.get("matched") or {}) if q.get("id")
         ]
-        thumbs = {i: t for i in shown if (t := self.index.thumbnail(i)) is not None}
+        thumbs = {}
+        if self.thumbnails:
+            thumbs = {i: t for i in shown if (t := self.index.thumbnail(i)) is not None}
         return RetrievalResult(query, by, encoders, scoring, k, neighbours, notes, thumbs)
 
 

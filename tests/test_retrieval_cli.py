@@ -124,6 +124,24 @@ def test_copies_are_folded_into_one_result(small):
     assert len(ids) == 12  # 14 items - the query - the folded copy
 
 
+def test_a_result_as_plain_values_holds_every_field_and_shares_nothing(small):
+    from dataclasses import asdict
+
+    from embedgenre.retrieval import open_retriever
+
+    own = small["catalog"] / "posters" / f"{small['first']}.jpg"
+    for thumbnails in (True, False):
+        retriever = open_retriever(small["index"], thumbnails=thumbnails)
+        result = retriever.similar(poster=own, k=4, by="both", genres=["Drama"])
+        assert bool(result.thumbnails) is thumbnails
+        doc = result.to_dict()
+        assert doc == {k: v for k, v in asdict(result).items() if k != "thumbnails"}
+        doc["query"]["matched"]["poster"] = "changed"
+        doc["neighbours"][0]["genres"].append("changed")
+        assert result.query["matched"]["poster"] != "changed"
+        assert "changed" not in result.neighbours[0].genres
+
+
 def test_poster_file_of_an_indexed_movie_is_not_its_own_neighbour(small):
     own = small["catalog"] / "posters" / f"{small['first']}.jpg"
     out = similar(small, str(own), "-k", "3", "--dedup-threshold", "0.99")

@@ -158,7 +158,7 @@ class Service:
         index = GenreIndex.open(self.config.index_dir)
         gen = Generation(
             index,
-            Retriever(index, encoder_loader=self.encoders),
+            Retriever(index, encoder_loader=self.encoders, thumbnails=False),
             self.config.head,
             self.encoders,
         )
