@@ -313,6 +313,40 @@ def _ivf_of(index):
         return index if hasattr(index, "nprobe") else None
 
 
+# Below this many queries FAISS scans a flat index one query at a time; one matrix product
+# over the same vectors (BLAS) answers a single query in about 60% of the time.
+SMALL_BATCH = 20
+
+
+def _flat_vectors(index) -> np.ndarray | None:
+    """The (ntotal, d) float32 vectors a CPU inner-product flat index holds, as a view of its
+    own memory (valid while ``index`` lives), or None for any other kind of index."""
+    import faiss
+
+    if type(index) is not faiss.IndexFlatIP or index.ntotal == 0:
+        return None
+    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+
+def _flat_search(vectors: np.ndarray, queries: np.ndarray, k: int):
+    """Exact top-``k`` inner products by one matrix product, best first, padded like FAISS."""
+    n = len(vectors)
+    scores = queries @ vectors.T
+    take = min(k, n)
+    if take < n:
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    else:
+        top = np.broadcast_to(np.arange(n), (len(queries), n))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    ids = np.take_along_axis(top, order, axis=1).astype(np.int64)
+    best = np.take_along_axis(top_scores, order, axis=1)
+    if take < k:
+        ids = np.pad(ids, ((0, 0), (0, k - take)), constant_values=-1)
+        best = np.pad(best, ((0, 0), (0, k - take)), constant_values=-np.inf)
+    return best.astype(np.float32, copy=False), ids
+
+
 def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner products: (scores (q, k) float32, ids (q, k) int64), -inf / -1 where missing.
 
@@ -326,7 +360,11 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         )
     if k < 1:
         raise IndexStoreError(f"k must be at least 1, got {k}.")
-    scores, ids = index.search(queries, k)
+    flat = _flat_vectors(index) if len(queries) < SMALL_BATCH else None
+    if flat is not None:
+        scores, ids = _flat_search(flat, queries, k)
+    else:
+        scores, ids = index.search(queries, k)
     ids = ids.astype(np.int64, copy=False)
     scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
     return scores, ids

@@ -40,6 +40,25 @@ def test_flat_matches_numpy_and_pads_missing_with_minus_one(data):
     assert (ids[:, 50:] == -1).all() and np.isneginf(scores[:, 50:]).all()
 
 
+@pytest.mark.parametrize("n_queries", [1, 5, ann.SMALL_BATCH])
+@pytest.mark.parametrize("k", [1, 10, 20_000, 20_050])
+def test_small_batches_on_a_flat_index_answer_as_faiss_does(data, n_queries, k):
+    base, queries = data
+    index, _ = ann.build_faiss_index(base, "flat")
+    scores, ids = ann.search(index, queries[:n_queries], k)
+    want_s, want_i = index.search(queries[:n_queries], k)  # FAISS's own scan
+    assert ids.shape == (n_queries, k) and ids.dtype == np.int64
+    np.testing.assert_array_equal(ids < 0, want_i < 0)
+    found = ids >= 0
+    # the same scores in the same order; ids may differ only where scores tie to rounding
+    np.testing.assert_allclose(scores[found], want_s[found], atol=1e-5)
+    exact = np.take_along_axis(queries[:n_queries] @ base.T, np.where(found, ids, 0), axis=1)
+    np.testing.assert_allclose(scores[found], exact[found], atol=1e-5)
+    assert (np.sort(ids, axis=1) == np.sort(want_i, axis=1)).mean() > 0.999
+    assert all(len(set(r[r >= 0])) == found[i].sum() for i, r in enumerate(ids))
+    assert np.isneginf(scores[~found]).all()
+
+
 @pytest.mark.parametrize(
     "kind, params, min_recall",
     [("ivf_sq8", {"nlist": 128, "nprobe": 16}, 0.95), ("hnsw_sq8", {"ef_search": 96}, 0.9)],

@@ -287,6 +287,44 @@ def test_minilm_onnx_matches_sentence_transformers(minilm_onnx, minilm_torch, ro
     assert np.min(np.sum(a * b, axis=1)) > 0.9999
 
 
+def test_minilm_tokenizer_gives_transformers_ids_without_importing_it(rows, tmp_path):
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from embedgenre.encoders.text import FastTokenizer, _model_inputs, _packaged
+
+    model_dir = _packaged("all-MiniLM-L6-v2")
+    ours = FastTokenizer(model_dir / "tokenizer.json", 256)
+    theirs = AutoTokenizer.from_pretrained(str(model_dir))
+    plots = [r["plot"] for r in rows if r["plot"]]
+    texts = plots + [
+        "",
+        "Café, naïve résumé — Ünïcödé & emoji 🎬",
+        "word " * 400,  # past max_length: truncated
+        "中文电影海报",
+        "A\tB\nC  D",
+    ]
+    assert _model_inputs(model_dir) == ["input_ids", "attention_mask", "token_type_ids"]
+    for start in range(0, len(texts), 16):
+        batch = texts[start : start + 16]
+        got = ours(batch)
+        want = theirs(batch, padding=True, truncation=True, max_length=256, return_tensors="np")
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert ours(["word " * 400])["input_ids"].shape == (1, 256)
+    code = (
+        "import sys\n"
+        "from embedgenre.encoders import create_encoder\n"
+        f"e = create_encoder({MINILM!r}, backend='onnx')\n"
+        "e.encode_texts(['a ghost story'])\n"
+        "print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 # -- timm through a local checkpoint file ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_timm_file(tmp_path_factory):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +81,75 @@ def _pooling_mode(model_dir: Path) -> str | None:
     return None
 
 
-def _max_seq_length(model_dir: Path, tokenizer) -> int:
+def _max_seq_length(model_dir: Path, tokenizer=None) -> int:
     try:
         cfg = json.loads((model_dir / "sentence_bert_config.json").read_text())
         if cfg.get("max_seq_length"):
             return int(cfg["max_seq_length"])
     except (OSError, ValueError):
         pass
+    if tokenizer is None:
+        try:
+            cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+            return int(min(cfg.get("model_max_length") or 512, 512))
+        except (OSError, ValueError, TypeError):
+            return 512
     return int(min(getattr(tokenizer, "model_max_length", 512), 512))
+
+
+class FastTokenizer:
+    """The model's ``tokenizer.json`` run by the ``tokenizers`` library alone: what the fast
+    tokenizer of transformers runs (the same ids, tested), without importing transformers, which
+    takes seconds and brings torch with it. ``tok(texts) -> {input_ids, attention_mask,
+    token_type_ids}`` int64 arrays, padded to the longest text, truncated at ``max_length``."""
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.enable_truncation(max_length=max_length)
+        pad = self._tok.padding or {}
+        token = pad.get("pad_token") or _pad_token(path.parent)
+        pad_id = pad.get("pad_id", self._tok.token_to_id(token) if token else 0)
+        self._tok.enable_padding(
+            pad_id=pad_id or 0, pad_token=token or "[PAD]", pad_type_id=pad.get("pad_type_id", 0)
+        )
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self._tok.encode_batch(list(texts))
+        return {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        }
+
+
+def _model_inputs(model_dir: Path) -> list[str]:
+    """The inputs the transformer takes, as transformers' tokenizer would give them: the
+    tokenizer config's ``model_input_names`` when it names them, else token type ids only for
+    models that have more than one token type (BERT does; RoBERTa, MPNet, DistilBERT do not)."""
+    order = ("input_ids", "attention_mask", "token_type_ids")
+    try:
+        named = json.loads((model_dir / "tokenizer_config.json").read_text()).get(
+            "model_input_names"
+        )
+    except (OSError, ValueError):
+        named = None
+    if named:
+        return [n for n in order if n in named]
+    try:
+        types = int(json.loads((model_dir / "config.json").read_text()).get("type_vocab_size", 0))
+    except (OSError, ValueError, TypeError):
+        types = 0
+    return list(order if types > 1 else order[:2])
+
+
+def _pad_token(model_dir: Path) -> str | None:
+    try:
+        token = json.loads((model_dir / "tokenizer_config.json").read_text()).get("pad_token")
+    except (OSError, ValueError):
+        return None
+    return token.get("content") if isinstance(token, dict) else token
 
 
 def pooled_transformer(auto_model, mode: str, input_names: list[str]):
@@ -127,13 +189,22 @@ class SentenceEncoder(Encoder):
         self._set_origin(name, located, device, backend)
         model_dir = Path(located.path)
         if backend == "onnx":
-            from transformers import AutoTokenizer
-
             mode = _pooling_mode(model_dir)
-            self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            self.max_seq_length = _max_seq_length(model_dir, self._tokenizer)
-            probe = self._tokenizer(["a b"], return_tensors="np")
-            names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in probe]
+            if (model_dir / "tokenizer.json").is_file():
+                self.max_seq_length = _max_seq_length(model_dir)
+                self._tokenizer = FastTokenizer(model_dir / "tokenizer.json", self.max_seq_length)
+                names = _model_inputs(model_dir)
+            else:  # a model with only a slow (Python) tokenizer
+                from transformers import AutoTokenizer
+
+                hf = AutoTokenizer.from_pretrained(str(model_dir))
+                self.max_seq_length = _max_seq_length(model_dir, hf)
+                self._tokenizer = partial(
+                    hf, padding=True, truncation=True, max_length=self.max_seq_length,
+                    return_tensors="np",
+                )  # fmt: skip
+                probe = hf(["a b"], return_tensors="np")
+                names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in probe]
 
             def build():
                 import torch
@@ -176,14 +247,8 @@ class SentenceEncoder(Encoder):
 
     def _forward_texts(self, texts: list[str]) -> np.ndarray:
         if self.backend == "onnx":
-            enc = self._tokenizer(
-                texts,
-                padding=True,
-                truncation=True,
-                max_length=self.max_seq_length,
-                return_tensors="np",
-            )
-            feed = {n: enc[n].astype(np.int64) for n in self._input_names}
+            enc = self._tokenizer(texts)
+            feed = {n: np.asarray(enc[n]).astype(np.int64) for n in self._input_names}
             return self._runner(**feed)
         return self._st.encode(
             texts,
