@@ -175,3 +175,42 @@ def test_bpe_tokenizer_refuses_a_wrong_vocabulary(tmp_path):
     (tmp_path / "plain.gz").write_text("not gzip")
     with pytest.raises(EmbedgenreError, match=r"cannot be read"):
         ClipBpeTokenizer(tmp_path / "plain.gz")
+
+
+BULK = """
+import json, sys
+from embedgenre.encoders import create_encoder
+enc = create_encoder(sys.argv[1])  # bulk encoding, backend auto
+enc.encode_pixels(enc.preprocess(__import__("PIL.Image").Image.new("RGB", (40, 60)))[None])
+loaded = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.stdin.read())))
+print(json.dumps({"backend": enc.backend, "by": enc.backend_choice.get("by"), "heavy": loaded}))
+"""
+
+
+@pytest.mark.parametrize("measured", ["onnx", "torch"])
+def test_bulk_encoding_follows_the_cached_measurement_without_building_the_model(
+    clip_index, cache, measured
+):
+    """Where the backend measured on this CPU is ONNX Runtime, `index` takes the export bundle
+    and never imports torch or open_clip; where it is torch, the model is built as before."""
+    name = clip_index[0]
+    records = list((cache / "onnx").glob("*/backend-*.json"))
+    assert len(records) == 1, "the index run measured the backends once"
+    record = json.loads(records[0].read_text())
+    record["chosen"] = measured
+    records[0].write_text(json.dumps(record))
+    proc = subprocess.run(
+        [sys.executable, "-c", BULK, name],
+        input=json.dumps(HEAVY),
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["backend"] == measured and got["by"] == "cached measurement"
+    if measured == "onnx":
+        assert got["heavy"] == []
+    else:
+        assert {"torch", "open_clip"} <= set(got["heavy"])

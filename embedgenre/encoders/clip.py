@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from embedgenre.encoders import calibration
 from embedgenre.encoders.base import Encoder, ImageTransform, package_versions
 from embedgenre.encoders.clip_tokenizer import VOCAB_FILE, ClipBpeTokenizer
 from embedgenre.encoders.devices import (
@@ -36,7 +37,7 @@ from embedgenre.encoders.devices import (
     make_runner,
     runner_options,
 )
-from embedgenre.encoders.onnx_runtime import OnnxRunner, onnx_path
+from embedgenre.encoders.onnx_runtime import OnnxRunner, onnx_path, ort_threads
 from embedgenre.encoders.registry import EncoderSpec, Family, register
 from embedgenre.encoders.weights import (
     Located,
@@ -333,7 +334,7 @@ class _LazyOnnx:
 
 # -- the export bundle: what a query needs, written once beside the ONNX files ---------------
 
-BUNDLE_RECIPE = 1  # bump when what a bundle records changes
+BUNDLE_RECIPE = 2  # bump when what a bundle records changes
 
 
 def _bundle_path(name: str, arch: str, tag: str, located: Located) -> Path:
@@ -355,7 +356,9 @@ def _bundle_path(name: str, arch: str, tag: str, located: Located) -> Path:
     return cache_dir() / "onnx" / slug(name) / f"bundle-{key}.json"
 
 
-def _write_bundle(path: Path, enc: ClipEncoder, image_onnx: Path, text_onnx: Path) -> None:
+def _write_bundle(
+    path: Path, enc: ClipEncoder, image_onnx: Path, text_onnx: Path, key_parts: dict
+) -> None:
     folder = path.parent
     vocab = folder / "tokenizer" / VOCAB_FILE
     if not vocab.is_file():
@@ -377,6 +380,9 @@ def _write_bundle(path: Path, enc: ClipEncoder, image_onnx: Path, text_onnx: Pat
         },
         "image_onnx": str(image_onnx.relative_to(folder)),
         "text_onnx": str(text_onnx.relative_to(folder)),
+        # what the image tower's export and backend measurement are keyed by, so bulk encoding
+        # finds the measured choice without building the model
+        "key_parts": json.loads(json.dumps(key_parts, default=str)),
     }
     atomic.write_json(path, doc)
     for old in folder.glob("bundle-*.json"):
@@ -385,10 +391,17 @@ def _write_bundle(path: Path, enc: ClipEncoder, image_onnx: Path, text_onnx: Pat
 
 
 def bundled_clip_encoder(
-    name: str, arch: str, tag: str, located: Located, threads: int | None = None
+    name: str,
+    arch: str,
+    tag: str,
+    located: Located,
+    threads: int | None = None,
+    backend: str = "onnx",
 ) -> ClipEncoder | None:
     """The encoder from the cached export bundle alone (ONNX Runtime, NumPy preprocessing, the
-    BPE tokenizer above), or None when there is no complete bundle for these weights."""
+    BPE tokenizer above), or None when there is no complete bundle for these weights. With
+    ``backend="auto"`` (bulk encoding) only when the backend measured on this CPU chose ONNX
+    Runtime; otherwise the model is built and measured (:func:`full_clip_encoder`)."""
     path = _bundle_path(name, arch, tag, located)
     try:
         doc = json.loads(path.read_text())
@@ -400,6 +413,14 @@ def bundled_clip_encoder(
         ):
             return None
         transform = ImageTransform.from_dict(doc["transform"])
+        choice = {"by": "query: ONNX Runtime loads fastest", "bundle": path.name}
+        if backend == "auto":
+            measured = calibration.read_calibration(
+                calibration.calibration_path(name, doc["key_parts"], ort_threads(threads))
+            )
+            if measured is None or measured["chosen"] != "onnx":
+                return None
+            choice = {"by": "cached measurement", **measured, "bundle": path.name}
     except (OSError, ValueError, KeyError, TypeError):
         return None
     context_length = int(doc["context_length"])
@@ -410,7 +431,6 @@ def bundled_clip_encoder(
             tokenizer.append(ClipBpeTokenizer(vocab, context_length))
         return tokenizer[0](texts)
 
-    choice = {"by": "query: ONNX Runtime loads fastest", "bundle": path.name}
     return ClipEncoder(
         name,
         located,
@@ -492,7 +512,13 @@ def full_clip_encoder(
     image_onnx = onnx_path(name, image_key_parts(key_parts, transform))
     if text_on_onnx and light and precision == "fp32" and image_onnx.is_file():
         try:
-            _write_bundle(_bundle_path(name, arch, tag, located), enc, image_onnx, text_runner.path)
+            _write_bundle(
+                _bundle_path(name, arch, tag, located),
+                enc,
+                image_onnx,
+                text_runner.path,
+                image_key_parts(key_parts, transform),
+            )
         except OSError as e:  # a read-only cache: queries then build the model each time
             logger.warning("cannot write the CLIP export bundle for %s (%s)", name, e)
     return enc
@@ -575,8 +601,8 @@ class ClipFamily(Family):
             raise search.error(fix, hub=True)
         backend = image_backend(backend, device, name, options)
         threads, precision = runner_options(options).values()
-        if device == "cpu" and backend == "onnx" and precision == "fp32":
-            enc = bundled_clip_encoder(name, arch, tag, located, threads=threads)
+        if device == "cpu" and backend in ("onnx", "auto") and precision == "fp32":
+            enc = bundled_clip_encoder(name, arch, tag, located, threads=threads, backend=backend)
             if enc is not None:
                 return enc
         cfg, config_source = resolve_config(arch, tag, located.path)
