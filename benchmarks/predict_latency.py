@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,20 +35,10 @@ FIXTURE = ROOT.parent / "shared" / "data" / "fixture"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clip_speed import NAME as CLIP  # noqa: E402 (a sibling script)
-from clip_speed import save_random_vit  # noqa: E402
+from clip_speed import embedgenre, save_random_vit  # noqa: E402
 
 TARGETS = {"lite0": 1.2, "clip": 2.0}  # cold seconds
 WARM_TARGET_MS = 30
-
-
-def embedgenre(*args: str, env: dict) -> tuple[float, str]:
-    """(wall seconds, stdout) of one `embedgenre -q ...` process; exits on failure."""
-    exe = shutil.which("embedgenre") or str(Path(sys.executable).with_name("embedgenre"))
-    t0 = time.perf_counter()
-    out = subprocess.run([exe, "-q", *args], env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"embedgenre {' '.join(args)} failed:\n{out.stderr[-3000:]}")
-    return time.perf_counter() - t0, out.stdout
 
 
 def cold(args: list[str], runs: int, env: dict) -> list[float]:
