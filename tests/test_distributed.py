@@ -134,8 +134,8 @@ from embedgenre.catalog import read_catalog
 from embedgenre.distributed import RayEngine
 from embedgenre.indexing import build_index
 
-def slow(batch):
-    time.sleep(0.5)
+def slow(batch):  # two blocks run, then the run stalls until killed
+    time.sleep(0.3 if batch <= 8 else 60)
 
 ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
 build_index(read_catalog(sys.argv[2]), sys.argv[3], ["{posters}"], batch_size=2, chunk_size=2,

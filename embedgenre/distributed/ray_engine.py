@@ -192,10 +192,16 @@ class RayEngine:
                 vecs.append(np.asarray(batch["vector"][ok], dtype=np.float32))
                 if task.modality == "poster":
                     thumbs.extend(bytes(t) or None for t in batch["thumb"][ok])
-                if len(rows) >= task.chunk_size:
+                if len(rows) >= task.chunk_size:  # a block may hold several chunks' rows
                     first = first or time.perf_counter() - t0
-                    yield self._part(task, rows, vecs, thumbs, encoder.dim), bad
-                    rows, vecs, thumbs, bad = [], [], [], []
+                    v = np.concatenate(vecs)
+                    n = task.chunk_size * (len(rows) // task.chunk_size)
+                    for s in range(0, n, task.chunk_size):
+                        e = s + task.chunk_size
+                        part = self._part(task, rows[s:e], [v[s:e]], thumbs[s:e], encoder.dim)
+                        yield part, bad
+                        bad = []
+                    rows, vecs, thumbs = rows[n:], [v[n:]], thumbs[n:]
         except ray.exceptions.RayError as e:
             raise _user_error(e) from e
         if rows or bad:
