@@ -78,6 +78,7 @@ def serve(
     import uvicorn
 
     from embedgenre.serve import ServeConfig, check_bind, create_app, read_token_file
+    from embedgenre.serve.service import one_blas_thread_per_request
     from embedgenre.store.reader import read_manifest
 
     token = read_token_file(token_file) if token_file else None
@@ -106,6 +107,7 @@ def serve(
     else:
         err_console.print(message, highlight=False)
     failed: list[str] = []
+    one_blas_thread_per_request()
 
     def stop(error: str) -> None:
         failed.append(error)

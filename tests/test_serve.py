@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -644,3 +647,24 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
             _not_blank(tmp_path / "phone.png")
         finally:
             driver.quit()
+
+
+def test_the_serving_process_runs_blas_on_one_thread_per_call():
+    """Concurrent searches supply the parallelism; threaded BLAS in each would oversubscribe."""
+    code = (
+        "import numpy, faiss\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from embedgenre.serve.service import one_blas_thread_per_request\n"
+        "before = {i['filepath']: i['num_threads'] for i in threadpool_info() "
+        "if i['user_api'] == 'blas'}\n"
+        "one_blas_thread_per_request()\n"
+        "after = {i['filepath']: i['num_threads'] for i in threadpool_info() "
+        "if i['user_api'] == 'blas'}\n"
+        "print(len(before), max(before.values()), sorted(set(after.values())))\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    libs, threads_before, after = out.stdout.split(maxsplit=2)
+    assert int(libs) >= 1 and int(threads_before) == 2
+    assert after.strip() == "[1]"

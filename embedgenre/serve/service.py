@@ -31,6 +31,18 @@ from embedgenre.store.schema import MANIFEST
 logger = logging.getLogger(__name__)
 
 
+def one_blas_thread_per_request() -> None:
+    """Run BLAS (numpy's and faiss's OpenBLAS) on one thread per call in this process.
+
+    A service's parallelism is its concurrent requests, each search one small matrix product
+    in a worker thread; several multi-threaded BLAS calls at once oversubscribe the cores
+    (benchmarks/serve_load.py, similar by id at 8 clients on 2 cores: 73 requests/s with BLAS
+    threads, over 450 with one each). The encoders keep their own thread pools."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class EncoderPool:
     """Query encoders of embedding sets, each loaded once and put behind micro-batches.
 
