@@ -32,9 +32,17 @@ DATA = ROOT.parent / "shared" / "data" / "posters"
 MAX_DROP = 0.005
 
 
+class Refused(Exception):
+    """embedgenre refused the run with its one-line error (a precision its check turned down)."""
+
+
 def embedgenre(*args: str) -> str:
     exe = shutil.which("embedgenre") or str(Path(sys.executable).with_name("embedgenre"))
     out = subprocess.run([exe, "-q", *args], capture_output=True, text=True)
+    if out.returncode == 1:
+        errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+        if errors:
+            raise Refused(errors[-1].removeprefix("error:").strip())
     if out.returncode:
         raise SystemExit(f"embedgenre {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return out.stdout
@@ -86,9 +94,14 @@ def main() -> None:
             for precision in offered:
                 out = tmp / f"index-{encoder.replace(':', '_')}-{precision}"
                 t0 = time.perf_counter()
-                summary = json.loads(embedgenre("index", str(catalog), "--out", str(out),
-                                                "--image-encoder", encoder, "--precision",
-                                                precision, "--json"))  # fmt: skip
+                try:
+                    summary = json.loads(embedgenre("index", str(catalog), "--out", str(out),
+                                                    "--image-encoder", encoder, "--precision",
+                                                    precision, "--json"))  # fmt: skip
+                except Refused as e:  # the fidelity check on probe images turned it down
+                    lines.append(f"| {encoder} | {precision} | refused: {e} |" + " |" * 8)
+                    print(lines[-1], flush=True)
+                    continue
                 wall = time.perf_counter() - t0
                 s = next(x for x in summary["sets"] if x["modality"] == "poster")
                 rate = s["count"] / s["seconds"]
