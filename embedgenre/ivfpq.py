@@ -27,6 +27,7 @@ import hashlib
 import logging
 import math
 import mmap
+import os
 import re
 import shutil
 import tempfile
@@ -204,6 +205,34 @@ def read_rows(vectors: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
 
 
+def read_row_set(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (sorted) of ``vectors`` as a new float32 array. From a memory-mapped .npy
+    file each row is read with its own plain read: indexing the map instead faults in the
+    kernel's read-ahead around every row, and a sample spread over a large file then leaves most
+    of the file resident in this process (20 GB of 20 for a 2% sample of 10M 512-d rows)."""
+    if not (
+        isinstance(vectors, np.memmap)
+        and isinstance(vectors.base, mmap.mmap)
+        and vectors.filename
+        and vectors.ndim == 2
+        and vectors.flags.c_contiguous
+    ):
+        return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    width = vectors.shape[1]
+    size = width * vectors.dtype.itemsize
+    out = np.empty((len(rows), width), dtype=vectors.dtype)
+    if not len(rows):
+        return out.astype(np.float32, copy=False)
+    view = memoryview(out).cast("B")
+    with open(vectors.filename, "rb", buffering=0) as f:
+        fd = f.fileno()
+        for i, r in enumerate(rows.tolist()):
+            got = os.preadv(fd, [view[i * size : (i + 1) * size]], vectors.offset + r * size)
+            if got != size:
+                raise OSError(f"{vectors.filename}: short read at row {r}")
+    return out.astype(np.float32, copy=False)
+
+
 def train_ivfpq(vectors: np.ndarray, params: dict[str, int], *, seed: int = 0):
     """An empty ``ivf_pq`` index trained on a seeded sample of ``vectors`` (rows read in order,
     so a memory map is read once): ~40 points per cell, at least 20,000 (PQ needs 256 x 39)."""
@@ -211,7 +240,7 @@ def train_ivfpq(vectors: np.ndarray, params: dict[str, int], *, seed: int = 0):
     index = ann.empty_ivfpq(dim, n, params)
     size = min(n, max(20_000, 40 * params["nlist"]))
     rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    sample = read_row_set(vectors, rows)
     t0 = time.perf_counter()
     index.train(sample)
     logger.info(

@@ -114,6 +114,22 @@ def test_rows_of_a_mapped_file_are_read_without_keeping_it_mapped(clustered, tmp
     assert np.array_equal(ivfpq.read_rows(half, 3, 7), half[3:7].astype(np.float32))
 
 
+def test_a_sample_of_rows_of_a_mapped_file_is_read_row_by_row(clustered, tmp_path):
+    base, _ = clustered
+    np.save(tmp_path / "v.npy", base[:1000])
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    rows = np.array([0, 1, 7, 500, 999])
+    got = ivfpq.read_row_set(mapped, rows)
+    assert not isinstance(got, np.memmap) and got.dtype == np.float32
+    assert np.array_equal(got, base[rows])
+    assert np.array_equal(ivfpq.read_row_set(base, rows), base[rows])  # in memory: indexed
+    assert ivfpq.read_row_set(mapped, np.array([], dtype=np.int64)).shape == (0, base.shape[1])
+    with pytest.raises(OSError, match="short read at row 1000"):
+        ivfpq.read_row_set(
+            np.lib.format.open_memmap(tmp_path / "v.npy", mode="r"), np.array([1000])
+        )
+
+
 def test_shards_merged_on_disk_answer_like_one_in_memory_build(clustered, trained, tmp_path):
     base, queries = clustered
     kind, empty = trained
