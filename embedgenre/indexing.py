@@ -218,6 +218,8 @@ def build_index(
                     state_dir=writer.partial_dir(key),
                     options={"backend": backend, "precision": precision},
                 )
+                if modality == "poster" and precision != "fp32":
+                    _check_precision(encoder, name, task.sources, precision, device)
                 for chunk, bad in engine.encode(task, encoder):
                     for rec in bad:
                         if strict:
@@ -642,6 +644,20 @@ def _fill_thumbs(part: Part, items, order: dict[str, int]) -> list[bytes | None]
             except (PosterError, OSError, TypeError):
                 thumbs[i] = None
     return thumbs
+
+
+def _check_precision(encoder, name: str, posters: Sequence[str], precision: str, device: str):
+    """Refuse a reduced precision that moves the catalog's own posters' embeddings more than the
+    fp32 guard allows (the encoder passed it on probe images when it was built)."""
+    from embedgenre import encoders as registry
+    from embedgenre.encoders.devices import check_on_posters
+
+    reference = registry.create_encoder(name, device=device)
+    worst = check_on_posters(encoder, reference, posters, f"precision '{precision}' on {name}")
+    if worst is not None:
+        logger.info(
+            "precision %s on %s: min cosine to fp32 %.5f on posters", precision, name, worst
+        )
 
 
 def _consolidate(

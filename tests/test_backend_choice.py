@@ -156,6 +156,40 @@ def test_fidelity_guard_passes_bf16_and_refuses_what_drifts(tiny, monkeypatch):
         create_encoder(tiny, precision="bf16", backend="onnx")
 
 
+def test_index_checks_a_reduced_precision_on_the_catalogs_own_posters(
+    tmp_path, small_catalog, tiny, monkeypatch
+):
+    """Probe images passed; the catalog's posters are checked too, before any is encoded."""
+    import embedgenre.encoders as encoders
+
+    pretend_cpu(monkeypatch, WITH_UNITS)
+    cat, _ = small_catalog
+    real = encoders.create_encoder
+
+    def fp32_reference_that_drifts(name, **kw):  # what bf16 looks like next to it on posters
+        enc = real(name, **kw)
+        if kw.get("precision", "fp32") == "fp32":
+            clean, rng = enc.encode_pixels, np.random.default_rng(0)
+            enc.encode_pixels = lambda x, **k: clean(x, **k) + rng.normal(
+                0, 0.3, (len(x), enc.dim)
+            ).astype(np.float32)
+        return enc
+
+    monkeypatch.setattr(encoders, "create_encoder", fp32_reference_that_drifts)
+    out = tmp_path / "idx"
+    result = runner.invoke(
+        app,
+        ["index", str(cat), "--out", str(out), "--image-encoder", tiny,
+         "--text-encoder", tiny, "--precision", "bf16"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "precision 'bf16'" in flat and "(on 20 of the catalog's posters)" in flat
+    assert "use --precision fp32" in flat
+    manifest = json.loads((out / "manifest.json").read_text())  # the items, committed first
+    assert manifest["sets"] == [] and not manifest["complete"]
+
+
 def test_check_fidelity_against_a_slow_reference():
     x = devices.probe_pixels(6, 16, 12, seed=3)
     assert x.shape == (6, 3, 16, 12) and x.dtype == np.float32
