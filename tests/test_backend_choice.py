@@ -81,8 +81,8 @@ def test_backend_is_measured_once_per_cpu_and_cached(tiny, monkeypatch):
     enc = create_encoder(tiny)
     choice = enc.backend_choice
     assert choice["by"] == "measured now"
-    assert set(choice["images_per_s"]) == {"onnx", "torch"}  # a ViT: no channels-last candidate
-    rates = choice["images_per_s"]
+    assert set(choice["items_per_s"]) == {"onnx", "torch"}  # a ViT: no channels-last candidate
+    rates = choice["items_per_s"]
     assert enc.backend == choice["chosen"] == max(rates, key=rates.get)
     assert choice["cpu"]["model"] == "Test AVX2 CPU"
 

@@ -287,6 +287,28 @@ def test_minilm_onnx_matches_sentence_transformers(minilm_onnx, minilm_torch, ro
     assert np.min(np.sum(a * b, axis=1)) > 0.9999
 
 
+def test_text_backend_is_measured_for_bulk_and_cached(minilm_onnx, rows, monkeypatch):
+    from embedgenre.encoders import calibration
+
+    bulk = create_encoder(MINILM)  # backend "auto", bulk encoding: both backends timed
+    choice = bulk.backend_choice
+    assert choice["by"] == "measured now"
+    rates = choice["items_per_s"]
+    assert set(rates) == {"onnx", "torch"} and all(v > 0 for v in rates.values())
+    assert bulk.backend == choice["chosen"] == max(rates, key=rates.get)
+    texts = [r["plot"] for r in rows[:8]]
+    assert np.min(np.sum(bulk.encode_texts(texts) * minilm_onnx.encode_texts(texts), 1)) > 0.9999
+
+    def no_measuring(*a, **k):
+        raise AssertionError("measured again although a measurement is cached")
+
+    monkeypatch.setattr(calibration, "measure", no_measuring)
+    again = create_encoder(MINILM)
+    assert again.backend_choice["by"] == "cached measurement"
+    assert again.backend == bulk.backend
+    assert create_encoder(MINILM, purpose="query").backend == "onnx"  # loads fastest
+
+
 def test_minilm_tokenizer_gives_transformers_ids_without_importing_it(rows, tmp_path):
     import subprocess
     import sys

@@ -218,33 +218,64 @@ def make_image_runner(
     if backend != "auto":
         return make_runner(name, backend, device, build, key_parts, threads=threads)
 
-    path = calibration.calibration_path(name, key_parts, ort_threads(threads))
+    channels_last = _conv_layers(module()) > 1  # a CNN (a ViT has one: its patch embedding)
+    return measured_runner(
+        name, device, build, key_parts, threads, {"pixels": probe_pixels(16, height, width)},
+        channels_last=channels_last,
+    )  # fmt: skip
+
+
+def measured_runner(
+    name: str,
+    device: str,
+    build,
+    key_parts: dict,
+    threads,
+    example: dict,
+    channels_last: bool = False,
+    part: str = "",
+):
+    """The faster of ONNX Runtime and torch eager (and torch channels-last when
+    ``channels_last``) for the module ``build()`` makes, timed once on ``example`` (named numpy
+    inputs, batch first) on this CPU and cached (:mod:`calibration`); later calls read the
+    cache and build only the chosen runner. ``part``: a sub-model (e.g. a text tower)."""
+    built: list = []
+
+    def built_once():
+        if not built:
+            built.append(build())
+        return built[0]
+
+    def torch_runner(layout: bool):
+        module, _, input_names, _ = built_once()
+        if layout:
+            import copy
+
+            module = copy.deepcopy(module)  # the eager candidate keeps the original layout
+        return TorchRunner(module, device, input_names, channels_last=layout)
+
+    measured_key = {**key_parts, "part": part} if part else key_parts
+    path = calibration.calibration_path(name, measured_key, ort_threads(threads))
     record = calibration.read_calibration(path)
-    if record is not None and record["chosen"] in ("onnx", "torch", "torch+channels_last"):
-        runner = _runner_for(record["chosen"], name, device, build, module, key_parts, threads)
+    known = ("onnx", "torch") + (("torch+channels_last",) if channels_last else ())
+    if record is not None and record["chosen"] in known:
+        if record["chosen"] == "onnx":
+            runner = make_runner(name, "onnx", device, built_once, key_parts, threads, part=part)
+        else:
+            runner = torch_runner(record["chosen"].endswith("channels_last"))
         runner.choice = {"by": "cached measurement", **record}
         return runner
-    onnx_runner, _ = load_or_export(name, key_parts, build, threads=threads)
-    candidates = {"onnx": onnx_runner, "torch": TorchRunner(module(), device, ["pixels"])}
-    if _conv_layers(module()) > 1:  # a CNN (a ViT has one: its patch embedding)
-        import copy
-
-        candidates["torch+channels_last"] = TorchRunner(
-            copy.deepcopy(module()), device, ["pixels"], channels_last=True
-        )
-    example = probe_pixels(16, height, width)
+    onnx_runner, _ = load_or_export(name, key_parts, built_once, threads=threads, part=part)
+    candidates = {"onnx": onnx_runner, "torch": torch_runner(False)}
+    if channels_last:
+        candidates["torch+channels_last"] = torch_runner(True)
+    count = len(next(iter(example.values())))
     record = calibration.measure(
-        path, {k: (lambda x, r=r: r(pixels=x)) for k, r in candidates.items()}, example
+        path, {k: (lambda r=r: r(**example)) for k, r in candidates.items()}, count
     )
     runner = candidates[record["chosen"]]
     runner.choice = {"by": "measured now", **record}
     return runner
-
-
-def _runner_for(chosen: str, name, device, build, module, key_parts, threads):
-    if chosen == "onnx":
-        return make_runner(name, "onnx", device, build, key_parts, threads=threads)
-    return TorchRunner(module(), device, ["pixels"], channels_last=chosen.endswith("channels_last"))
 
 
 def probe_pixels(n: int, height: int, width: int, seed: int = 0):
