@@ -115,6 +115,59 @@ def test_rerun_on_unchanged_catalog_encodes_nothing_and_loads_no_model(small_cat
     np.testing.assert_array_equal(GenreIndex.open(out).get_set("poster").vectors, before)
 
 
+def test_float16_vectors_are_kept_and_converted_without_encoding(small_catalog, tmp_path):
+    root, _ = small_catalog
+    out = tmp_path / "idx"
+    build(root, out, Factory())
+    full = GenreIndex.open(out).get_set("poster").vectors.copy()
+
+    again = Factory()
+    summary = build(root, out, again, vector_dtype="float16")
+    assert again.made == {}, "changing how vectors are stored must not encode anything"
+    assert [(s.encoded, s.reused) for s in summary.sets] == [(0, 20), (0, 20)]
+    idx = GenreIndex.open(out)
+    half = idx.get_set("poster")
+    assert half.vectors.dtype == np.float16 and half.dtype == "float16"
+    stored = np.load(out / half.directory / "vectors.npy", mmap_mode="r")
+    assert stored.dtype == np.float16
+    assert all(
+        s["dtype"] == "float16" for s in json.loads((out / "manifest.json").read_text())["sets"]
+    )
+    np.testing.assert_allclose(np.asarray(half.vectors, np.float32), full, atol=1e-3)
+    scores, found = half.search(np.asarray(half.vectors[:3], np.float32), k=1)
+    assert list(found[:, 0]) == [0, 1, 2]
+
+    generation = idx.manifest.generation
+    build(root, out, Factory())  # no dtype asked: the sets keep theirs, nothing is rewritten
+    assert GenreIndex.open(out).manifest.generation == generation
+
+    from typer.testing import CliRunner
+
+    from embedgenre.cli.app import app
+
+    cli = CliRunner()
+    res = cli.invoke(app, ["index", str(root), "--out", str(out), "--vectors", "float32"])
+    assert res.exit_code == 0, res.output  # the stored rows are converted: no encoder is loaded
+    res = cli.invoke(app, ["info", str(out), "--json"])
+    assert {s["dtype"] for s in json.loads(res.output)["sets"]} == {"float32"}
+    res = cli.invoke(app, ["index", str(root), "--out", str(out), "--vectors", "float64"])
+    assert res.exit_code == 2 and "float64" in res.output
+    build(root, out, Factory(), vector_dtype="float16")
+    assert GenreIndex.open(out).get_set("poster").vectors.dtype == np.float16
+
+    build(root, out, Factory(), vector_dtype="float32")
+    back = GenreIndex.open(out).get_set("poster").vectors
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, full, atol=1e-3)
+    with pytest.raises(IndexStoreError, match=r"unknown vector dtype 'int8'.*float32, float16"):
+        build(root, out, Factory(), vector_dtype="int8")
+    doc = json.loads((out / "manifest.json").read_text())
+    doc["sets"][0]["dtype"] = "float64"  # a manifest naming a dtype vectors are never stored in
+    (out / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IndexStoreError, match=r"sets\[0\]\.dtype.*float32.*float16"):
+        GenreIndex.open(out)
+
+
 def test_incremental_add_change_remove(small_catalog, tmp_path, fixture_dir):
     root, rows = small_catalog
     out = tmp_path / "idx"

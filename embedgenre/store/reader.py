@@ -140,10 +140,13 @@ class EmbeddingSet:
     describe: dict
     directory: Path
     rows: np.ndarray
-    vectors: np.ndarray  # float32 (m, dim), L2-normalised (memory-mapped when nothing dropped)
+    # (m, dim), L2-normalised, memory-mapped when nothing was dropped; float32, or float16 when
+    # the set is stored so (``dtype``): take rows with ``np.asarray(v[rows], np.float32)``
+    vectors: np.ndarray
     ids: np.ndarray  # str (m,): the item id of each row
     faiss_kind: str = "flat"
     faiss_params: dict = field(default_factory=dict)
+    dtype: str = "float32"
     thumbs: tuple[np.ndarray, np.ndarray] | None = None  # (bytes, (m, 2) offsets) row-aligned
     _stored_rows: int = 0  # rows in vectors.npy (more than ``rows`` when items were dropped)
 
@@ -169,7 +172,8 @@ class EmbeddingSet:
                 logger.warning("FAISS index %s is stale; rebuilding it from vectors.npy", path)
             except Exception as e:  # a derived file: rebuild rather than fail
                 logger.warning("could not read %s (%s); rebuilding it from vectors.npy", path, e)
-        index, _ = ann.build_faiss_index(np.asarray(self.vectors), kind=self.faiss_kind)
+        vectors = np.asarray(self.vectors, dtype=np.float32)
+        index, _ = ann.build_faiss_index(vectors, kind=self.faiss_kind)
         return index
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,11 +246,11 @@ def _open_set(root: Path, entry: SetEntry, row_of: dict[str, int]) -> EmbeddingS
         raise _damaged(root, f"set {entry.key!r} ids.npy is not a 1-D array of strings")
     if hashes.ndim != 1 or hashes.dtype.kind != "U":
         raise _damaged(root, f"set {entry.key!r} hashes.npy is not a 1-D array of strings")
-    if vectors.ndim != 2 or vectors.dtype != np.float32:
+    if vectors.ndim != 2 or vectors.dtype != np.dtype(entry.dtype):
         raise _damaged(
             root,
             f"set {entry.key!r} vectors.npy has shape {vectors.shape} and dtype {vectors.dtype}, "
-            f"expected ({len(ids)}, {dim}) float32",
+            f"expected ({len(ids)}, {dim}) {entry.dtype}",
         )
     if vectors.shape != (len(ids), dim) or len(hashes) != len(ids) or len(ids) != entry.count:
         raise _damaged(
@@ -281,6 +285,7 @@ def _open_set(root: Path, entry: SetEntry, row_of: dict[str, int]) -> EmbeddingS
         ids=ids,
         faiss_kind=faiss_kind,
         faiss_params=dict(entry.faiss),
+        dtype=entry.dtype,
         thumbs=thumbs,
         _stored_rows=len(ids),
     )
@@ -523,6 +528,7 @@ def describe_index(path: str | Path) -> dict:
                 "space": s.space,
                 "default": m.defaults.get(s.modality) == s.key,
                 "faiss": s.faiss_kind,
+                "dtype": s.dtype,
                 "thumbnails": s.thumbs is not None,
                 "bytes": _dir_bytes(s.directory),
             }

@@ -28,6 +28,7 @@ from embedgenre.store.paths import NAME_RE, inside
 FORMAT = "embedgenre-index"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+VECTOR_DTYPES = ("float32", "float16")  # how a set's vectors.npy may be stored
 
 
 class _Fields:
@@ -118,6 +119,7 @@ class SetEntry:
     faiss: dict = field(default_factory=lambda: {"kind": "flat"})
     updated: str | None = None
     thumbnails: bool = False
+    dtype: str = "float32"  # of vectors.npy: float32, or float16 (half the bytes)
 
     @classmethod
     def parse(cls, doc: Any, i: int, root: Path) -> SetEntry:
@@ -131,6 +133,8 @@ class SetEntry:
         faiss = f.get("faiss", dict, {"kind": "flat"})
         if not isinstance(faiss.get("kind", "flat"), str):
             raise _bad(root, f"{where}.faiss.kind", "a string", faiss.get("kind"))
+        if f.get("dtype", str, "float32") not in VECTOR_DTYPES:
+            raise _bad(root, f"{where}.dtype", f"one of {VECTOR_DTYPES}", doc.get("dtype"))
         return cls(
             key=f.get("key", str),
             modality=modality,
@@ -140,6 +144,7 @@ class SetEntry:
             faiss=faiss,
             updated=f.get("updated", str, None),
             thumbnails=f.get("thumbnails", bool, False),
+            dtype=f.get("dtype", str, "float32"),
         )
 
     def to_dict(self) -> dict:
