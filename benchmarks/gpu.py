@@ -8,11 +8,15 @@ does. Rows, for the first --n shared posters and the same re-encoded at 500x750:
 - model-only: ``encode_pixels`` on tensors prepared beforehand (fp16 on the GPU, batch --batch);
 - library loop: ``iter_image_batches`` with --workers decode threads feeding the GPU;
 - ``embedgenre index --device cuda``: the whole command's poster set;
+- ``embedgenre index --engine ray --gpus-per-worker 1`` (shared size; when Ray is installed):
+  the same through a local Ray cluster started by the command, its startup included;
 next to clip-retrieval's published figure of 2,500 posters/s per A100 for ViT-B/32, which is
 bound by image decoding and resizing. Then exact inner-product search (IndexFlatIP) on the GPU
-over --vectors random 512-d vectors: queries/s for batches of 1,024 queries, k=10.
+over --vectors random 512-d vectors: queries/s for batches of 1,024 queries, k=10 (with
+faiss-gpu; without it, the same exact search as a torch matrix product and top-k on the GPU,
+labelled as such).
 
-    python benchmarks/gpu.py --n 5000 --workers 8
+    python benchmarks/gpu.py --n 5000 --workers 8 [--posters DIR]
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clip_speed import DATA, NAME, embedgenre, make_catalog, save_random_vit  # noqa: E402
+import clip_speed  # noqa: E402
+from clip_speed import NAME, embedgenre, make_catalog, save_random_vit  # noqa: E402
 
 CLIP_RETRIEVAL_A100 = 2500.0  # posters/s per A100, ViT-B/32 (clip-retrieval's README)
 
@@ -48,7 +53,7 @@ def gpu_or_exit() -> str:
     return torch.cuda.get_device_name(0)
 
 
-def model_only(pixels: np.ndarray, batch: int) -> float:
+def model_only(pixels: np.ndarray, batch: int, passes: int = 5) -> float:
     import torch
 
     from embedgenre.encoders import create_encoder
@@ -57,10 +62,11 @@ def model_only(pixels: np.ndarray, batch: int) -> float:
     enc.encode_pixels(pixels[:batch])
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for i in range(0, len(pixels), batch):
-        enc.encode_pixels(pixels[i : i + batch])
+    for _ in range(passes):
+        for i in range(0, len(pixels), batch):
+            enc.encode_pixels(pixels[i : i + batch])
     torch.cuda.synchronize()
-    return len(pixels) / (time.perf_counter() - t0)
+    return passes * len(pixels) / (time.perf_counter() - t0)
 
 
 def library_loop(paths: list[Path], batch: int, workers: int) -> float:
@@ -79,15 +85,56 @@ def library_loop(paths: list[Path], batch: int, workers: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def ray_index(catalog: Path, out: Path, batch: int, env: dict) -> str:
+    """``embedgenre index --engine ray`` with one GPU actor: posters/s of the poster set and the
+    command's wall seconds (the local Ray cluster's startup included), or why it did not run."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray is not installed (pip install 'embedgenre[distributed]')"
+    try:
+        wall, stdout = embedgenre(
+            "index", str(catalog), "--out", str(out), "--image-encoder", NAME,
+            "--text-encoder", NAME, "--engine", "ray", "--workers", "1", "--gpus-per-worker", "1",
+            "--batch-size", str(batch), "--json", env=env,
+        )  # fmt: skip
+    except SystemExit as e:  # the command's own error, printed rather than ending the benchmark
+        return f"failed: {e}"
+    poster = next(s for s in json.loads(stdout)["sets"] if s["modality"] == "poster")
+    return (
+        f"{poster['count'] / poster['seconds']:.0f} posters/s over {poster['count']} posters; "
+        f"the whole command {wall:.1f} s, starting a local Ray cluster included"
+    )
+
+
+def torch_gpu_search(base: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Queries/s of exact inner-product top-k as a fp32 matrix product on the GPU."""
+    import torch
+
+    b = torch.from_numpy(base).cuda()
+    q = torch.from_numpy(queries).cuda()
+    torch.topk(q[:1024] @ b.T, k, dim=1)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(0, len(q), 1024):
+        torch.topk(q[i : i + 1024] @ b.T, k, dim=1).indices.cpu()
+    return len(q) / (time.perf_counter() - t0)
+
+
 def faiss_gpu_search(n_vectors: int, dim: int = 512, k: int = 10) -> str:
     import faiss
 
-    if not hasattr(faiss, "StandardGpuResources"):
-        return "faiss has no GPU support here (pip install 'embedgenre[gpu]' for faiss-gpu)"
     rng = np.random.default_rng(0)
     base = rng.standard_normal((n_vectors, dim), dtype=np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     queries = base[rng.choice(n_vectors, 1024 * 8, replace=False)]
+    if not hasattr(faiss, "StandardGpuResources"):
+        qps = torch_gpu_search(base, queries, k)
+        return (
+            "faiss has no GPU support here (pip install 'embedgenre[gpu]' for faiss-gpu); "
+            f"the same exact search as a torch fp32 matrix product + top-k over {n_vectors:,} x "
+            f"{dim}: {qps:,.0f} queries/s (k={k}, batch 1024)"
+        )
     res = faiss.StandardGpuResources()
     index = faiss.GpuIndexFlatIP(res, dim)
     index.add(base)
@@ -107,8 +154,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--vectors", type=int, default=1_000_000)
+    ap.add_argument(
+        "--posters", type=Path, default=clip_speed.DATA,
+        help="a folder of posters with their movies.csv (default: the shared posters)",
+    )  # fmt: skip
     args = ap.parse_args()
     device_name = gpu_or_exit()
+    clip_speed.DATA = DATA = args.posters.resolve()  # make_catalog links posters from here
 
     tmp = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     env = {**os.environ, "EMBEDGENRE_CACHE": str(tmp / "cache"), "EMBEDGENRE_OFFLINE": "1"}
@@ -147,7 +199,10 @@ def main() -> None:
         for r in results:
             print(f"| {r['size']} | {r['model']:.0f} | {r['loop']:.0f} | {r['index']:.0f} | "
                   f"{CLIP_RETRIEVAL_A100:.0f} |")  # fmt: skip
-        print("\n" + faiss_gpu_search(args.vectors))
+        print("\n" + faiss_gpu_search(args.vectors), flush=True)
+        shared = tmp / "cat-shared"
+        print("\nindex --engine ray, 1 GPU actor, shared size: "
+              + ray_index(shared, tmp / "idx-ray", args.batch, env))  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -34,7 +34,15 @@ from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
 from embedgenre.errors import IndexStoreError, PosterError
 from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
 from embedgenre.store import atomic
-from embedgenre.store.reader import THUMBS_BIN, THUMBS_INDEX, GenreIndex, now_iso, set_key
+from embedgenre.store.reader import GenreIndex, now_iso, set_key
+from embedgenre.store.rows import (
+    ChunkRows,
+    RowSource,
+    StoredRows,
+    save_chunk,
+    unpack_thumbs,
+    write_set_files,
+)
 from embedgenre.store.schema import VECTOR_DTYPES, EncoderInfo, Manifest, SetEntry
 from embedgenre.store.writer import IndexWriter
 
@@ -83,7 +91,7 @@ class _Job:
     encoder_name: str
     key: str
     todo: list[int] = field(default_factory=list)  # item positions to encode
-    parts: list[Part] = field(default_factory=list)
+    parts: list[RowSource] = field(default_factory=list)  # rows kept, resumed, encoded
     reused: int = 0
     resumed: int = 0
     old_entry: SetEntry | None = None
@@ -234,9 +242,8 @@ def build_index(
                             )
                         skipped[rec["id"]] = rec
                         summary.skipped += 1
-                    if len(chunk.ids):
-                        _save_chunk(writer, key, chunk)
-                        job.parts.append(chunk)
+                    if len(chunk.ids):  # on disk first; the run keeps only its ids
+                        job.parts.append(_save_chunk(writer, key, chunk))
                     summary.encoded += len(chunk.ids)
             dtype = vector_dtype or (job.old_entry.dtype if job.old_entry else "float32")
             entry = _consolidate(
@@ -541,28 +548,23 @@ def _read_partial_encoder(partial: Path) -> EncoderInfo | None:
         return None
 
 
-def _read_set(directory: Path, entry: SetEntry) -> Part:
-    """The rows of a committed set (validated when the index was opened)."""
+def _read_set(directory: Path, entry: SetEntry) -> StoredRows:
+    """The rows of a committed set (validated when the index was opened): ids and hashes."""
     ids = np.load(directory / "ids.npy", allow_pickle=False)
     hashes = np.load(directory / "hashes.npy", allow_pickle=False)
-    vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
-    thumbs = None
-    if entry.thumbnails:
-        data = np.load(directory / THUMBS_BIN, mmap_mode="r", allow_pickle=False)
-        offsets = np.load(directory / THUMBS_INDEX, allow_pickle=False)
-        thumbs = [bytes(data[a : a + n]) if n else None for a, n in offsets]
-    return Part(ids, hashes, vectors, thumbs)
+    return StoredRows(ids, hashes, directory, np.arange(len(ids)), entry.thumbnails)
 
 
-def _read_chunk(path: Path, encoder: EncoderInfo | None) -> Part | None:
-    """One chunk an interrupted run saved, or None when it cannot be trusted."""
+def _read_chunk(path: Path, encoder: EncoderInfo | None) -> ChunkRows | None:
+    """One chunk an interrupted run saved (checked whole, then only its ids kept in memory),
+    or None when it cannot be trusted."""
     if encoder is None:
         logger.warning("ignoring %s: no record of the encoder that made it", path)
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             ids, hashes, vectors = z["ids"], z["hashes"], z["vectors"]
-            thumbs = _unpack_thumbs(z["thumb_data"], z["thumb_len"]) if "thumb_len" in z else None
+            thumbs = unpack_thumbs(z["thumb_data"], z["thumb_len"]) if "thumb_len" in z else None
     except Exception as e:  # a chunk is written atomically; still, never trust it blindly
         logger.warning("ignoring unreadable partial chunk %s (%s)", path, e)
         return None
@@ -578,7 +580,7 @@ def _read_chunk(path: Path, encoder: EncoderInfo | None) -> Part | None:
     if not ok:
         logger.warning("ignoring partial chunk %s: its arrays do not agree", path)
         return None
-    return Part(ids.astype(str), hashes.astype(str), vectors, thumbs)
+    return ChunkRows(ids.astype(str), hashes.astype(str), path, None, thumbs is not None)
 
 
 def _hash_posters(items) -> tuple[list[str | None], dict[str, dict]]:
@@ -614,42 +616,21 @@ def _reason(e: PosterError, path: Path) -> str:
 # ---------------------------------------------------------------------------- writing
 
 
-def _pack_thumbs(thumbs: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 concatenated bytes, int64 lengths) of a list of thumbnails (None: length 0)."""
-    lengths = np.array([len(t) if t else 0 for t in thumbs], dtype=np.int64)
-    data = np.frombuffer(b"".join(t for t in thumbs if t), dtype=np.uint8)
-    return data, lengths
+def _save_chunk(writer: IndexWriter, key: str, part: Part) -> ChunkRows:
+    return save_chunk(writer.partial_dir(key), part.ids, part.hashes, part.vectors, part.thumbs)
 
 
-def _unpack_thumbs(data: np.ndarray, lengths: np.ndarray) -> list[bytes | None]:
-    if data.dtype != np.uint8 or lengths.ndim != 1 or lengths.sum() != len(data):
-        raise ValueError("thumbnail arrays do not agree")
-    ends = np.cumsum(lengths)
-    return [bytes(data[e - n : e]) if n else None for e, n in zip(ends, lengths)]
+def _thumb_maker(items, order: dict[str, int]):
+    """make_thumb(item id) for rows stored without a thumbnail (sets written before they were
+    kept): made from the poster file, None when it cannot be read."""
 
+    def make(item_id: str) -> bytes | None:
+        try:
+            return thumbnail_jpeg(load_image(items[order[item_id]].poster))
+        except (PosterError, OSError, TypeError):
+            return None
 
-def _save_chunk(writer: IndexWriter, key: str, part: Part) -> None:
-    d = writer.partial_dir(key)
-    d.mkdir(parents=True, exist_ok=True)
-    # named by its content, so encoding workers can write chunks side by side without asking
-    name = hashlib.sha1("\n".join(f"{i}\t{h}" for i, h in zip(part.ids, part.hashes)).encode())
-    arrays = {"ids": part.ids, "hashes": part.hashes, "vectors": part.vectors}
-    if part.thumbs is not None:
-        arrays["thumb_data"], arrays["thumb_len"] = _pack_thumbs(part.thumbs)
-    atomic.save_npz(d / f"chunk-{name.hexdigest()[:16]}.npz", **arrays)
-
-
-def _fill_thumbs(part: Part, items, order: dict[str, int]) -> list[bytes | None]:
-    """Thumbnails of ``part``, made from the poster files for rows stored without one (sets
-    written before thumbnails were kept)."""
-    thumbs = list(part.thumbs) if part.thumbs is not None else [None] * len(part.ids)
-    for i, t in enumerate(thumbs):
-        if t is None:
-            try:
-                thumbs[i] = thumbnail_jpeg(load_image(items[order[str(part.ids[i])]].poster))
-            except (PosterError, OSError, TypeError):
-                thumbs[i] = None
-    return thumbs
+    return make
 
 
 def _check_precision(encoder, name: str, posters: Sequence[str], precision: str, device: str):
@@ -706,30 +687,13 @@ def _consolidate(
         if encoder is not None
         else (job.partial_encoder if job.resumed else None) or old.encoder
     )
-    if job.parts:
-        ids = np.concatenate([p.ids for p in job.parts])
-        hs = np.concatenate([p.hashes for p in job.parts])
-        vecs = np.concatenate([np.asarray(p.vectors) for p in job.parts])
-    else:
-        ids, hs = np.array([], str), np.array([], str)
-        vecs = np.zeros((0, info.dim), np.float32)
-    perm = np.argsort([order[str(i)] for i in ids], kind="stable")
-    vecs, ids, hs = np.ascontiguousarray(vecs[perm], dtype), ids[perm], hs[perm]
-
     rel = f"embeddings/{key}-{gen}"
     d = writer.new_dir(rel)
-    atomic.save_npy(d / "vectors.npy", vecs)
-    atomic.save_npy(d / "ids.npy", ids.astype(str))
-    atomic.save_npy(d / "hashes.npy", hs.astype(str))
-    if modality == "poster":
-        thumbs = [t for p in job.parts for t in _fill_thumbs(p, items, order)]
-        data, lengths = _pack_thumbs([thumbs[i] for i in perm])
-        offsets = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1).astype(np.int64)
-        atomic.save_npy(d / THUMBS_BIN, data)
-        atomic.save_npy(d / THUMBS_INDEX, offsets.reshape(-1, 2))
+    count = write_set_files(
+        d, job.parts, order, info.dim, dtype, modality == "poster", _thumb_maker(items, order)
+    )
     faiss_meta = {"kind": "flat"}
-    if len(ids):
-        del vecs  # the index is built from the file: large sets are read shard by shard
+    if count:  # the index is built from the file: large sets are read shard by shard
         stored = np.load(d / "vectors.npy", mmap_mode="r", allow_pickle=False)
         faiss_meta = ivfpq.write_set_index(stored, d, faiss_kind, index_memory)
     _keep_fit(writer, job, encoder, d)
@@ -738,7 +702,7 @@ def _consolidate(
         modality=modality,
         dir=rel,
         encoder=info,
-        count=int(len(ids)),
+        count=count,
         faiss=faiss_meta,
         updated=now_iso(),
         thumbnails=modality == "poster",

@@ -211,3 +211,34 @@ def test_check_fidelity_against_a_slow_reference():
     assert devices.check_fidelity(ref, close, x, "test") > 0.9999
     with pytest.raises(EmbedgenreError, match=r"test changes the embeddings too much"):
         devices.check_fidelity(ref, drifted, x, "test")
+
+
+def test_an_int8_set_is_queried_with_its_int8_model_from_the_bundle(
+    tmp_path, small_catalog, tiny, monkeypatch
+):
+    from embedgenre.encoders import load_set_encoder
+    from embedgenre.store import GenreIndex
+
+    pretend_cpu(monkeypatch, WITH_UNITS)
+    monkeypatch.setattr(devices, "MIN_COSINE", 0.9)  # a tiny random model: the mechanics only
+    cat, _ = small_catalog
+    out = tmp_path / "idx"
+    result = runner.invoke(
+        app,
+        ["index", str(cat), "--out", str(out), "--image-encoder", tiny,
+         "--text-encoder", tiny, "--precision", "int8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    emb = GenreIndex.open(out).get_set("poster", tiny)
+    assert emb.describe["precision"] == "int8"
+
+    query = load_set_encoder(emb)
+    assert query.precision == "int8" and query.backend == "onnx"
+    assert "bundle" in query.backend_choice  # the cached export alone: no torch, no open_clip
+    vec = query.encode_images([cat / "posters" / f"{emb.ids[0]}.jpg"])[0]
+    # dynamic int8 quantization scales activations per batch, so one poster alone
+    # lands near, not exactly on, the vector it got in the indexing batch
+    assert float(vec @ np.asarray(emb.vectors[0])) > 0.99
+
+    pretend_cpu(monkeypatch, AVX2_ONLY)  # the same index on a CPU without int8 units
+    assert load_set_encoder(emb).precision == "fp32"

@@ -322,8 +322,11 @@ class _LazyOnnx:
     variant = "ort"
     precision = "fp32"
 
-    def __init__(self, path: Path, threads: int | None, choice: dict) -> None:
+    def __init__(
+        self, path: Path, threads: int | None, choice: dict, precision: str = "fp32"
+    ) -> None:
         self.path, self.threads, self.choice = path, threads, choice
+        self.precision = precision
         self._runner = None
 
     def __call__(self, **inputs: np.ndarray) -> np.ndarray:
@@ -397,11 +400,14 @@ def bundled_clip_encoder(
     located: Located,
     threads: int | None = None,
     backend: str = "onnx",
+    precision: str = "fp32",
 ) -> ClipEncoder | None:
     """The encoder from the cached export bundle alone (ONNX Runtime, NumPy preprocessing, the
     BPE tokenizer above), or None when there is no complete bundle for these weights. With
     ``backend="auto"`` (bulk encoding) only when the backend measured on this CPU chose ONNX
-    Runtime; otherwise the model is built and measured (:func:`full_clip_encoder`)."""
+    Runtime; otherwise the model is built and measured (:func:`full_clip_encoder`).
+    ``precision="int8"``: the image tower's int8 model, when an index already made it (and
+    checked it against fp32 then) beside the export; otherwise None."""
     path = _bundle_path(name, arch, tag, located)
     try:
         doc = json.loads(path.read_text())
@@ -414,6 +420,13 @@ def bundled_clip_encoder(
             return None
         transform = ImageTransform.from_dict(doc["transform"])
         choice = {"by": "query: ONNX Runtime loads fastest", "bundle": path.name}
+        if precision == "int8":
+            image_onnx = image_onnx.parent / "int8" / image_onnx.name  # see quantized_runner
+            if backend == "auto" or not image_onnx.is_file():
+                return None
+            choice = {**choice, "precision": "int8"}
+        elif precision != "fp32":
+            return None
         if backend == "auto":
             measured = calibration.read_calibration(
                 calibration.calibration_path(name, doc["key_parts"], ort_threads(threads))
@@ -441,7 +454,7 @@ def bundled_clip_encoder(
         transform=transform,
         context_length=context_length,
         tokenizer_name=doc["tokenizer"]["name"],
-        image_runner=_LazyOnnx(image_onnx, threads, choice),
+        image_runner=_LazyOnnx(image_onnx, threads, choice, precision),
         tokenize=tokenize,
         text_runner=_LazyOnnx(text_onnx, threads, choice),
     )
@@ -601,8 +614,10 @@ class ClipFamily(Family):
             raise search.error(fix, hub=True)
         backend = image_backend(backend, device, name, options)
         threads, precision = runner_options(options).values()
-        if device == "cpu" and backend in ("onnx", "auto") and precision == "fp32":
-            enc = bundled_clip_encoder(name, arch, tag, located, threads=threads, backend=backend)
+        if device == "cpu" and backend in ("onnx", "auto") and precision in ("fp32", "int8"):
+            enc = bundled_clip_encoder(
+                name, arch, tag, located, threads=threads, backend=backend, precision=precision
+            )
             if enc is not None:
                 return enc
         cfg, config_source = resolve_config(arch, tag, located.path)

@@ -101,6 +101,20 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+@contextmanager
+def npy_memmap(path: str | Path, shape: tuple[int, ...], dtype) -> Iterator[np.ndarray]:
+    """A writable memory map of a new ``.npy`` file of ``shape`` and ``dtype``, filled by the
+    caller block by block (nothing of it need be in memory at once); it replaces ``path``
+    atomically when the block ends cleanly, and is removed otherwise."""
+    with _replacing(Path(path)) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
+        try:
+            yield out
+            out.flush()
+        finally:
+            del out
+
+
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """``np.savez`` of plain arrays (object arrays refused), atomically."""
     for name, a in arrays.items():
