@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from embedgenre.encoders import iter_image_batches
+from embedgenre.encoders.batching import gpu_decode_workers
 from embedgenre.images import thumbnail_jpeg
 
 logger = logging.getLogger(__name__)
@@ -152,13 +153,16 @@ def _poster_batches(encoder, task: EncodeTask, thumbs: dict[int, bytes]):
     whole run, so the model never waits at a checkpoint. Each decoded poster's thumbnail is made
     in the same worker and put in ``thumbs`` by task row."""
     transform = getattr(encoder, "transform", None)
+    on_gpu = str(getattr(encoder, "device", "cpu")).startswith("cuda")
     batches = iter_image_batches(
         task.sources,
         encoder.preprocess,
         task.batch_size,
+        workers=gpu_decode_workers() if on_gpu else None,  # on a GPU the CPUs only decode
         draft_size=transform.draft_size if transform is not None else None,
         on_image=thumbnail_jpeg,
         extras=thumbs,
+        prefetch_batches=4 if on_gpu else 2,
     )
     for batch, rows, failures in batches:
         vecs = encoder.encode_pixels(batch) if len(rows) else np.zeros((0, encoder.dim), np.float32)

@@ -28,13 +28,24 @@ logger = logging.getLogger(__name__)
 Batch = tuple[np.ndarray, list[int], list[tuple[int, PosterError]]]
 
 
-def default_workers() -> int:
-    """Decode threads: 1 per 2 available cores, at least 1, at most 4."""
+def available_cores() -> int:
+    """CPU cores this process may run on."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores // 2))
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Decode threads next to a model on the CPU: 1 per 2 available cores, at least 1, at most 4."""
+    return max(1, min(4, available_cores() // 2))
+
+
+def gpu_decode_workers() -> int:
+    """Decode threads feeding a GPU: every core but the one that drives it. (Decode processes
+    instead of threads were slower on a 16-core H200 machine: 521-625 vs 863-916 posters/s over
+    800 posters, pool start and pickled pixels included; benchmarks/gpu.py.)"""
+    return max(1, available_cores() - 1)
 
 
 def _load_one(
