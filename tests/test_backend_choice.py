@@ -48,6 +48,15 @@ def pretend_cpu(monkeypatch, info: cpu.CpuInfo) -> None:
     monkeypatch.setattr(calibration, "cpu_info", lambda: info)
 
 
+def index_tiny(cat, out, tiny, *options: str):
+    """``embedgenre index`` of ``cat`` into ``out`` with the tiny CLIP for both towers."""
+    return runner.invoke(
+        app,
+        ["index", str(cat), "--out", str(out), "--image-encoder", tiny, "--text-encoder", tiny,
+         *options],
+    )  # fmt: skip
+
+
 def test_precision_needs_matrix_units():
     with pytest.raises(EmbedgenreError, match=r"bf16 matrix units.*Test AVX2 CPU.*fp32"):
         cpu.check_precision("bf16", cpu=AVX2_ONLY)
@@ -105,11 +114,7 @@ def test_backend_is_measured_once_per_cpu_and_cached(tiny, monkeypatch):
 def test_backend_override_is_recorded_in_the_manifest(tmp_path, small_catalog, tiny):
     cat, _ = small_catalog
     out = tmp_path / "idx"
-    result = runner.invoke(
-        app,
-        ["index", str(cat), "--out", str(out), "--image-encoder", tiny, "--text-encoder", tiny,
-         "--backend", "torch", "--json"],
-    )  # fmt: skip
+    result = index_tiny(cat, out, tiny, "--backend", "torch", "--json")
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     poster = next(s for s in manifest["sets"] if s["modality"] == "poster")
@@ -131,11 +136,7 @@ def test_backend_override_is_recorded_in_the_manifest(tmp_path, small_catalog, t
 def test_cli_refuses_precision_without_units(tmp_path, small_catalog, tiny, monkeypatch):
     pretend_cpu(monkeypatch, AVX2_ONLY)
     cat, _ = small_catalog
-    result = runner.invoke(
-        app,
-        ["index", str(cat), "--out", str(tmp_path / "idx"), "--image-encoder", tiny,
-         "--text-encoder", tiny, "--precision", "int8"],
-    )  # fmt: skip
+    result = index_tiny(cat, tmp_path / "idx", tiny, "--precision", "int8")
     assert result.exit_code == 1
     assert "int8 matrix units" in result.output and "Test AVX2 CPU" in result.output
 
@@ -177,11 +178,7 @@ def test_index_checks_a_reduced_precision_on_the_catalogs_own_posters(
 
     monkeypatch.setattr(encoders, "create_encoder", fp32_reference_that_drifts)
     out = tmp_path / "idx"
-    result = runner.invoke(
-        app,
-        ["index", str(cat), "--out", str(out), "--image-encoder", tiny,
-         "--text-encoder", tiny, "--precision", "bf16"],
-    )  # fmt: skip
+    result = index_tiny(cat, out, tiny, "--precision", "bf16")
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
     assert "precision 'bf16'" in flat and "(on 20 of the catalog's posters)" in flat
@@ -223,11 +220,7 @@ def test_an_int8_set_is_queried_with_its_int8_model_from_the_bundle(
     monkeypatch.setattr(devices, "MIN_COSINE", 0.9)  # a tiny random model: the mechanics only
     cat, _ = small_catalog
     out = tmp_path / "idx"
-    result = runner.invoke(
-        app,
-        ["index", str(cat), "--out", str(out), "--image-encoder", tiny,
-         "--text-encoder", tiny, "--precision", "int8"],
-    )  # fmt: skip
+    result = index_tiny(cat, out, tiny, "--precision", "int8")
     assert result.exit_code == 0, result.output
     emb = GenreIndex.open(out).get_set("poster", tiny)
     assert emb.describe["precision"] == "int8"
