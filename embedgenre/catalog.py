@@ -11,6 +11,8 @@ an id, title, year, genres, plot and poster path, plus the genre vocabulary. Sup
   ``<folder>/posters/tt<7 digits>.jpg`` (where ``embedgenre posters download`` puts them).
 - ``"mmimdb"``: MM-IMDb, ``<id>.json`` (``genres`` list, ``plot`` list or string) with
   ``<id>.jpeg`` beside it, in the folder or its ``dataset/`` subfolder.
+- ``"library"``: a Kodi / Jellyfin / Emby media library as it stands, NFO files and posters beside
+  the videos, searched recursively (:mod:`embedgenre.library.nfo`); see :func:`read_library`.
 
 Row-level problems (duplicate id, no genres, bad year, control characters in an id, ...) are
 handled and listed in ``Catalog.problems``; only problems that make the whole catalog unusable raise
@@ -38,16 +40,21 @@ from pathlib import Path
 import numpy as np
 
 from embedgenre.errors import CatalogError
+from embedgenre.library.nfo import LibraryMovie, looks_like_library, name_ids, scan_library
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("auto", "csv", "kaggle", "mmimdb")
+LAYOUTS = ("auto", "csv", "kaggle", "mmimdb", "library")
 # Other spellings accepted for ``layout``.
 LAYOUT_ALIASES = {
     "movies-csv": "csv",
     "movies_csv": "csv",
     "mm-imdb": "mmimdb",
     "moviegenre": "kaggle",
+    "kodi": "library",
+    "jellyfin": "library",
+    "emby": "library",
+    "nfo": "library",
 }
 FIELDS = ("id", "title", "year", "genres", "plot", "poster")
 REQUIRED_FIELDS = ("id", "genres")
@@ -430,6 +437,9 @@ def read_catalog(
     if layout == "mmimdb":
         items, problems = _read_mmimdb(source)
         root = source.absolute()
+    elif layout == "library":
+        movies, problems = read_library(source)
+        items, root = [item for _, item in movies], source.absolute()
     else:
         items, problems, layout = _read_csv_layout(source, layout, columns, genre_sep, encoding)
         root = source.parent.absolute()
@@ -510,21 +520,64 @@ def _find_source(path: Path, layout: str) -> tuple[str, Path]:
         return layout, path
     mm_dir = path / "dataset" if (path / "dataset").is_dir() else path
     csvs = sorted(p for p in path.glob("*.csv") if p.is_file())
-    if layout == "mmimdb":
-        return layout, mm_dir
+    if layout in ("mmimdb", "library"):
+        return layout, mm_dir if layout == "mmimdb" else path
     for name in ("movies.csv", "MovieGenre.csv"):
         if (path / name).is_file():
             return layout, path / name
     if layout == "auto" and any(mm_dir.glob("*.json")):
         return "mmimdb", mm_dir
+    if layout == "auto" and looks_like_library(path):
+        return "library", path
     if len(csvs) == 1:
         return layout, csvs[0]
     found = ", ".join(p.name for p in csvs) or "no CSV files"
     raise CatalogError(
         f"Cannot find a catalog in {path}: looked for movies.csv, MovieGenre.csv, a single *.csv "
-        f"file, or MM-IMDb <id>.json files (found {found}). Fix: pass the CSV file itself, or "
-        "rename it to movies.csv."
+        f"file, MM-IMDb <id>.json files, or a media library's NFO and video files (found "
+        f"{found}). Fix: pass the CSV file itself, or rename it to movies.csv."
     )
+
+
+def read_library(folder: str | Path) -> tuple[list[tuple[LibraryMovie, Item]], list[str]]:
+    """The movies of a media library folder, each with its catalog item, and the problems met.
+
+    An item's id is the NFO's IMDb id, else its TMDB id (``tmdb<number>``), else an id in the
+    folder name (``[imdbid-tt...]``), else ``lib-`` and a hash of the movie's path inside the
+    library. Title and year come from the NFO, else from the name ("Title (Year)"). A movie
+    without an NFO, or whose NFO has no ``<genre>``, is kept unlabelled (in a library that is
+    no problem: such movies are the ones to tag). The problems are the movies skipped, why.
+    """
+    scan = scan_library(folder)
+    problems = list(scan.problems)
+    out: list[tuple[LibraryMovie, Item]] = []
+    first: dict[str, str] = {}
+    for movie in scan.movies:
+        data = movie.data
+        name, ids_in_name = name_ids(movie.name)
+        ids = {**ids_in_name, **(data.ids if data else {})}
+        item_id = normalise_imdb_id(ids.get("imdb", "")) or (
+            f"tmdb{ids['tmdb']}" if ids.get("tmdb", "").isdigit() else f"lib-{movie.folder_hash}"
+        )
+        if item_id in first:
+            problems.append(f"{movie.key}: same id {item_id} as {first[item_id]}; kept the first")
+            continue
+        first[item_id] = movie.key
+        title, name_year = split_title_year(name)
+        year, bad_year = parse_year(data.year if data else None)
+        if bad_year:
+            problems.append(f"{movie.key}: year {data.year!r} is not a year; set to None")
+        genres = split_genres(data.genres) if data else ()
+        item = Item(
+            item_id,
+            (data.title if data else None) or title or None,
+            year if year is not None else name_year,
+            genres,
+            data.plot if data else None,
+            movie.poster,
+        )
+        out.append((movie, item))
+    return out, problems
 
 
 def _is_kaggle_header(header: Sequence[str]) -> bool:

@@ -57,8 +57,9 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` durably."""
+def _replacing(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` durably, with
+    permission bits ``mode`` when given (else those of a new private file)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,8 @@ def _replacing(path: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
     except OSError as e:
@@ -81,9 +84,10 @@ def _replacing(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably."""
-    with _replacing(Path(path)) as tmp:
+def write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically and durably; ``mode``: the permission bits to give
+    it (e.g. those of the file it replaces, which a user's media server must still read)."""
+    with _replacing(Path(path), mode) as tmp:
         tmp.write_bytes(data)
 
 
