@@ -87,7 +87,19 @@ def test_jellyfin_ids_in_folder_names_and_a_tmdb_only_nfo(tmp_path):
         '<movie><title>Heat</title><uniqueid type="tmdb">949</uniqueid>'
         "<genre>Crime / Drama</genre></movie>"
     )
+    (tmp_path / "Brazil (1985)").mkdir()  # two parts of one movie
+    for part in ("Brazil-cd1.avi", "Brazil-cd2.avi", "Brazil-trailer.mkv"):
+        (tmp_path / "Brazil (1985)" / part).write_bytes(b"x")
+    (tmp_path / "Casablanca (1942)" / "VIDEO_TS").mkdir(parents=True)  # a DVD folder
+    (tmp_path / "Casablanca (1942)" / "VIDEO_TS" / "VTS_01_1.VOB").write_bytes(b"x")
     cat = read_catalog(tmp_path, layout="jellyfin")
+    assert [(it.id[:4], it.title, it.year) for it in cat.items] == [
+        ("tt00", "Alien", 1979),
+        ("lib-", "Brazil", 1985),
+        ("lib-", "Casablanca", 1942),
+        ("tmdb", "Heat", 1995),
+    ]
+    cat.items = [cat.items[0], cat.items[3]]
     assert [(it.id, it.title, it.year, it.genres) for it in cat.items] == [
         ("tt0078748", "Alien", 1979, ()),
         ("tmdb949", "Heat", 1995, ("Crime", "Drama")),  # the year from the folder name
@@ -160,6 +172,7 @@ def test_hostile_nfos_are_skipped_with_a_reason_and_nothing_outside_is_read(tmp_
         watching[0] = False
     assert not [p for p in opened if str(outside) in os.path.realpath(p)], opened
     assert [it.title for it in cat.items] == ["Good", "Poster"]
+    assert "Elsewhere (2001): a link to a folder; not followed" in cat.problems
     assert cat.items[1].poster is None
     problems = "\n".join(cat.problems)
     for name, reason in [
@@ -226,8 +239,11 @@ def test_dry_run_write_add_and_undo_keep_every_other_byte(library):
     )  # labelled movies are not even predicted without add
     assert plan.counts()["skip"] == N_NO_NFO  # no NFO and none created
 
+    shared = next(m["nfo"] for m in movies.values() if m["nfo"] and not m["labelled"])
+    shared.chmod(0o664)  # the media server's group must still read it
     plan = tag_library(root, FixedPredictor(), write=True)
     assert plan.counts()["written"] == N_UNLABELLED
+    assert shared.stat().st_mode & 0o777 == 0o664
     after = snapshot(root)
     changed = {p for p in before if after[p] != before[p]}
     assert changed == {m["nfo"].relative_to(root).as_posix() for m in movies.values()

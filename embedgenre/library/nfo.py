@@ -115,7 +115,9 @@ def looks_like_library(folder: str | Path, limit: int = 5000) -> bool:
     """True if ``folder`` holds (at any depth, within the first ``limit`` entries seen) an NFO
     or a video file: a media library rather than a catalog file."""
     seen = 0
-    for _dirpath, _dirs, files in _walk(Path(folder)):
+    for _dirpath, _dirs, files, disc in _walk(Path(folder)):
+        if disc:
+            return True
         for f in files:
             ext = os.path.splitext(f)[1].lower()
             if ext == ".nfo" or ext in VIDEO_EXTENSIONS:
@@ -132,9 +134,12 @@ def scan_library(root: str | Path) -> LibraryScan:
     real_root = root.resolve()
     movies: list[LibraryMovie] = []
     problems: list[str] = []
-    for dirpath, dirs, files in _walk(root):
+    for dirpath, dirs, files, disc in _walk(root):
         folder = Path(dirpath)
-        disc = [d for d in dirs if d.upper() in DISC_FOLDERS]
+        for d in dirs:
+            if os.path.islink(folder / d):
+                where = (folder / d).relative_to(root).as_posix()
+                problems.append(f"{where}: a link to a folder; not followed")
         for group in _movies_in(folder, files, disc, is_root=folder == root):
             movie = _read_movie(root, real_root, folder, files, *group, problems)
             if movie is not None:
@@ -248,12 +253,14 @@ def name_ids(name: str) -> tuple[str, dict[str, str]]:
 
 
 def _walk(root: Path):
-    """``os.walk`` without links to folders and without hidden or extras folders, sorted."""
+    """``os.walk`` without links to folders and without hidden or extras folders, sorted; with
+    each folder's disc folders (``VIDEO_TS``, ``BDMV``), which are not searched."""
     for dirpath, dirs, files in os.walk(root, followlinks=False):
+        disc = [d for d in dirs if d.upper() in DISC_FOLDERS]
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") and d.lower() not in EXTRAS_FOLDERS
         )
-        yield dirpath, dirs, sorted(files)
+        yield dirpath, dirs, sorted(files), disc
 
 
 def _movies_in(folder: Path, files: list[str], disc: list[str], is_root: bool):

@@ -153,7 +153,7 @@ def tag_library(
         entries.append(entry)
         row = predicted.get(item.id)
         if row is None:
-            entry.reason = "has genres (add them to labelled movies too with add)"
+            entry.reason = "has genres (left as it is unless asked to add to labelled movies)"
             continue
         if row["error"]:
             entry.action, entry.reason = "skip", row["error"]
@@ -170,7 +170,7 @@ def tag_library(
         elif create_nfo:
             entry.action = "create"
         else:
-            entry.action, entry.reason = "skip", "no NFO (create one with create_nfo)"
+            entry.action, entry.reason = "skip", "no NFO (one is created only when asked)"
     plan = TagPlan(root, head, write, entries, problems)
     if write:
         _write(plan, {it.id: m for m, it in movies})
