@@ -30,7 +30,11 @@ class Engine(str, Enum):
 @app.command()
 def index(
     catalog: Annotated[
-        Path, typer.Argument(help="Catalog directory (movies.csv + posters) or CSV file.")
+        Path,
+        typer.Argument(
+            help="Catalog directory (movies.csv + posters), CSV file, or media library folder "
+            "(Kodi/Jellyfin/Emby NFO files beside the videos)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create or update.")],
     image_encoder: Annotated[
@@ -50,7 +54,7 @@ def index(
         bool, typer.Option("--add", help="Add encoders an existing index does not hold yet.")
     ] = False,
     layout: Annotated[
-        str, typer.Option(help="Catalog layout: auto, movies-csv, kaggle, mmimdb, csv.")
+        str, typer.Option(help="Catalog layout: auto, movies-csv, kaggle, mmimdb, csv, library.")
     ] = "auto",
     column: Annotated[
         list[str] | None,

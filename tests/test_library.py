@@ -219,6 +219,11 @@ def test_genres_go_after_the_last_genre_or_before_the_end_tag_in_the_files_style
     assert parse_nfo(out).genres == ("Ça", "東")
     with pytest.raises(NfoError, match="not well-formed"):
         add_genres(b"<movie><title>A</title>", ["War"])
+    # Kodi's combination NFO: the XML, then a scraper URL
+    combo = b"<movie>\n  <title>A</title>\n</movie>\nhttps://www.themoviedb.org/movie/949\n"
+    assert add_genres(combo, ["War"]) == combo.replace(
+        b"</movie>", b"  <genre>War</genre>\n</movie>"
+    )
 
 
 def test_dry_run_write_add_and_undo_keep_every_other_byte(library):

@@ -4,9 +4,17 @@ encoders and a kNN head trained on the library's own labelled movies."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from _library import N_LABELLED, N_NO_NFO, N_UNLABELLED, make_library, snapshot
+from _library import (
+    N_LABELLED,
+    N_NO_NFO,
+    N_UNLABELLED,
+    fixture_rows,
+    make_library,
+    snapshot,
+)
 from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
@@ -34,7 +42,7 @@ def tagged(tmp_path_factory, fixture_dir):
     return {"root": root, "movies": movies, "before": before, "index": index, "first": first}
 
 
-def test_index_a_library_then_tag_it_dry_run_write_and_undo(tagged):
+def test_index_a_library_then_tag_it_dry_run_write_and_undo(tagged, fixture_dir):
     root, index, before = tagged["root"], tagged["index"], tagged["before"]
     first = tagged["first"]
     assert first["items"] == N_LABELLED + N_UNLABELLED + N_NO_NFO
@@ -70,10 +78,21 @@ def test_index_a_library_then_tag_it_dry_run_write_and_undo(tagged):
                 == [g["genre"] for g in proposed[m["id"]]["add"]]
             )
 
-    # a re-run of index picks up the changed NFOs: the new labels, no poster encoded again
+    # a re-run of index picks up the changed NFOs (their new labels) and a new movie; only the
+    # new movie's poster is encoded
+    new = root / "Movies" / "New Arrival (2020)"
+    new.mkdir()
+    (new / "New Arrival (2020).mkv").write_bytes(b"x")
+    in_library = {r["poster"] for r in fixture_rows(fixture_dir, 100)}
+    unused = sorted(
+        p for p in (fixture_dir / "posters").iterdir() if f"posters/{p.name}" not in in_library
+    )
+    shutil.copy(unused[0], new / "poster.jpg")
     second = ok("index", root, "--out", index, *ENCODERS)
+    assert second["items"] == first["items"] + 1
     poster_set = next(s for s in second["sets"] if s["modality"] == "poster")
-    assert poster_set["encoded"] == 0 and poster_set["reused"] == first["items"]
+    assert poster_set["encoded"] == 1 and poster_set["reused"] == first["items"]
+    shutil.rmtree(new)
     labelled = sum(n for n in second["genres"].values())
     assert labelled > sum(n for n in first["genres"].values())
 

@@ -179,8 +179,17 @@ def read_nfo_bytes(path: str | Path, root: str | Path | None = None) -> bytes:
 
 
 def parse_nfo(raw: bytes) -> NfoData:
-    """Parse the bytes of a movie NFO; no entity is expanded and nothing external is fetched."""
-    root = parse_xml(raw)
+    """Parse the bytes of a movie NFO; no entity is expanded and nothing external is fetched.
+
+    Kodi's "combination" NFO, the XML followed by a scraper URL, is read up to ``</movie>``.
+    """
+    try:
+        root = parse_xml(raw)
+    except NfoError:
+        end = raw.rfind(b"</movie>") + len(b"</movie>")
+        if end < len(b"</movie>") or not raw[end:].strip():
+            raise
+        root = parse_xml(raw[:end])
     if root.tag != "movie":
         raise NfoError(f"it is not a movie NFO (its root element is <{root.tag}>)")
 
