@@ -14,7 +14,7 @@ from embedgenre.catalog import read_catalog
 from embedgenre.errors import CatalogError
 from embedgenre.library.edit import add_genres
 from embedgenre.library.nfo import MAX_NFO_BYTES, NfoError, parse_nfo
-from embedgenre.library.tag import JOURNAL, STATE_DIR, tag_library, undo_tags
+from embedgenre.library.tag import STATE_DIR, tag_library, undo_tags
 
 SCORES = {"Drama": 0.9, "Comedy": 0.7, "Horror": 0.55, "Western": 0.2}
 
@@ -277,7 +277,7 @@ def test_dry_run_write_add_and_undo_keep_every_other_byte(library):
     assert result.refused == []
     assert snapshot(root) == before
     assert {p: (root / p).read_bytes() for p in before} == raw_before
-    assert not (root / STATE_DIR / JOURNAL).exists()
+    assert not (root / STATE_DIR).exists()  # no journal, backup or lock left behind
     assert undo_tags(root).restored == []
 
 

@@ -64,12 +64,13 @@ def detect_encoding(raw: bytes) -> Encoding:
 
 
 def add_genres(raw: bytes, genres: Sequence[str]) -> bytes:
-    """``raw`` (a movie NFO) with ``<genre>`` elements for ``genres`` inserted; every original
-    byte kept, in order. Raises :class:`~embedgenre.library.nfo.NfoError` if that cannot be
+    """``raw`` (a movie NFO) with ``<genre>`` elements for those of ``genres`` it lacks inserted;
+    every original byte kept, in order. Raises :class:`~embedgenre.library.nfo.NfoError` if that cannot be
     done exactly (an undecodable file, no ``</movie>``)."""
+    before = parse_nfo(raw)
+    genres = [g for g in dict.fromkeys(genres) if g not in before.genres]
     if not genres:
         return raw
-    before = parse_nfo(raw)
     enc = detect_encoding(raw)
     body = raw[len(enc.bom) :]
     try:
@@ -82,7 +83,7 @@ def add_genres(raw: bytes, genres: Sequence[str]) -> bytes:
     cut = len(enc.bom) + len(text[:pos].encode(enc.codec))
     out = raw[:cut] + snippet.encode(enc.codec, errors="xmlcharrefreplace") + raw[cut:]
     after = parse_nfo(out)
-    if list(after.genres) != list(before.genres) + [g for g in genres if g not in before.genres]:
+    if list(after.genres) != list(before.genres) + genres:
         raise NfoError("its genres could not be added as separate <genre> elements")
     return out
 

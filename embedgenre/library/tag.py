@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -210,6 +211,8 @@ def undo_tags(library: str | Path) -> UndoResult:
         for f in (state / BACKUPS).glob("*.nfo"):
             if f.name not in needed:
                 f.unlink(missing_ok=True)
+    if not kept:  # all undone: the library holds nothing of embedgenre's any more
+        shutil.rmtree(state, ignore_errors=True)
     result.restored = list(dict.fromkeys(result.restored))
     return result
 
@@ -287,6 +290,8 @@ def _write(plan: TagPlan, by_id: dict[str, LibraryMovie]) -> None:
                     path = Path(os.path.realpath(movie.nfo))
                     original = read_nfo_bytes(path, real_root)
                     data, mode = add_genres(original, names), os.stat(path).st_mode & 0o7777
+                    if data == original:
+                        raise NfoError("it has these genres already (edited since it was read)")
                 else:
                     path, original, mode = movie.nfo_target, None, None
                     if path.exists():
