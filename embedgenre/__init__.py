@@ -16,6 +16,7 @@ Names are imported on first use, so ``import embedgenre`` stays cheap.
 from __future__ import annotations
 
 from importlib import import_module
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 
 __version__ = "0.1.0"
@@ -37,6 +38,8 @@ _EXPORTS = {
     "GenreIndex": "embedgenre.store",
     "read_catalog": "embedgenre.catalog",
     "Catalog": "embedgenre.catalog",
+    "tag_library": "embedgenre.library.tag",
+    "undo_tags": "embedgenre.library.tag",
     "EvalConfig": "embedgenre.evaluate.runner",
     "EmbedgenreError": "embedgenre.errors",
     "CatalogError": "embedgenre.errors",
@@ -71,7 +74,9 @@ __all__ = [
     "read_catalog",
     "search",
     "similar",
+    "tag_library",
     "train",
+    "undo_tags",
 ]
 
 if TYPE_CHECKING:
@@ -87,6 +92,7 @@ if TYPE_CHECKING:
         WriteError,
     )
     from embedgenre.evaluate.runner import EvalConfig
+    from embedgenre.library.tag import tag_library, undo_tags
     from embedgenre.predict import GenreScore, Prediction, Predictor, PredictResult
     from embedgenre.retrieval import RetrievalResult, Retriever
     from embedgenre.store import GenreIndex

@@ -130,8 +130,27 @@ def tag_library(
 ) -> TagPlan:
     """Predict the genres missing from a library's NFOs and, with ``write=True``, add them.
 
-    Returns the plan: per movie the genres added (or that a dry run would add) with their scores.
-    Nothing is written without ``write``; no NFO is created without ``create_nfo``.
+    Parameters
+    ----------
+    library : str or Path
+        The media library folder (searched recursively, see :mod:`embedgenre.library.nfo`).
+    predictor : Predictor
+        Predicts each movie's genres from its poster and plot (its head chosen as for a catalog).
+    write : bool
+        Add the genres to the NFO files, journalled; False (default) is a dry run.
+    add : bool
+        Also add missing genres to movies whose NFO has genres.
+    min_score : float, optional
+        Add only genres scored at least this, in [0, 1] (default: the head's thresholds alone).
+    create_nfo : bool
+        Write a new NFO for movies that have none (never done otherwise).
+    batch_size : int
+        Movies per prediction batch.
+
+    Returns
+    -------
+    TagPlan
+        Per movie the genres added (or that a dry run would add) with their scores, or why not.
     """
     if min_score is not None and not 0.0 <= min_score <= 1.0:
         raise CatalogError(f"min_score must lie in [0, 1], got {min_score!r}.")
@@ -179,8 +198,21 @@ def tag_library(
 
 
 def undo_tags(library: str | Path) -> UndoResult:
-    """Restore every file the journal says was changed, newest change first, byte for byte;
-    a file edited since it was written is left as it is and reported (per file)."""
+    """Restore every file the journal says was changed, newest change first, byte for byte.
+
+    A file edited since it was written is left as it is and reported; its journal line and
+    backup are kept, so a later call can finish once the file is put back.
+
+    Parameters
+    ----------
+    library : str or Path
+        The media library folder that :func:`tag_library` wrote to.
+
+    Returns
+    -------
+    UndoResult
+        The files restored (or removed, if created), refused (with the reason) and unchanged.
+    """
     root = _library_root(library)
     result = UndoResult(root)
     state = root / STATE_DIR
