@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -12,6 +13,14 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from typer.core import TyperGroup
 
 from embedgenre.errors import EmbedgenreError
@@ -76,3 +85,28 @@ WAIT_HELP = (
     "If another process is writing the index, wait for it to finish instead of refusing "
     "(the writer lock is released however that process ends)."
 )
+
+
+@contextmanager
+def fit_progress(quiet: bool = False):
+    """One overall progress bar on stderr, with the elapsed time and an estimate of what is
+    left; yields the ``progress(done, total, what)`` callback the library calls (None when
+    ``quiet`` or stderr is not a terminal: the log lines say the same)."""
+    if quiet or not err_console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("fits", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=escape(what)[:40])
+
+        yield progress

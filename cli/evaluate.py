@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from embedgenre.cli.common import console, emit_json, err_console
+from embedgenre.cli.common import console, emit_json, err_console, fit_progress
 
 app = typer.Typer()
 
@@ -60,8 +60,11 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the split, models and few-shot samples.")] = 0,
     shots: Annotated[
         str,
-        typer.Option(help="Few-shot k values per genre, e.g. 1,2,4,8,16,32,all; 'none' to skip."),
-    ] = "1,2,4,8,16,32,all",
+        typer.Option(
+            help="Few-shot curves: k labelled movies per genre, e.g. 1,2,4,8,16,32,all "
+            "(each k fits every method again); 'none' (the default) skips them."
+        ),
+    ] = "none",
     fewshot_seeds: Annotated[int, typer.Option(min=1, help="Few-shot repeats per k.")] = 3,
     scratch_cnn: Annotated[
         bool, typer.Option("--scratch-cnn/--no-scratch-cnn", help="Train the from-scratch CNN.")
@@ -124,7 +127,8 @@ def evaluate(
         config.methods = _names(methods)
     if _names(modalities):
         config.modalities = _names(modalities)
-    ev = evaluate_index(index_dir, config)
+    with fit_progress(as_json) as progress:
+        ev = evaluate_index(index_dir, config, progress=progress)
     with writing(report, "--report", partial=False):  # the figures; write_report wraps its own
         write_report(ev.result, report)
         make_plots(ev, report)

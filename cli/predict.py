@@ -263,7 +263,14 @@ def predict(
     head: Annotated[
         str | None, typer.Option(help="Head name (default: the best that fits the inputs).")
     ] = None,
-    top: Annotated[int, typer.Option(min=1, help="Show the K best genres.")] = 5,
+    top: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Show the scores of the K best genres (every predicted genre is listed "
+            "whatever K).",
+        ),
+    ] = 5,
     catalog: Annotated[
         Path | None, typer.Option(help="Predict every item of this catalog.")
     ] = None,

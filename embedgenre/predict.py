@@ -93,9 +93,7 @@ class Predictor:
         """The head (and its encoders) for this kind of input, loaded on first use."""
         key = (has_poster, has_plot)
         if key not in self._loaded:
-            head = choose_head(
-                self.index, has_poster, has_plot, self.head_name, self.save_zeroshot
-            )
+            head = choose_head(self.index, has_poster, has_plot, self.head_name, self.save_zeroshot)
             self._loaded[key] = load_query_encoders(self.index, head, self.encoder_loader)
         return self._loaded[key]
 
@@ -131,7 +129,6 @@ class Predictor:
         return PredictResult(
             q.head.describe(), results, {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4)}
         )
-
 
     def catalog_encoders(self, catalog) -> QueryEncoders:
         """The head for every item of ``catalog``: the named head (each item scored on the
@@ -210,6 +207,18 @@ def rank(head: Head, P: np.ndarray, top: int | None = None) -> list[list[dict]]:
     return out
 
 
+def predicted_genres(head: Head, P: np.ndarray) -> list[list[str]]:
+    """Per row: every genre that passes its threshold (with the at-least-one rule), best first.
+    How many scores a caller shows (``top``) never changes which genres are predicted."""
+    pred = head.predictor
+    D = apply_thresholds(P, pred.thresholds_, pred.at_least_one_)
+    out = []
+    for p, d in zip(P, D):
+        chosen = np.flatnonzero(d)
+        out.append([head.genres[j] for j in chosen[np.argsort(-p[chosen], kind="stable")]])
+    return out
+
+
 def predict_inputs(
     q: QueryEncoders,
     posters: list | None = None,
@@ -262,10 +271,9 @@ def score_inputs(
 ) -> list[dict]:
     """One dict per row of the query vectors (``labels`` name the rows): input, genres, ranking."""
     P = head.predictor.predict_proba(head_input(head, pv, tv, len(labels)))
-    ranking = rank(head, P, top)
+    ranking, genres = rank(head, P, top), predicted_genres(head, P)
     return [
-        {"input": lab, "genres": [r["genre"] for r in rk if r["predicted"]], "ranking": rk}
-        for lab, rk in zip(labels, ranking)
+        {"input": lab, "genres": g, "ranking": rk} for lab, g, rk in zip(labels, genres, ranking)
     ]
 
 
@@ -323,7 +331,7 @@ def predict_catalog(q: QueryEncoders, catalog, batch_size: int = 64, top: int | 
                 head, None if pv is None else pv[ok], None if tv is None else tv[ok], len(ok)
             )
             P[ok] = head.predictor.predict_proba(X)
-        ranking = rank(head, P, top)
+        ranking, genres = rank(head, P, top), predicted_genres(head, P)
         for i, it in enumerate(batch):
             if not has[i]:
                 need = {"poster": "a readable poster", "plot": "a plot"}.get(
@@ -338,7 +346,7 @@ def predict_catalog(q: QueryEncoders, catalog, batch_size: int = 64, top: int | 
                 continue
             yield {
                 "id": it.id,
-                "genres": [r["genre"] for r in ranking[i] if r["predicted"]],
+                "genres": genres[i],
                 "scores": {r["genre"]: r["score"] for r in ranking[i]},
                 "error": None,
             }

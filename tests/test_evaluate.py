@@ -467,3 +467,20 @@ def test_make_split_reads_documents_and_draws_splits():
         make_split(ids, Y, universe, document={"train": ids[:41], "test": ids[40:50]})
     with pytest.raises(EmbedgenreError, match="must be part of 'train'"):
         make_split(ids, Y, universe, document=dict(doc, validation=ids[45:47]))
+
+
+def test_progress_counts_every_fit_against_a_total_known_up_front(synthetic):
+    from embedgenre.evaluate import EvalConfig, evaluate
+
+    data, _, _ = synthetic
+    calls = []
+    cfg = fast_config(shots=(), methods=("knn", "linear"))
+    evaluate(data, cfg, progress=lambda done, total, what: calls.append((done, total, what)))
+    fits = calls[:-1]
+    assert fits and calls[-1][2] == "done"
+    # the total is the planned number of fits from the first call on, and each fit counts once
+    assert {total for _, total, _ in calls} == {len(fits)}
+    assert [done for done, _, _ in fits] == list(range(len(fits)))
+    assert calls[-1][0] == calls[-1][1] == len(fits)
+    # few-shot curves are asked for, not made by default
+    assert EvalConfig().shots == ()

@@ -104,7 +104,9 @@ def test_train_then_predict_posters_and_plot(data):
     index = str(data["index"])
     out = ok("train", index, "--method", "linear", "--image-encoder", "cnn:efficientnet-lite0")
     assert out["name"] == "linear-poster" and 0 <= out["validation"]["micro_f1"] <= 1
-    saved = json.loads((GenreIndex.open(data["index"]).head_dir("linear-poster") / "head.json").read_text())
+    saved = json.loads(
+        (GenreIndex.open(data["index"]).head_dir("linear-poster") / "head.json").read_text()
+    )
     assert saved["encoders"]["poster"]["encoder"] == "cnn:efficientnet-lite0"
     assert len(saved["predictor"]["thresholds"]) == len(saved["genres"])
     res = ok(
@@ -293,3 +295,29 @@ def test_k_larger_than_the_index(data):
 def test_option_for_another_method(data):
     result = runner.invoke(app, ["train", str(data["index"]), "--method", "linear", "--k", "3"])
     assert result.exit_code != 0 and "--k does not apply to --method linear" in result.output
+
+
+def test_top_limits_the_scores_shown_never_the_genres_predicted():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from embedgenre.predict import score_inputs
+
+    genres = ["Action", "Comedy", "Drama", "Horror", "Romance", "War", "Western"]
+    scores = np.array([[0.9, 0.2, 0.8, 0.7, 0.6, 0.65, 0.1]])
+    predictor = SimpleNamespace(
+        thresholds_=np.full(len(genres), 0.5),
+        at_least_one_=True,
+        predict_proba=lambda X: scores,
+    )
+    head = SimpleNamespace(
+        name="h",
+        modality="poster",
+        encoders={"poster": {"dim": 4}},
+        genres=genres,
+        predictor=predictor,
+    )
+    (row,) = score_inputs(head, np.zeros((1, 4), np.float32), None, ["p.jpg"], top=2)
+    assert row["genres"] == ["Action", "Drama", "Horror", "War", "Romance"]
+    assert [r["genre"] for r in row["ranking"]] == ["Action", "Drama"]

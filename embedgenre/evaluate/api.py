@@ -9,7 +9,7 @@ from embedgenre.evaluate import plots
 from embedgenre.evaluate.data import from_index
 from embedgenre.evaluate.metrics import micro_pr_curve
 from embedgenre.evaluate.report import check_report_dir, sorted_rows, write_report
-from embedgenre.evaluate.runner import EvalConfig, Evaluation, evaluate
+from embedgenre.evaluate.runner import EvalConfig, Evaluation, Progress, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +62,17 @@ def make_plots(ev: Evaluation, out_dir: str | Path) -> dict[str, Path]:
 
 
 def evaluate_index(
-    index_path: str | Path, config: EvalConfig | None = None, report_dir: str | Path | None = None
+    index_path: str | Path,
+    config: EvalConfig | None = None,
+    report_dir: str | Path | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Evaluate every method on the index at ``index_path``; with ``report_dir``, write the
-    report files (:func:`embedgenre.evaluate.report.write_report`) and figures there."""
+    report files (:func:`embedgenre.evaluate.report.write_report`) and figures there.
+    ``progress(done, total, what)`` is called before each fit."""
     if report_dir is not None:
         check_report_dir(report_dir)  # a bad path is found before the work, not after it
-    ev = evaluate(from_index(index_path), config)
+    ev = evaluate(from_index(index_path), config, progress)
     if report_dir is not None:
         write_report(ev.result, report_dir)
         make_plots(ev, report_dir)

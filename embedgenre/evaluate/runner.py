@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -36,6 +37,9 @@ from embedgenre.predictors import HeadSpec, TunedThresholds
 from embedgenre.predictors.baselines import TRIVIAL_KINDS, TrivialBaseline
 from embedgenre.predictors.scratch_cnn import ScratchCNN
 from embedgenre.splits import iterative_split
+
+# progress(done, total, what): called before each fit and once when the run ends
+Progress = Callable[[int, int, str], None]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ class EvalConfig:
     folds: int | None = 5
     split: dict | None = None
     seed: int = 0
-    shots: tuple[int | None, ...] = (1, 2, 4, 8, 16, 32, None)
+    shots: tuple[int | None, ...] = ()  # few-shot curves when asked: (1, 2, 4, 8, 16, 32, None)
     fewshot_seeds: int = 3
     scratch_cnn: bool = True
     cnn_epochs: int = 6
@@ -103,10 +107,12 @@ class Evaluation:
 
 
 class _Run:
-    def __init__(self, data: EvalData, config: EvalConfig):
+    def __init__(self, data: EvalData, config: EvalConfig, progress: Progress | None = None):
         config.check()
         self.data = data
         self.cfg = config
+        self.progress = progress
+        self.total = 0
         self.Y = np.asarray(data.labels, dtype=np.uint8)
         self.genres = list(data.genres)
         self.outputs: dict[tuple[str, str, str], Output] = {}
@@ -187,7 +193,26 @@ class _Run:
 
     def _log(self, what: str) -> None:
         self.step += 1
-        logger.info("[%d] %s", self.step, what)
+        self.total = max(self.total, self.step)
+        logger.info("[%d/%d] %s", self.step, self.total, what)
+        if self.progress is not None:
+            self.progress(self.step - 1, self.total, what)
+
+    def _planned_steps(self) -> int:
+        """How many fits the run will make (few-shot curves count as they come)."""
+        cfg, n_methods = self.cfg, len(self.cfg.methods)
+        views = [
+            v
+            for v in self.posters
+            if "poster" in cfg.modalities or (v is self.poster0 and "plot" in cfg.modalities)
+        ]
+        views += self.plots if "plot" in cfg.modalities else []
+        steps = n_methods * len(views)
+        if self.poster0 is not None and self.plot0 is not None:
+            steps += n_methods * len({"early_fusion", "late_fusion"} & set(cfg.modalities))
+        if cfg.scratch_cnn and self.posters:
+            steps += 2
+        return steps
 
     def _spec(self, method: str, modality: str, fusion: str | None = None) -> HeadSpec:
         """The spec of one row: what ``embedgenre train`` fits with the same options."""
@@ -455,6 +480,7 @@ class _Run:
         self._select_sets()
         universe = self._universe()
         self._split(universe)
+        self.total = self._planned_steps()
         held = (
             f"{cfg.folds}-fold out-of-fold thresholds"
             if self.val is None
@@ -501,6 +527,8 @@ class _Run:
         fewshot = self._fewshot() if cfg.shots else []
         test_outputs = self._score_all()
         self.timings["total_s"] = round(time.perf_counter() - t_start, 2)
+        if self.progress is not None:
+            self.progress(self.step, self.step, "done")
         info = {
             "index": self.data.source,
             "n_items": int(len(self.data.ids)),
@@ -533,6 +561,9 @@ class _Run:
         return Evaluation(result=result, labels=self.Y, test_outputs=test_outputs)
 
 
-def evaluate(data: EvalData, config: EvalConfig | None = None) -> Evaluation:
-    """Run the whole comparison on ``data``; see the module doc for the flow."""
-    return _Run(data, config or EvalConfig()).run()
+def evaluate(
+    data: EvalData, config: EvalConfig | None = None, progress: Progress | None = None
+) -> Evaluation:
+    """Run the whole comparison on ``data``; see the module doc for the flow. ``progress`` is
+    called as ``progress(done, total, what)`` before each fit and once at the end."""
+    return _Run(data, config or EvalConfig(), progress).run()
