@@ -102,7 +102,7 @@ def index(
         Engine,
         typer.Option(
             help="What encodes: this process (local) or a Ray Data pipeline (ray; "
-            "pip install 'embedgenre[distributed]'). Both write the same index."
+            "pip install 'embedgenre\\[distributed]'). Both write the same index."
         ),
     ] = Engine.local,
     address: Annotated[

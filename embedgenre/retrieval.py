@@ -30,6 +30,7 @@ How a query is answered
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -479,8 +480,7 @@ class Retriever:
             row = self.index.row_of.get(item_id)
             if row is None:
                 raise RetrievalError(
-                    f"no item with id {item_id!r} in {self.index.path}; ids look like "
-                    f"{self.index.ids[0]!r} (see `embedgenre info`)."
+                    f"no item with id {item_id!r} in {self.index.path}; " + self._id_hint(item_id)
                 )
             query = {"kind": "item", **self._describe_row(row)}
         elif isinstance(poster, Image.Image) or poster is None:
@@ -626,6 +626,22 @@ class Retriever:
         )
 
     # -- formatting --------------------------------------------------------------------
+
+    def _id_hint(self, given: str) -> str:
+        """What to ask for instead of an unknown id: the ids of movies titled ``given``, else
+        ids spelled like it, else what ids look like."""
+        ids = self.index.ids
+        if not len(ids):
+            return "the index holds no items."
+        wanted = given.strip().casefold()
+        items = self.index.items if len(ids) <= 200_000 else []  # a hint is not worth a scan
+        titled = [it["id"] for it in items if (it.get("title") or "").casefold() == wanted]
+        if titled:
+            return f"a movie titled {given!r} has id {', '.join(map(repr, titled[:3]))}."
+        near = difflib.get_close_matches(given, ids[:100_000], n=3, cutoff=0.75)
+        if near:
+            return f"did you mean {', '.join(map(repr, near))}?"
+        return f"ids look like {ids[0]!r}."
 
     def _describe_row(self, row: int) -> dict[str, Any]:
         item = self.index.items[row]

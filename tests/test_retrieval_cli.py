@@ -186,6 +186,11 @@ def test_errors_name_the_problem(small):
         small, "similar", "--id", small["first"], "-g", "Cartoon"
     )
     assert "no item with id 'tt0000000'" in fails(small, "similar", "--id", "tt0000000")
+    # an unknown id is met with the ids it may have meant, not a pointer elsewhere
+    typo = small["first"][:-1] + ("0" if small["first"][-1] != "0" else "1")
+    assert f"did you mean {small['first']!r}" in fails(small, "similar", "--id", typo)
+    with_title = next(it for it in GenreIndex.open(small["index"]).items if it.get("title"))
+    assert f"has id {with_title['id']!r}" in fails(small, "similar", "--id", with_title["title"])
     assert "exactly one" in fails(small, "similar")
     poster = str(small["tmp"] / "elsewhere.jpg")
     Image.new("RGB", (40, 60), "red").save(poster)
