@@ -308,6 +308,8 @@ def predict(
         return
     h = result.head
     err_console.print(f"head: {h['name']} ({h['method']}, {h['modality']})", markup=False)
+    for note in result.notes:
+        err_console.print(f"note: {note}", markup=False)
     for r in result.results:
         console.print(f"{r.input}: {', '.join(r.genres) or '(none)'}", markup=False)
         for g in r.ranking:

@@ -18,12 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import PosterError, PredictorError
 from embedgenre.features import head_input as build_input
 from embedgenre.heads import Head, choose_head, load_head
+from embedgenre.images import check_poster_file, decode_image_bytes
 from embedgenre.predictors.thresholds import apply_thresholds
 from embedgenre.store import GenreIndex
 
@@ -55,10 +57,14 @@ class PredictResult:
     head: dict  # name, method, modality, fusion, encoders, validation scores, saved
     results: list[Prediction]
     timings: dict[str, float] = field(default_factory=dict)  # seconds: choose, encode+score
+    notes: list[str] = field(default_factory=list)  # what the caller gave that was not used
 
     def to_dict(self) -> dict:
         """The JSON shape of ``embedgenre predict --json``."""
-        return {"head": self.head, "results": [asdict(r) for r in self.results]}
+        doc = {"head": self.head, "results": [asdict(r) for r in self.results]}
+        if self.notes:
+            doc["notes"] = list(self.notes)
+        return doc
 
 
 class Predictor:
@@ -99,14 +105,30 @@ class Predictor:
 
     def predict(
         self,
-        posters: list[str | Path] | None = None,
+        posters: list[str | Path | Image.Image | bytes] | None = None,
         plot: str | None = None,
         title: str | None = None,
         top: int | None = None,
     ) -> PredictResult:
         """Genres of each poster (with ``plot`` beside each, when given), or of the plot alone.
 
-        ``title`` goes with ``plot``: the index embeds a movie's title with its synopsis.
+        Parameters
+        ----------
+        posters : list of str, Path, PIL.Image.Image or bytes, optional
+            Poster files, images already in memory, or the bytes of an image file.
+        plot : str, optional
+            A synopsis.
+        title : str, optional
+            The movie's title; it goes with ``plot`` (the index embeds a title with its
+            synopsis).
+        top : int, optional
+            How many genre scores each answer ranks (every predicted genre is listed anyway).
+
+        Returns
+        -------
+        PredictResult
+            The head used, and per poster (or for the plot alone) the predicted genres and the
+            ranking of scores against thresholds; ``notes`` says what was given but not used.
         """
         if title is not None and plot is None:
             raise PredictorError(
@@ -114,20 +136,27 @@ class Predictor:
                 'add --plot "..." or drop --title.'
             )
         plot = check_plot(plot)
-        posters = [str(p) for p in posters or []]
-        if not posters and plot is None:
+        images, labels = query_posters(posters)
+        if not images and plot is None:
             raise PredictorError("Give at least one poster file or --plot TEXT (or --catalog).")
         t0 = time.perf_counter()
-        q = self.query_encoders(bool(posters), plot is not None)
+        q = self.query_encoders(bool(images), plot is not None)
         t1 = time.perf_counter()
-        rows = predict_inputs(q, posters, plot, top=top, title=title)
+        notes = []
+        if plot is not None and images and q.plot is None:
+            notes.append(f"head {q.head.name} scores posters only: the plot was not used.")
+        pv, tv = encode_inputs(q, images, plot, title)
+        rows = score_inputs(q.head, pv, tv, labels or ["(plot)"], top)
         t2 = time.perf_counter()
         results = [
             Prediction(r["input"], r["genres"], [GenreScore(**g) for g in r["ranking"]])
             for r in rows
         ]
         return PredictResult(
-            q.head.describe(), results, {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4)}
+            q.head.describe(),
+            results,
+            {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4)},
+            notes,
         )
 
     def catalog_encoders(self, catalog) -> QueryEncoders:
@@ -176,6 +205,28 @@ def head_input(head: Head, poster_vecs: np.ndarray | None, plot_vecs: np.ndarray
         raise PredictorError(f"Head {head.name!r} needs a {head.modality} input.") from None
 
 
+def query_posters(posters) -> tuple[list, list[str]]:
+    """(what the encoder reads, a label per poster) for posters given as file paths, PIL
+    images or encoded bytes. Files are checked before any model loads, so a wrong path is
+    reported at once."""
+    images, labels = [], []
+    for i, p in enumerate(posters or []):
+        if isinstance(p, Image.Image):
+            images.append(p)
+            labels.append(f"image {i + 1}")
+        elif isinstance(p, (bytes, bytearray, memoryview)):
+            images.append(decode_image_bytes(bytes(p), name=f"poster {i + 1}"))
+            labels.append(f"poster {i + 1}")
+        else:
+            path = Path(p)
+            if not path.exists():
+                raise PosterError(f"poster {path}: no such file; check the path.")
+            check_poster_file(path)
+            images.append(str(path))
+            labels.append(str(path))
+    return images, labels
+
+
 def check_plot(plot: str | None) -> str | None:
     if plot is None:
         return None
@@ -217,26 +268,6 @@ def predicted_genres(head: Head, P: np.ndarray) -> list[list[str]]:
         chosen = np.flatnonzero(d)
         out.append([head.genres[j] for j in chosen[np.argsort(-p[chosen], kind="stable")]])
     return out
-
-
-def predict_inputs(
-    q: QueryEncoders,
-    posters: list | None = None,
-    plot: str | None = None,
-    top: int | None = None,
-    title: str | None = None,
-) -> list[dict]:
-    """Genres for each poster (the same ``plot`` used with each), or the plot alone.
-
-    ``title`` (optional) is prefixed to the plot the way the index embeds plots
-    (:func:`embedgenre.catalog.plot_text`).
-
-    Returns one dict per poster (or one for a plot-only query): input, genres (predicted, best
-    first), ranking (top genres with scores and thresholds).
-    """
-    posters = list(posters or [])
-    pv, tv = encode_inputs(q, posters, plot, title)
-    return score_inputs(q.head, pv, tv, [str(p) for p in posters] or ["(plot)"], top)
 
 
 def encode_inputs(

@@ -321,3 +321,63 @@ def test_top_limits_the_scores_shown_never_the_genres_predicted():
     (row,) = score_inputs(head, np.zeros((1, 4), np.float32), None, ["p.jpg"], top=2)
     assert row["genres"] == ["Action", "Drama", "Horror", "War", "Romance"]
     assert [r["genre"] for r in row["ranking"]] == ["Action", "Drama"]
+
+
+def test_a_missing_poster_is_reported_before_any_encoder_loads(data):
+    from embedgenre.errors import PosterError
+    from embedgenre.predict import Predictor
+
+    def loader(_set):
+        raise AssertionError("an encoder was loaded for a poster that does not exist")
+
+    predictor = Predictor(GenreIndex.open(data["index"]), encoder_loader=loader)
+    with pytest.raises(PosterError, match=r"nope\.jpg: no such file; check the path\.$"):
+        predictor.predict(posters=[str(data["tmp"] / "nope.jpg")])
+    msg = fails("predict", str(data["tmp"] / "nope.jpg"), "--index", str(data["index"]))
+    assert "no such file" in msg and "catalog" not in msg
+
+
+def test_a_poster_as_a_path_an_image_or_bytes_gets_the_same_answer(data):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from embedgenre.predict import Predictor
+
+    ok(
+        "train",
+        str(data["index"]),
+        "--method",
+        "linear",
+        "--image-encoder",
+        "cnn:efficientnet-lite0",
+    )
+    predictor = Predictor.open(data["index"], head="linear-poster")
+    raw = Path(data["poster"]).read_bytes()
+    with Image.open(data["poster"]) as img:
+        result = predictor.predict(posters=[data["poster"], img.convert("RGB"), raw])
+    a, b, c = ([round(g.score, 5) for g in r.ranking] for r in result.results)
+    assert a == b == c
+    assert [r.input for r in result.results][1:] == ["image 2", "poster 3"]
+
+
+def test_a_plot_a_poster_head_cannot_use_is_named_not_dropped_in_silence(data):
+    ok(
+        "train",
+        str(data["index"]),
+        "--method",
+        "linear",
+        "--image-encoder",
+        "cnn:efficientnet-lite0",
+    )
+    res = ok(
+        "predict",
+        data["poster"],
+        "--plot",
+        data["plot"],
+        "--index",
+        str(data["index"]),
+        "--head",
+        "linear-poster",
+    )
+    assert res["notes"] == ["head linear-poster scores posters only: the plot was not used."]
