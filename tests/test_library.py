@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from _library import N_LABELLED, N_NO_NFO, N_UNLABELLED, inserted_only, make_library, snapshot
@@ -319,3 +320,32 @@ def test_create_nfo_only_when_asked_and_undo_removes_it(library):
 def test_a_file_that_is_not_a_library(tmp_path):
     with pytest.raises(CatalogError, match="not a folder"):
         tag_library(tmp_path / "nope", FixedPredictor())
+
+
+def test_a_file_that_cannot_be_written_is_reported_and_the_others_are_written(library, monkeypatch):
+    from embedgenre.errors import WriteError
+    from embedgenre.library import tag
+
+    root, movies = library
+    before = snapshot(root)
+    stuck = next(m["nfo"] for m in movies.values() if m["nfo"] and not m["labelled"])
+    real_write = tag.write_bytes
+
+    def write_bytes(path, data, mode=None):
+        if Path(path) == stuck:
+            raise WriteError(f"cannot write {path}: Read-only file system")
+        return real_write(path, data, mode=mode)
+
+    monkeypatch.setattr(tag, "write_bytes", write_bytes)
+    plan = tag_library(root, FixedPredictor(), write=True)
+    assert plan.counts()["written"] == N_UNLABELLED - 1
+    entry = next(e for e in plan.entries if root / e.path == stuck)
+    assert entry.action == "skip" and "Read-only file system" in entry.reason
+    assert (
+        snapshot(root)[stuck.relative_to(root).as_posix()]
+        == before[stuck.relative_to(root).as_posix()]
+    )
+    monkeypatch.undo()
+    result = undo_tags(root)  # the journal line of the unwritten file needs nothing
+    assert len(result.restored) == N_UNLABELLED - 1 and result.refused == []
+    assert snapshot(root) == before

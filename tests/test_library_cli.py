@@ -106,3 +106,20 @@ def test_tag_needs_an_index_and_undo_takes_no_index(tagged):
     assert result.exit_code == 1 and "--index" in result.stderr and "Traceback" not in result.output
     result = runner.invoke(app, ["tag", str(tagged["root"]), "--undo", "--write"])
     assert result.exit_code == 1 and "--undo takes only" in result.stderr
+
+
+def test_undo_names_each_file_edited_since_and_exits_1(tagged):
+    root, index, before = tagged["root"], tagged["index"], tagged["before"]
+    # the index was refreshed with the tagged labels above: its head is trained again
+    ok("train", index, "--method", "knn", "--k", "3", "--image-encoder", "cnn:efficientnet-lite0")
+    wrote = ok("tag", root, "--index", index, "--write")
+    edited = root / next(m["path"] for m in wrote["movies"] if m["written"])
+    edited.write_bytes(edited.read_bytes() + b"<!-- edited in the media server -->\n")
+    result = runner.invoke(app, ["tag", str(root), "--undo"])
+    assert result.exit_code == 1, result.output
+    rel = edited.relative_to(root).as_posix()
+    assert "left as it is:" in result.stderr and rel in " ".join(result.stderr.split())
+    assert f"{N_UNLABELLED - 1} file(s) restored, 1 refused" in result.stdout
+    edited.write_bytes(edited.read_bytes().replace(b"<!-- edited in the media server -->\n", b""))
+    assert ok("tag", root, "--undo")["restored"] == [rel]
+    assert snapshot(root) == before

@@ -347,7 +347,11 @@ def _write(plan: TagPlan, by_id: dict[str, LibraryMovie]) -> None:
                 "added": names,
             }
             _append(journal, record, state / JOURNAL)
-            write_bytes(path, data, mode=mode if mode is not None else 0o644)
+            try:
+                write_bytes(path, data, mode=mode if mode is not None else 0o644)
+            except WriteError as e:  # this file only (its folder read-only, say): go on
+                entry.action, entry.reason = "skip", f"not written: {e}"
+                continue
             entry.written = True
             logger.debug("wrote %s: + %s", path, ", ".join(names))
 
