@@ -60,6 +60,15 @@ def serve(
             help="Allow browser pages from this origin (repeatable; off by default).",
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A name clients use in the Host header, besides localhost, 127.0.0.1, [::1] "
+            "and the --host address (repeatable; '*' trusts any, e.g. behind a proxy that "
+            "checks it).",
+        ),
+    ] = None,
     insecure_no_token: Annotated[
         bool,
         typer.Option("--insecure-no-token", help="Serve a non-loopback address without a token."),
@@ -78,6 +87,7 @@ def serve(
     import uvicorn
 
     from embedgenre.serve import ServeConfig, check_bind, create_app, read_token_file
+    from embedgenre.serve.server import uvicorn_config
     from embedgenre.serve.service import one_blas_thread_per_request
     from embedgenre.store.reader import read_manifest
 
@@ -94,6 +104,7 @@ def serve(
         insecure_no_token=insecure_no_token,
         head=head,
         cors_origins=tuple(cors_origin or ()),
+        allowed_hosts=tuple(allowed_host or ()),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         request_timeout_s=timeout,
         json_logs=as_json,
@@ -114,14 +125,12 @@ def serve(
         server.should_exit = True
 
     server = uvicorn.Server(
-        uvicorn.Config(
+        uvicorn_config(
             create_app(config, on_load_error=stop),
-            host=host,
-            port=port,
+            config,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=5,
-            server_header=False,
         )
     )
     server.run()

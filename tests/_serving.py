@@ -6,11 +6,13 @@ import shutil
 import socket
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from embedgenre.cli.app import app as cli
+from embedgenre.serve import ServeConfig
 
 
 def index_with_heads(source: Path, out: Path) -> Path:
@@ -30,15 +32,18 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """uvicorn serving ``app`` on 127.0.0.1 in a thread of this process (a context manager)."""
+    """``app`` served on 127.0.0.1 in a thread of this process as `embedgenre serve` runs it,
+    with the head limits of ``config`` (a context manager)."""
 
-    def __init__(self, app):
+    def __init__(self, app, config: ServeConfig):
         import uvicorn
+
+        from embedgenre.serve.server import uvicorn_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
+        config = replace(config, host="127.0.0.1", port=self.port)
+        self.server = uvicorn.Server(uvicorn_config(app, config, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -33,6 +33,7 @@ from embedgenre.serve.service import Service
 
 PLOT = "A detective hunts a serial killer through the rainy city."
 TOKEN = "s3cret-token-for-tests-0123456789"
+LOCAL = "http://localhost"  # the test client's base URL: a Host the server trusts
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def service(index_dir):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with TestClient(create_app(service.config, service)) as c:
+    with TestClient(create_app(service.config, service), base_url=LOCAL) as c:
         yield c
 
 
@@ -398,7 +399,7 @@ def test_index_is_only_read(client, index_dir, poster):
 
 def test_token_is_required_when_configured(service, index_dir, tmp_path):
     config = ServeConfig(index_dir=index_dir, host="0.0.0.0", token=TOKEN)
-    with TestClient(create_app(config, service)) as c:
+    with TestClient(create_app(config, service), base_url=LOCAL) as c:
         assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200
         _problem(c.get("/v1/index"), 401, "token")
         _problem(c.get("/metrics"), 401, "token")
@@ -436,7 +437,7 @@ def test_cors_is_off_unless_an_origin_is_given(client, service, index_dir):
     origin = {"Origin": "http://elsewhere.example"}
     assert "access-control-allow-origin" not in client.get("/v1/index", headers=origin).headers
     config = ServeConfig(index_dir=index_dir, cors_origins=("http://elsewhere.example",))
-    with TestClient(create_app(config, service)) as c:
+    with TestClient(create_app(config, service), base_url=LOCAL) as c:
         r = c.get("/v1/index", headers=origin)
         assert r.headers["access-control-allow-origin"] == "http://elsewhere.example"
         other = c.get("/v1/index", headers={"Origin": "http://evil.example"})
@@ -498,7 +499,9 @@ def test_slow_request_times_out_and_a_crash_shows_no_traceback(service, index_di
     from embedgenre.serve import routes
 
     config = ServeConfig(index_dir=index_dir, request_timeout_s=0.3)
-    with TestClient(create_app(config, service), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(config, service), base_url=LOCAL, raise_server_exceptions=False
+    ) as c:
         monkeypatch.setattr(routes, "_predict", lambda *a: time.sleep(1.0) or {})
         _problem(c.post("/v1/predict", data={"plot": PLOT}), 504, "longer than 0.3 s")
 
@@ -586,7 +589,7 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
         )
         return d.execute_script(script)
 
-    with ServerThread(create_app(service.config, service)) as server:
+    with ServerThread(create_app(service.config, service), service.config) as server:
         driver = webdriver.Chrome(service=DriverService(chromedriver), options=options)
         try:
             wait = WebDriverWait(driver, 60)

@@ -13,6 +13,9 @@ from embedgenre.errors import EmbedgenreError
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a request body larger than this is refused unread
 MAX_UPLOAD_PIXELS = 40_000_000  # width x height read from the header, before decoding
 MAX_TOKEN_FILE_BYTES = 4096
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers together, counted as they arrive
+HEADER_TIMEOUT_S = 10.0  # from a request's first byte (or the connection) to its last header
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host values always trusted (any port)
 
 
 class ServeError(EmbedgenreError):
@@ -25,6 +28,9 @@ class ServeConfig:
 
     ``max_batch`` / ``max_wait_ms``: a micro-batch closes at this many inputs or this long after
     its first one; ``max_queue``: inputs waiting per encoder before requests get 503.
+    ``allowed_hosts``: names a request's ``Host`` header may carry besides the loopback names
+    and a non-wildcard bind address (``"*"`` trusts any); ``max_header_bytes`` and
+    ``header_timeout_s`` bound a request's head (request line and headers).
     """
 
     index_dir: Path
@@ -34,11 +40,14 @@ class ServeConfig:
     insecure_no_token: bool = False
     head: str | None = None
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_UPLOAD_PIXELS
     max_posters: int = 8
     max_k: int = 100
     request_timeout_s: float = 30.0
+    max_header_bytes: int = MAX_HEADER_BYTES
+    header_timeout_s: float = HEADER_TIMEOUT_S
     max_batch: int = 32
     max_wait_ms: float = 4.0
     max_queue: int = 512
@@ -48,6 +57,27 @@ class ServeConfig:
     def __post_init__(self) -> None:
         self.index_dir = Path(self.index_dir)
         self.cors_origins = tuple(self.cors_origins)
+        self.allowed_hosts = tuple(self.allowed_hosts)
+
+    def trusted_hosts(self) -> frozenset[str] | None:
+        """Lower-case host names (no port) a request may name in ``Host``; None trusts any."""
+        if "*" in self.allowed_hosts:
+            return None
+        names = {*LOOPBACK_HOSTS, *(host_name(h) for h in self.allowed_hosts)}
+        if self.host not in ("0.0.0.0", "::", ""):
+            names.add(host_name(self.host))
+        return frozenset(names)
+
+
+def host_name(value: str) -> str:
+    """The name part of a ``Host`` value, lower-case: ``"[::1]:8000"`` and ``"::1"`` ->
+    ``"[::1]"``, ``"Example.org:80"`` -> ``"example.org"``."""
+    value = value.strip().lower()
+    if value.count(":") > 1 and not value.startswith("["):  # a bare IPv6 address
+        return f"[{value}]"
+    if value.startswith("["):
+        return value.partition("]")[0] + "]"
+    return value.partition(":")[0]
 
 
 def is_loopback(host: str) -> bool:

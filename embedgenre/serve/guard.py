@@ -1,6 +1,11 @@
-"""What every request passes through before any route runs: request id, bearer token, body
-size cap (from Content-Length before anything is read, and counted while reading), a time
-limit, then a log line and metrics once it is answered. A plain ASGI middleware."""
+"""What every request passes through before any route runs: request id, trusted ``Host``,
+bearer token, body size cap (from Content-Length before anything is read, and counted while
+reading), a time limit, then a log line and metrics once it is answered. A plain ASGI
+middleware.
+
+A request refused here is answered from its headers alone: nothing awaits its body, and an
+answer sent before the body was read to its end closes the connection, so the server does not
+go on reading a body nobody asked for."""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
-from embedgenre.serve.config import ServeConfig
+from embedgenre.serve.config import LOOPBACK_HOSTS, ServeConfig, host_name
 from embedgenre.serve.metrics import Metrics
 
 access_log = logging.getLogger("embedgenre.serve.access")
@@ -29,17 +35,63 @@ def _problem_bytes(error: str, fix: str) -> bytes:
     return json.dumps({"error": error, "fix": fix}).encode()
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An answer given instead of running the app: status, metrics reason, what and the fix."""
+
+    status: int
+    reason: str
+    error: str
+    fix: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class _Exchange:
+    """One request's side of the wire: tags its answer with the request id, and closes the
+    connection when the answer starts before the body was read to its end."""
+
+    def __init__(self, send, rid: str, body_expected: bool):
+        self._send, self.rid = send, rid
+        self.status, self.started, self.body_unread = 0, False, body_expected
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.status, self.started = message["status"], True
+            extra = [(b"x-request-id", self.rid.encode()), (b"x-content-type-options", b"nosniff")]
+            if self.body_unread:
+                extra.append((b"connection", b"close"))
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await self._send(message)
+
+    def counting(self, receive, cap: int):
+        """``receive`` that raises BodyTooLarge past ``cap`` bytes and notes the body's end."""
+        received = 0
+
+        async def receive_():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    raise BodyTooLarge()
+                if not message.get("more_body", False):
+                    self.body_unread = False
+            return message
+
+        return receive_
+
+
+def _body_expected(headers: dict[bytes, bytes]) -> bool:
+    return (
+        headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
+    )
+
+
 class Guard:
     def __init__(self, app, config: ServeConfig, metrics: Metrics):
         self.app, self.config, self.metrics = app, config, metrics
         self._token = config.token.encode() if config.token else None
-
-    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
-        given = headers.get(b"authorization", b"")
-        scheme, _, value = given.partition(b" ")
-        # compared in constant time, whatever was sent
-        ok = hmac.compare_digest(value.strip(), self._token)
-        return ok and scheme.lower() == b"bearer"
+        self._trusted = config.trusted_hosts()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -49,98 +101,119 @@ class Guard:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")
         if not _REQUEST_ID.match(rid):
             rid = uuid.uuid4().hex[:16]
-        state = {"status": 0, "started": False}
-
-        async def send_(message):
-            if message["type"] == "http.response.start":
-                state["status"], state["started"] = message["status"], True
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", rid.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                ]
-            await send(message)
-
-        async def answer(status: int, reason: str, error: str, fix: str, extra=()):
-            self.metrics.rejected.labels(reason).inc()
-            body = _problem_bytes(error, fix)
-            await send_(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        *extra,
-                    ],
-                }
-            )
-            await send_({"type": "http.response.body", "body": body})
-
+        exchange = _Exchange(send, rid, _body_expected(headers))
         path, method = scope.get("path", ""), scope.get("method", "")
-        cap = self.config.max_upload_bytes
         try:
-            if (
-                self._token
-                and path.startswith(PROTECTED_PREFIXES)
-                and method != "OPTIONS"
-                and not self._authorised(headers)
-            ):
-                return await answer(
-                    401,
-                    "auth",
-                    "Missing or wrong bearer token.",
-                    "Send the header 'Authorization: Bearer TOKEN' with the token in the "
-                    "server's --token-file.",
-                    [(b"www-authenticate", b"Bearer")],
+            refusal = (
+                self._check_host(headers)
+                or self._check_token(path, method, headers)
+                or self._check_length(headers)
+            )
+            if refusal is not None:
+                await self._answer(exchange, refusal)
+            else:
+                await self._run(
+                    scope, exchange.counting(receive, self.config.max_upload_bytes), exchange
                 )
-            length = headers.get(b"content-length")
-            if length is not None:
-                if not length.isdigit():
-                    return await answer(
-                        400, "bad_length", "Invalid Content-Length header.", "Send a byte count."
-                    )
-                if int(length) > cap:
-                    return await answer(
-                        413,
-                        "too_large",
-                        f"The request body is {int(length) / 2**20:.1f} MB, over the "
-                        f"{cap / 2**20:.0f} MB limit.",
-                        "Send a smaller poster (a few hundred kB is plenty).",
-                    )
-            received = 0
-
-            async def receive_():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > cap:
-                        raise BodyTooLarge()
-                return message
-
-            try:
-                await asyncio.wait_for(
-                    self.app(scope, receive_, send_), self.config.request_timeout_s
-                )
-            except asyncio.TimeoutError:
-                if not state["started"]:
-                    await answer(
-                        504,
-                        "timeout",
-                        f"The request took longer than {self.config.request_timeout_s:g} s.",
-                        "Retry later, or send fewer posters per request.",
-                    )
         finally:
             route = scope.get("route")
             name = getattr(route, "path", None) or (
                 "static" if path.startswith("/static/") else "unmatched"
             )
             seconds = time.perf_counter() - t0
-            self.metrics.requests.labels(name, method, str(state["status"])).inc()
+            self.metrics.requests.labels(name, method, str(exchange.status)).inc()
             self.metrics.latency.labels(name).observe(seconds)
-            self._log(rid, method, path, state["status"], seconds)
+            self._log(rid, method, path, exchange.status, seconds)
+
+    def _check_host(self, headers: dict[bytes, bytes]) -> Refusal | None:
+        """``Host`` must name this server: a page on another site whose name was pointed at
+        this machine's address (DNS rebinding) sends its own name and is refused."""
+        given = headers.get(b"host", b"").decode("latin-1")
+        if self._trusted is None or host_name(given) in self._trusted:
+            return None
+        shown = repr(given[:100]) if given else "(none)"
+        return Refusal(
+            400,
+            "host",
+            f"The Host header {shown} is not a name this server answers to.",
+            f"Open the server as {' or '.join(LOOPBACK_HOSTS)} (any port), or start it with "
+            "--allowed-host NAME for each name its clients use.",
+        )
+
+    def _check_token(self, path: str, method: str, headers: dict[bytes, bytes]) -> Refusal | None:
+        if (
+            not self._token
+            or not path.startswith(PROTECTED_PREFIXES)
+            or method == "OPTIONS"
+            or self._authorised(headers)
+        ):
+            return None
+        return Refusal(
+            401,
+            "auth",
+            "Missing or wrong bearer token.",
+            "Send the header 'Authorization: Bearer TOKEN' with the token in the server's "
+            "--token-file.",
+            ((b"www-authenticate", b"Bearer"),),
+        )
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"authorization", b"")
+        scheme, _, value = given.partition(b" ")
+        # compared in constant time, whatever was sent
+        ok = hmac.compare_digest(value.strip(), self._token)
+        return ok and scheme.lower() == b"bearer"
+
+    def _check_length(self, headers: dict[bytes, bytes]) -> Refusal | None:
+        length, cap = headers.get(b"content-length"), self.config.max_upload_bytes
+        if length is None:
+            return None  # a chunked body is counted while it is read
+        if not length.isdigit():
+            return Refusal(
+                400, "bad_length", "Invalid Content-Length header.", "Send a byte count."
+            )
+        if int(length) > cap:
+            return Refusal(
+                413,
+                "too_large",
+                f"The request body is {int(length) / 2**20:.1f} MB, over the "
+                f"{cap / 2**20:.0f} MB limit.",
+                "Send a smaller poster (a few hundred kB is plenty).",
+            )
+        return None
+
+    async def _run(self, scope, receive, exchange: _Exchange) -> None:
+        timeout = self.config.request_timeout_s
+        try:
+            await asyncio.wait_for(self.app(scope, receive, exchange.send), timeout)
+        except asyncio.TimeoutError:
+            if not exchange.started:
+                await self._answer(
+                    exchange,
+                    Refusal(
+                        504,
+                        "timeout",
+                        f"The request took longer than {timeout:g} s.",
+                        "Retry later, or send fewer posters per request.",
+                    ),
+                )
+
+    async def _answer(self, exchange: _Exchange, refusal: Refusal) -> None:
+        """Send ``refusal`` as the JSON problem document; never reads the request body."""
+        self.metrics.rejected.labels(refusal.reason).inc()
+        body = _problem_bytes(refusal.error, refusal.fix)
+        await exchange.send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *refusal.headers,
+                ],
+            }
+        )
+        await exchange.send({"type": "http.response.body", "body": body})
 
     def _log(self, rid: str, method: str, path: str, status: int, seconds: float) -> None:
         """One line per request; ``fields`` carries the same for a JSON log formatter."""

@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -21,6 +22,9 @@ from embedgenre.serve.problems import ApiError
 MAX_FIELD_BYTES = 64 * 1024  # a plot, a title
 FIELDS = ("plot", "title", "head", "top", "k", "by", "genre", "exclude_genre", "plot_weight")
 _LABEL_UNSAFE = re.compile(r"[^\w .()+-]")
+MAX_JSON_DEPTH = 32  # arrays and objects inside each other; a request's body needs 2
+_BRACKET_STEP = np.zeros(256, np.int8)
+_BRACKET_STEP[list(b"[{")], _BRACKET_STEP[list(b"]}")] = 1, -1
 
 
 @dataclass
@@ -54,9 +58,16 @@ async def read_form(request: Request, config: ServeConfig) -> Form:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     form = Form()
     if ctype == "application/json":
+        body = await request.body()
+        if json_nesting_over(body, MAX_JSON_DEPTH):
+            raise ApiError(
+                400,
+                f"The JSON body nests arrays or objects more than {MAX_JSON_DEPTH} deep.",
+                'Send a flat object: {"plot": "...", "genre": ["...", "..."]}.',
+            )
         try:
-            doc = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as e:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise ApiError(
                 400, f"The JSON body cannot be parsed ({e}).", "Send a JSON object."
             ) from None
@@ -98,6 +109,27 @@ async def read_form(request: Request, config: ServeConfig) -> Form:
     finally:
         await parsed.close()
     return form
+
+
+def json_nesting_over(body: bytes, limit: int, chunk: int = 1 << 20) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep in the JSON ``body``, found
+    without parsing it (a parser recurses once per level): brackets outside strings are
+    counted, ``chunk`` bytes at a time. Exact for valid JSON and up to the first error of
+    invalid JSON, which is as far as a parser gets."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    # escaped backslashes first, then escaped quotes: the quotes left open and close strings
+    codes = np.frombuffer(body.replace(b"\\\\", b"").replace(b'\\"', b""), np.uint8)
+    depth = quotes = 0
+    for start in range(0, len(codes), chunk):
+        part = codes[start : start + chunk]
+        quoted = np.cumsum(part == ord('"'), dtype=np.int64) + quotes
+        steps = np.where(quoted & 1, 0, _BRACKET_STEP[part])
+        levels = np.cumsum(steps, dtype=np.int64) + depth
+        if levels.max() > limit:
+            return True
+        depth, quotes = int(levels[-1]), int(quoted[-1])
+    return False
 
 
 def _form_fix(config: ServeConfig) -> str:
