@@ -30,6 +30,7 @@ from embedgenre.serve import ServeConfig, check_bind, create_app, read_token_fil
 from embedgenre.serve.batching import MicroBatcher, Overloaded
 from embedgenre.serve.config import ServeError
 from embedgenre.serve.service import Service
+from embedgenre.serve.uploads import json_nesting_over
 
 PLOT = "A detective hunts a serial killer through the rainy city."
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -407,6 +408,104 @@ def test_token_is_required_when_configured(service, index_dir, tmp_path):
         _problem(c.get("/v1/index", headers={"Authorization": f"Basic {TOKEN}"}), 401, "token")
         r = c.get("/v1/index", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 200 and r.headers["www-authenticate" if False else "x-request-id"]
+
+
+def test_host_must_be_a_name_the_server_answers_to(service, index_dir):
+    """A page elsewhere whose name was pointed at this machine (DNS rebinding) is refused."""
+    loopback = ServeConfig(index_dir=index_dir)
+    with TestClient(create_app(loopback, service), base_url="http://rebound.example:8000") as c:
+        doc = _problem(c.get("/v1/index"), 400, "'rebound.example:8000' is not a name")
+        assert "--allowed-host" in doc["fix"]
+        _problem(c.get("/healthz"), 400, "host")
+        _problem(c.get("/healthz", headers={"Host": "localhost.rebound.example"}), 400, "host")
+        for host in ("localhost:8000", "LOCALHOST", "127.0.0.1", "127.0.0.1:80", "[::1]:9"):
+            assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
+    exposed = ServeConfig(
+        index_dir=index_dir,
+        host="0.0.0.0",
+        token=TOKEN,
+        allowed_hosts=("genres.example", "Other.Example:8443", "fd00::5"),
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(exposed, service), base_url="http://genres.example") as c:
+        assert c.get("/v1/index", headers=auth).status_code == 200
+        for host in ("other.example:1", "[fd00::5]:8000", "localhost"):
+            assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
+        _problem(c.get("/v1/index", headers={**auth, "Host": "evil.example"}), 400, "evil")
+        _problem(c.get("/v1/index", headers={"Host": "0.0.0.0:8000"}), 400, "host")
+    bound = ServeConfig(index_dir=index_dir, host="192.168.7.5", token=TOKEN)
+    with TestClient(create_app(bound, service), base_url="http://192.168.7.5:8000") as c:
+        assert c.get("/healthz").status_code == 200
+    anyone = ServeConfig(index_dir=index_dir, allowed_hosts=("*",))
+    with TestClient(create_app(anyone, service), base_url="http://rebound.example") as c:
+        assert c.get("/healthz").status_code == 200
+
+
+def test_serve_command_passes_allowed_hosts_and_head_limits(index_dir, monkeypatch):
+    import uvicorn
+
+    from embedgenre.serve import service as service_module
+    from embedgenre.serve.server import HeadLimitedProtocol
+
+    ran = []
+
+    def run(server):
+        ran.append(server.config)
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(service_module, "one_blas_thread_per_request", lambda: None)
+    args = ["serve", str(index_dir), "--allowed-host", "genres.example"]
+    out = CliRunner().invoke(cli, [*args, "--allowed-host", "films.example:8443"])
+    assert out.exit_code == 0, out.output
+    config = ran[0].app.state.service.config
+    assert {"genres.example", "films.example", "localhost"} <= config.trusted_hosts()
+    assert "rebound.example" not in config.trusted_hosts()
+    protocol = ran[0].http
+    assert issubclass(protocol, HeadLimitedProtocol) and protocol.max_header_bytes == 64 * 1024
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"plot": ' + b"[" * depth + b'"x"' + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 200_000])
+def test_deep_json_is_one_400(client, depth, caplog):
+    r = client.post(
+        "/v1/predict", content=_nested(depth), headers={"Content-Type": "application/json"}
+    )
+    _problem(r, 400, "more than 32 deep")
+    assert "RecursionError" not in caplog.text
+
+
+def test_json_nesting_scan_matches_the_parsed_depth():
+    """The scan before parsing, against the depth of what json.loads builds."""
+
+    def depth(v) -> int:
+        if isinstance(v, dict):
+            return 1 + max(map(depth, v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max(map(depth, v), default=0)
+        return 0
+
+    rng = np.random.default_rng(7)
+    tricky = ["[", "]", "{", "}", '"', "\\", '\\"', "\\[", "x"]
+
+    def make(level: int):
+        if level == 0 or rng.random() < 0.2:
+            return "".join(rng.choice(tricky, size=int(rng.integers(0, 6))))
+        children = [make(level - 1) for _ in range(int(rng.integers(0, 3)))]
+        return children if rng.random() < 0.5 else {f"k{i}": c for i, c in enumerate(children)}
+
+    for _ in range(300):
+        doc = make(int(rng.integers(0, 40)))
+        body = json.dumps(doc).encode()
+        for limit in (0, 3, 32):
+            for chunk in (5, 1 << 20):
+                want = depth(doc) > limit
+                assert json_nesting_over(body, limit, chunk) == want, (body, limit, chunk)
+    assert not json_nesting_over(b'{"plot": "' + b"[" * 500 + b'"}', 32)
+    assert json_nesting_over(b'{"a": "\\\\", "b": ' + b"[" * 33 + b"]" * 33 + b"}", 32)
 
 
 def test_binding_beyond_loopback_needs_a_token(tmp_path, index_dir):

@@ -6,7 +6,8 @@
 Modules: :mod:`.config` (settings and bind checks), :mod:`.service` (the index generation being
 served, shared encoders, hot switch to new generations), :mod:`.batching` (micro-batches of
 concurrent requests' posters and plots), :mod:`.uploads` (reading and checking uploads),
-:mod:`.guard` (token, body cap, timeout, request ids and logs), :mod:`.metrics` (Prometheus),
+:mod:`.guard` (Host, token, body cap, timeout, request ids and logs), :mod:`.server` (uvicorn
+with limits on each request's head), :mod:`.metrics` (Prometheus),
 :mod:`.problems` (errors as JSON), :mod:`.routes` (the API), :mod:`.app` (assembly) and
 ``static/`` (the web page; every asset is local).
 """
