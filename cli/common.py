@@ -75,10 +75,44 @@ class ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except EmbedgenreError as e:
+            where = option_of(self, ctx, e.param)
+            message = f"{where}: {e}" if where else str(e)
             err_console.print(
-                "[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True
+                "[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True
             )
             raise typer.Exit(code=1) from None
+
+
+def option_of(group, ctx, param: str | None) -> str | None:
+    """How the command that ran spells the library parameter ``param``: its option
+    (``--id``) or argument (``POSTERS``); None when it has no such parameter. (Typer's
+    commands and parameters are read by their attributes: they are click's, vendored.)"""
+    if not param or not ctx.invoked_subcommand:
+        return None
+    commands = [group.get_command(ctx, ctx.invoked_subcommand)]
+    while commands:
+        command = commands.pop()
+        if hasattr(command, "list_commands"):  # a group
+            commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
+            continue
+        for p in getattr(command, "params", []):
+            if p.name == param:
+                if getattr(p, "param_type_name", "") == "option":
+                    return max(p.opts, key=len)
+                return (p.metavar or p.name).upper()
+    return None
+    commands = [group.get_command(ctx, ctx.invoked_subcommand)]
+    while commands:
+        command = commands.pop()
+        if isinstance(command, click.Group):
+            commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
+            continue
+        for p in getattr(command, "params", []):
+            if p.name == param:
+                if isinstance(p, click.Option):
+                    return max(p.opts, key=len)
+                return (p.metavar or p.name).upper()
+    return None
 
 
 WAIT_HELP = (

@@ -16,9 +16,9 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import EmbedgenreError, RetrievalError
 from embedgenre.images import load_image
-from embedgenre.retrieval import RetrievalError, RetrievalResult
+from embedgenre.retrieval import RetrievalResult
 from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)

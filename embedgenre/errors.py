@@ -1,29 +1,91 @@
 """Exceptions raised for problems a user can fix.
 
-Every message names the bad value, what was expected, and how to fix it. The CLI prints these
-without a traceback and exits with status 1; anything else is a bug and keeps its traceback.
+Every error says what went wrong (``what``), what to do about it (``fix``, when the message
+alone does not say) and, where one argument is at fault, which (``param``, by its Python
+keyword). Each surface renders the same error in its own words: the CLI names the option
+(``--plot``), the HTTP service the field (``plot``) and picks the status from the error's
+kind, a Python caller sees the keyword. Library text never names a CLI option.
+
+The kinds, which every concrete error also is:
+
+- :class:`BadInputError`: a value that cannot be used (HTTP 400);
+- :class:`NotFoundError`: something asked for by name or id does not exist (404);
+- :class:`ConflictError`: the request clashes with the state of an index (409);
+- :class:`TooLargeError`: over a size or pixel limit (413);
+- :class:`UnsupportedMediaError`: not a kind of file that is read (415);
+- :class:`UnavailableError`: the work cannot be done here and now (503).
+
+Anything that is not an ``EmbedgenreError`` is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 
 class EmbedgenreError(Exception):
-    """Base class for user-facing errors."""
+    """Base class for user-facing errors.
+
+    Parameters
+    ----------
+    what : str
+        What went wrong, naming the bad value.
+    fix : str, optional
+        What to do about it.
+    param : str, optional
+        The argument at fault, by its Python keyword (``"plot"``, ``"item_id"``).
+    """
+
+    def __init__(self, what: str, fix: str | None = None, *, param: str | None = None):
+        self.what, self.fix, self.param = what, fix, param
+        super().__init__(what if not fix else f"{what.rstrip()} {fix}")
 
 
-class CatalogError(EmbedgenreError):
+class BadInputError(EmbedgenreError):
+    """A value that cannot be used as given."""
+
+
+class NotFoundError(EmbedgenreError):
+    """Something asked for by name or id does not exist."""
+
+
+class ConflictError(EmbedgenreError):
+    """The request clashes with the current state of an index (another writer, another
+    vocabulary or encoder)."""
+
+
+class TooLargeError(BadInputError):
+    """An input over a size or pixel limit."""
+
+
+class UnsupportedMediaError(BadInputError):
+    """A file that is not of a kind embedgenre reads."""
+
+
+class UnavailableError(EmbedgenreError):
+    """The work cannot be done here and now (weights not on this machine, no GPU, a busy
+    server)."""
+
+
+class CatalogError(BadInputError):
     """A catalog cannot be read: missing file or column, bad encoding, empty."""
 
 
-class PosterError(EmbedgenreError):
+class PosterError(BadInputError):
     """One poster cannot be used (missing, corrupt, not an image, too large)."""
 
 
-class WeightsNotFoundError(EmbedgenreError):
+class NotAnImageError(PosterError, UnsupportedMediaError):
+    """A poster whose bytes are not an image Pillow reads."""
+
+
+class TooManyPixelsError(PosterError, TooLargeError):
+    """A poster over the pixel limit or Pillow's decompression-bomb limit."""
+
+
+class WeightsNotFoundError(UnavailableError):
     """An encoder's weights are not on this machine; the message lists where we looked."""
 
 
-class UnknownEncoderError(EmbedgenreError):
+class UnknownEncoderError(NotFoundError):
     """A name that the encoder registry does not know."""
 
 
@@ -31,12 +93,24 @@ class IndexStoreError(EmbedgenreError):
     """An index directory is missing, corrupt, or incompatible with the request."""
 
 
-class PredictorError(EmbedgenreError):
+class IndexLockedError(IndexStoreError, ConflictError):
+    """Another process is writing the index; the message names it (pid, host, start time)."""
+
+
+class PredictorError(BadInputError):
     """A predictor cannot be trained or applied to the given data."""
 
 
-class IndexLockedError(IndexStoreError):
-    """Another process is writing the index; the message names it (pid, host, start time)."""
+class UnknownHeadError(PredictorError, NotFoundError):
+    """No head of that name is saved in the index."""
+
+
+class RetrievalError(BadInputError):
+    """A similar or search query that cannot be answered as asked."""
+
+
+class UnknownItemError(RetrievalError, NotFoundError):
+    """No movie with that id in the index."""
 
 
 class WriteError(EmbedgenreError):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from embedgenre.errors import PosterError
+from embedgenre.errors import NotAnImageError, PosterError, TooManyPixelsError
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def check_poster_file(path: str | Path) -> int:
     except OSError as e:
         raise PosterError(f"poster {path}: cannot be read ({e.strerror or e})") from e
     if not has_image_signature(head):
-        raise PosterError(
+        raise NotAnImageError(
             f"poster {path}: not an image (no JPEG, PNG, WebP, GIF, BMP or TIFF signature)"
         )
     return st.st_size
@@ -99,7 +99,7 @@ def decode_image_bytes(
     if not data:
         raise PosterError(f"poster {name}: empty (0 bytes); send an image file")
     if not has_image_signature(data[:16]):
-        raise PosterError(
+        raise NotAnImageError(
             f"poster {name}: not an image (no JPEG, PNG, WebP, GIF, BMP or TIFF signature)"
         )
     return _decode(io.BytesIO(data), name, draft_size, max_pixels, upload=True)
@@ -154,7 +154,7 @@ def _decode(
         img = _open_checked(source, label)
         width, height = img.size
         if max_pixels is not None and width * height > max_pixels:
-            raise PosterError(
+            raise TooManyPixelsError(
                 f"poster {label}: {width}x{height} = {width * height:,} pixels is over the "
                 f"{max_pixels:,} pixel limit; resize the poster (posters need no more than "
                 "~1000 px a side)"
@@ -166,9 +166,9 @@ def _decode(
         raise
     except UnidentifiedImageError:
         why = "" if upload else " (wrong extension or a saved web page?)"
-        raise PosterError(f"poster {label}: not an image Pillow can read{why}") from None
+        raise NotAnImageError(f"poster {label}: not an image Pillow can read{why}") from None
     except Image.DecompressionBombError as e:
-        raise PosterError(_bomb_message(label, str(e))) from None
+        raise TooManyPixelsError(_bomb_message(label, str(e))) from None
     except (OSError, SyntaxError, ValueError) as e:
         fix = "; send the whole file" if upload else "; re-download it"
         raise PosterError(f"poster {label}: truncated or corrupt image ({e}){fix}") from e
@@ -183,7 +183,7 @@ def _open_checked(source, label) -> Image.Image:
         try:
             return Image.open(source)
         except Image.DecompressionBombWarning as e:
-            raise PosterError(_bomb_message(label, str(e))) from None
+            raise TooManyPixelsError(_bomb_message(label, str(e))) from None
 
 
 def _bomb_message(path, detail: str) -> str:

@@ -43,7 +43,7 @@ from PIL import Image
 from embedgenre import ann
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import RetrievalError, UnknownItemError
 from embedgenre.store import GenreIndex
 
 logger = logging.getLogger(__name__)
@@ -55,10 +55,6 @@ BY_CHOICES = ("poster", "plot", "both")
 # score 0.867. Other encoders spread cosines differently: tune with --dedup-threshold.
 DEFAULT_DEDUP_THRESHOLD = 0.95
 DEFAULT_PLOT_WEIGHT = 0.5
-
-
-class RetrievalError(EmbedgenreError):
-    """A similarity query that cannot be answered as asked (bad id, genre, mode)."""
 
 
 # ------------------------------------------------------------------------------ core ranking
@@ -479,8 +475,10 @@ class Retriever:
         if item_id is not None:
             row = self.index.row_of.get(item_id)
             if row is None:
-                raise RetrievalError(
-                    f"no item with id {item_id!r} in {self.index.path}; " + self._id_hint(item_id)
+                raise UnknownItemError(
+                    f"no item with id {item_id!r} in {self.index.path};",
+                    self._id_hint(item_id),
+                    param="item_id",
                 )
             query = {"kind": "item", **self._describe_row(row)}
         elif isinstance(poster, Image.Image) or poster is None:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedgenre.errors import EmbedgenreError, IndexStoreError, PredictorError
+from embedgenre.errors import EmbedgenreError, IndexStoreError, PredictorError, UnknownHeadError
 from embedgenre.heads.files import load_predictor, read_head_json, save_predictor
 from embedgenre.store.paths import check_name
 from embedgenre.store.reader import now_iso
@@ -122,9 +122,10 @@ def load_head(index, name: str) -> Head:
         raise PredictorError(str(e)) from None
     if directory is None:
         names = ", ".join(h.name for h in index.heads) or "none"
-        raise PredictorError(
-            f"No head named {name!r} in {index.path} (saved heads: {names}). "
-            f"Train one with `embedgenre train {index.path} --method linear --name {name}`."
+        raise UnknownHeadError(
+            f"No head named {name!r} in {index.path} (saved heads: {names}).",
+            f"Train one named {name!r}, or ask for one of the saved heads.",
+            param="head",
         )
     pred, doc = load_predictor(directory)
     missing = [k for k in ("name", "modality", "encoders", "genres") if k not in doc]

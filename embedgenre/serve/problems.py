@@ -1,14 +1,13 @@
 """Errors as JSON ``{"error": what went wrong, "fix": what to do}`` with the right status code.
 
-Library errors (:class:`~embedgenre.errors.EmbedgenreError`) carry their fix in the message; it
-is split off here. Anything else is logged with its traceback and answered with a 500 that
+Library errors (:class:`~embedgenre.errors.EmbedgenreError`) carry what went wrong, the fix and
+the parameter at fault; the status comes from the error's kind, never from its wording. Anything else is logged with its traceback and answered with a 500 that
 shows none.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from fastapi.exceptions import RequestValidationError
@@ -16,35 +15,66 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from embedgenre.errors import EmbedgenreError, PosterError, PredictorError
-from embedgenre.retrieval import RetrievalError
+from embedgenre.errors import (
+    ConflictError,
+    EmbedgenreError,
+    NotFoundError,
+    PosterError,
+    PredictorError,
+    RetrievalError,
+    TooLargeError,
+    UnavailableError,
+    UnsupportedMediaError,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An answer other than success: HTTP ``status``, what went wrong and the fix."""
+    """An answer other than success: HTTP ``status``, what went wrong, the fix, and the
+    request ``field`` at fault when one is."""
 
-    def __init__(self, status: int, error: str, fix: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        fix: str,
+        headers: dict[str, str] | None = None,
+        field: str | None = None,
+    ):
         super().__init__(error)
         self.status, self.error, self.fix, self.headers = status, error, fix, headers or {}
+        self.field = field
 
 
-def problem(status: int, error: str, fix: str, headers: dict[str, str] | None = None):
-    return JSONResponse({"error": error, "fix": fix}, status_code=status, headers=headers)
+def problem(
+    status: int,
+    error: str,
+    fix: str,
+    headers: dict[str, str] | None = None,
+    field: str | None = None,
+):
+    doc = {"error": error, "fix": fix}
+    if field:
+        doc["field"] = field
+    return JSONResponse(doc, status_code=status, headers=headers)
 
 
-# (pattern in the message, status) for library errors that are not plain bad requests
-_STATUS = [
-    (re.compile(r"^no item with id|^No head named"), 404),
-    (re.compile(r"not an image|no JPEG, PNG"), 415),
-    (re.compile(r"too many pixels|pixel limit"), 413),
-]
+# the status of each kind of library error (the first kind an error is, in this order)
+_STATUS = (
+    (NotFoundError, 404),
+    (TooLargeError, 413),
+    (UnsupportedMediaError, 415),
+    (ConflictError, 409),
+    (UnavailableError, 503),
+)
 _DEFAULT_FIX = {
     PosterError: "Send a JPEG, PNG or WebP poster within the size and pixel limits.",
     PredictorError: "Check the head name and the inputs it needs (GET /v1/index lists heads).",
     RetrievalError: "Check the id, genre and k values (GET /v1/index lists genres).",
 }
+# the request field of a library parameter, where the two are named differently
+_FIELDS = {"item_id": "id", "posters": "poster"}
 
 
 def split_fix(message: str) -> tuple[str, str | None]:
@@ -57,19 +87,32 @@ def split_fix(message: str) -> tuple[str, str | None]:
     return message, None
 
 
+def status_of(e: EmbedgenreError) -> int:
+    """The HTTP status of a library error, from its kind (400 for a plain bad input)."""
+    return next((code for kind, code in _STATUS if isinstance(e, kind)), 400)
+
+
 def from_library(e: EmbedgenreError, index_dir: Path | None = None) -> ApiError:
     """The ApiError for a library error; the server's index path is shown as its folder name."""
-    message = str(e)
-    if index_dir is not None and str(index_dir) not in (".", ""):
-        message = message.replace(str(index_dir), index_dir.name)
-    status = next((code for pattern, code in _STATUS if pattern.search(message)), 400)
-    error, fix = split_fix(message)
+
+    def local(text: str) -> str:
+        if index_dir is not None and str(index_dir) not in (".", ""):
+            return text.replace(str(index_dir), index_dir.name)
+        return text
+
+    if e.fix:
+        error, fix = local(e.what.rstrip(" ;")), local(e.fix)
+    else:
+        error, fix = split_fix(local(str(e)))
     default = next((f for cls, f in _DEFAULT_FIX.items() if isinstance(e, cls)), None)
-    return ApiError(status, error, fix or default or "Check the request against GET /docs.")
+    field = _FIELDS.get(e.param, e.param) if e.param else None
+    return ApiError(
+        status_of(e), error, fix or default or "Check the request against GET /docs.", field=field
+    )
 
 
 async def _api_error(request: Request, e: ApiError):
-    return problem(e.status, e.error, e.fix, e.headers)
+    return problem(e.status, e.error, e.fix, e.headers, e.field)
 
 
 async def _library_error(request: Request, e: EmbedgenreError):
