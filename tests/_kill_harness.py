@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _catalogs import make_catalog  # noqa: E402
-from test_index import Factory  # noqa: E402
+from _fakes import Factory  # noqa: E402
 
 from embedgenre.catalog import read_catalog  # noqa: E402
 from embedgenre.errors import IndexStoreError  # noqa: E402

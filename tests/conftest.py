@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,17 +56,23 @@ def fixture_index_dir(fixture_dir, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _forget_tiny_clip_exports():
-    """Tiny CLIP checkpoints live in per-test temporary folders, and their ONNX exports are
-    keyed by that path, so no later run can reuse them: remove the ones this run left in the
-    user's cache (tests that set their own $EMBEDGENRE_CACHE clean up with their tmp_path)."""
-    import shutil
+def pytest_configure(config):
+    """The model cache (ONNX exports, backend measurements, imported weights) lives in a
+    temporary folder for the whole run, so tests never write into the user's cache and every
+    run starts from what a new machine has. $EMBEDGENRE_TEST_CACHE keeps one between runs."""
+    keep = os.environ.get("EMBEDGENRE_TEST_CACHE")
+    folder = keep or tempfile.mkdtemp(prefix="embedgenre-test-cache-")
+    config._embedgenre_cache = (folder, os.environ.get("EMBEDGENRE_CACHE"), not keep)
+    os.environ["EMBEDGENRE_CACHE"] = folder
 
-    from _tiny_clip import TINY_ARCH
 
-    from embedgenre.encoders.weights import cache_dir
-
-    yield
-    for d in (cache_dir() / "onnx").glob(f"clip_{TINY_ARCH}_*"):
-        shutil.rmtree(d, ignore_errors=True)
+def pytest_unconfigure(config):
+    folder, before, remove = getattr(config, "_embedgenre_cache", (None, None, False))
+    if folder is None:
+        return
+    if before is None:
+        os.environ.pop("EMBEDGENRE_CACHE", None)
+    else:
+        os.environ["EMBEDGENRE_CACHE"] = before
+    if remove:
+        shutil.rmtree(folder, ignore_errors=True)

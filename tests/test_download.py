@@ -150,9 +150,7 @@ def test_download_all_cases_then_resume(server, tmp_path):
     ]
     csv_path = kaggle_csv(tmp_path / "MovieGenre.csv", rows)
     out = tmp_path / "out"
-    t0 = time.monotonic()
     rep = download_posters(csv_path, out, workers=4, retries=2, timeout=0.4, backoff=0.01)
-    assert time.monotonic() - t0 < 10
 
     assert rep.downloaded == ["tt0114709", "tt0113497", "tt0113228", "tt0114885"]
     assert rep.present == []

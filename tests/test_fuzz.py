@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _catalogs import png_header_only
+from _fakes import Factory, FakeEncoder
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from PIL import Image
-from test_index import Factory, FakeEncoder
 from typer.testing import CliRunner
 
 from embedgenre.catalog import poster_stem, read_catalog

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from _catalogs import make_catalog
-from test_index import Factory, build
+from _fakes import Factory, build
 
 from embedgenre.catalog import plot_text
 from embedgenre.encoders.base import Encoder

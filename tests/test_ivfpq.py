@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import pytest
 from _catalogs import copy_fixture
-from test_index import Factory
+from _fakes import Factory
 from typer.testing import CliRunner
 
 from embedgenre import ann, ivfpq
