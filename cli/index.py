@@ -199,6 +199,8 @@ def index(
             f"{s.seconds:.1f}",
         )
     console.print(table)
+    if summary.up_to_date:
+        console.print("up to date: nothing written")
     if summary.skipped:
         console.print(
             f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in the index's skip list):"

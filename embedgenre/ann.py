@@ -417,11 +417,16 @@ def _to_cpu(index):
     return index
 
 
-def save_faiss_index(index, path: Path) -> None:
-    """Write ``index`` (copied to the CPU first when it lives on a GPU) to ``path``."""
+def save_faiss_index(index, out) -> None:
+    """Write ``index`` (copied to the CPU first when it lives on a GPU) to ``out``: a path, or a
+    binary file object (written through its ``write``, so the file's own errors, a full disk
+    among them, are raised as OSError rather than FAISS's RuntimeError)."""
     import faiss
 
-    faiss.write_index(_to_cpu(index), str(path))
+    if hasattr(out, "write"):
+        faiss.write_index(_to_cpu(index), faiss.PyCallbackIOWriter(out.write))
+    else:
+        faiss.write_index(_to_cpu(index), str(out))
 
 
 def load_faiss_index(path: Path, *, device: str = "cpu"):

@@ -117,5 +117,9 @@ class WriteError(EmbedgenreError):
     """A file cannot be written (read-only, disk full, no permission); nothing was changed."""
 
 
+class ReadOnlyError(WriteError):
+    """A folder takes no file at all (a read-only file system, no permission)."""
+
+
 class OutputPathError(WriteError):
     """An output file or folder cannot be written (a file in the way, no permission, disk full)."""

@@ -78,6 +78,7 @@ class IndexSummary:
     skipped: list[dict]
     seconds: float
     problems: list[str] = field(default_factory=list)
+    up_to_date: bool = False  # the index already held exactly this: nothing was written
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,7 +162,9 @@ def build_index(
     if not items:
         raise IndexStoreError(f"catalog {catalog.root} has no items; nothing to index.")
 
-    with IndexWriter(out, wait=wait, new=True, command="embedgenre index") as writer:
+    with IndexWriter(
+        out, wait=wait, new=True, command="embedgenre index", allow_read_only=True
+    ) as writer:
         old = _open_existing(writer)
         poster_hash, missing = _hash_posters(items)
         if strict and missing:
@@ -178,6 +181,7 @@ def build_index(
         old_skipped = {(s["id"], s.get("hash")): s for s in (old.skipped if old else [])}
         skipped: dict[str, dict] = dict(missing)
         gen = writer.generation
+        written = False
         run = _Run(catalog, items, poster_hash, plot_hash, wanted)
 
         if writer.current is None:  # a new index opens from its first commit on
@@ -201,6 +205,7 @@ def build_index(
             t_set = time.perf_counter()
             encoder = None
             if job.todo:
+                writer.writable(f"{len(job.todo)} {modality}(s) to encode for {key}")
                 encoder = factory(name)
                 if isinstance(encoder, CatalogFittedEncoder):
                     _prepare_fitted(encoder, writer, job, items)
@@ -267,6 +272,7 @@ def build_index(
             logger.info("%s is up to date; nothing written", out)
         else:
             writer.commit(manifest)
+            written = True
         for _, name in wanted:
             for modality in ("poster", "plot"):
                 writer.clear_partial(set_key(modality, name))
@@ -283,6 +289,7 @@ def build_index(
         skipped=sorted(skipped.values(), key=lambda r: r["id"]),
         seconds=round(time.perf_counter() - t0, 3),
         problems=list(getattr(catalog, "problems", [])),
+        up_to_date=not written,
     )
 
 
@@ -345,6 +352,7 @@ def _next_manifest(
     )
     if old is not None and candidate == old:
         return None
+    writer.writable("the catalog's items changed")
     if old is None or items_file != old.items_file:
         _write_items(writer.path / items_file, items, poster_hash, plot_hash)
     if skipped_file and (old is None or skipped_file != old.skipped_file):
@@ -681,6 +689,7 @@ def _consolidate(
         and old.dtype == dtype
     ):
         return old  # nothing changed: keep the committed folder as it is
+    writer.writable(f"embedding set {key} changed")
     order = {it.id: i for i, it in enumerate(items)}
     info = (
         EncoderInfo.of(encoder.describe())

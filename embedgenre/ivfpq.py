@@ -36,6 +36,7 @@ import numpy as np
 
 from embedgenre import ann
 from embedgenre.errors import IndexStoreError
+from embedgenre.store import atomic
 from embedgenre.store.reader import IVFDATA
 from embedgenre.store.rows import read_row_set, read_rows
 
@@ -173,7 +174,8 @@ def write_set_index(
         meta["ivfdata_bytes"] = (path.parent / IVFDATA).stat().st_size
     else:
         index, chosen = ann.build_faiss_index(np.asarray(vectors), kind=chosen, seed=seed)
-        ann.save_faiss_index(index, path)
+        with atomic.open_for_write(path, "wb") as f:
+            ann.save_faiss_index(index, f)
     with open(path, "rb") as f:  # checked before FAISS parses the file
         meta["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
     meta["memory"] = memory
@@ -230,15 +232,22 @@ def build_ivfpq_on_disk(
             x = read_rows(vectors, start, stop)
             shard.add_with_ids(x, np.arange(start, stop, dtype=np.int64))
             names.append(str(shards_dir / f"shard-{i:05d}.index"))
-            faiss.write_index(shard, names[-1])
+            try:  # a temporary file: no need to make it durable
+                with open(names[-1], "wb") as f:
+                    ann.save_faiss_index(shard, f)
+            except OSError as e:
+                raise atomic.write_error(Path(names[-1]), e) from e
             del shard, x
             logger.info("ivf_pq: added rows %d-%d of %d", start, stop, n)
         merged = faiss.clone_index(trained)
         ivfdata = path.parent / IVFDATA
         ivfdata.unlink(missing_ok=True)
+        # FAISS fills the inverted lists through a memory map: a full disk would be a bus error
+        atomic.check_space(ivfdata, n * (merged.code_size + np.dtype(np.int64).itemsize))
         with ann.faiss_prints_to_stderr():
             merge_ondisk(merged, names, str(ivfdata))
-        faiss.write_index(merged, str(path))
+        with atomic.open_for_write(path, "wb") as f:
+            ann.save_faiss_index(merged, f)
         del merged
     finally:
         shutil.rmtree(shards_dir, ignore_errors=True)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -67,8 +66,7 @@ def export_onnx(
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=path.parent)
-    os.close(fd)
+    tmp_name = str(atomic.new_temp(path.parent, ".export-", ".onnx"))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         # The fused attention fast path has no ONNX form; export the plain ops.
@@ -166,8 +164,7 @@ def _save_optimized(path: Path, optimized: Path) -> None:
 
     try:
         optimized.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".opt-", suffix=".onnx", dir=optimized.parent)
-        os.close(fd)
+        tmp_name = str(atomic.new_temp(optimized.parent, ".opt-", ".onnx"))
     except OSError as e:
         logger.debug("not saving an optimised ONNX graph (%s)", e)
         return
@@ -229,8 +226,7 @@ def quantized_runner(fp32_path: Path, threads: int | None = None) -> OnnxRunner:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".quant-", suffix=".onnx", dir=path.parent)
-        os.close(fd)
+        tmp_name = str(atomic.new_temp(path.parent, ".quant-", ".onnx"))
         try:
             quantize_dynamic(str(fp32_path), tmp_name, weight_type=QuantType.QInt8)
             atomic.publish(tmp_name, path)

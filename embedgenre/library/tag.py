@@ -348,7 +348,7 @@ def _write(plan: TagPlan, by_id: dict[str, LibraryMovie]) -> None:
             }
             _append(journal, record, state / JOURNAL)
             try:
-                write_bytes(path, data, mode=mode if mode is not None else 0o644)
+                write_bytes(path, data, mode=mode)  # a new file: the umask decides
             except WriteError as e:  # this file only (its folder read-only, say): go on
                 entry.action, entry.reason = "skip", f"not written: {e}"
                 continue

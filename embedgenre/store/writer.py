@@ -9,8 +9,15 @@ new one. When the writer is done it removes the files that neither the last comm
 nor the one it started from names (readers still on that one keep their memory maps), and
 temporary files of killed runs.
 
+A run that fails removes the files of the generation it did not commit (a full disk is left as
+the run found it); what ``.partial/`` holds is kept for the next run to resume from.
+
 Encoding workers may write chunk files into ``.partial/`` concurrently; the commit step that
 publishes them is the one writer.
+
+A writer opened with ``allow_read_only`` on an index it cannot write at all (a read-only copy or
+mount) reads it as any reader does, without the lock, and fails only when it has something to
+write (:meth:`IndexWriter.writable`): an unchanged re-run of ``index`` on such a copy succeeds.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import re
 import shutil
 from pathlib import Path
 
-from embedgenre.errors import IndexStoreError
+from embedgenre.errors import IndexStoreError, ReadOnlyError
 from embedgenre.store import atomic
 from embedgenre.store.lock import HOLDER_FILE, LOCK_FILE, WriterLock
 from embedgenre.store.reader import INDEX_PREFIXES, is_index_entry, now_iso, read_manifest
@@ -42,7 +49,9 @@ class IndexWriter:
 
     ``wait``: seconds to wait for another writer (0 refuses at once, None waits for ever).
     ``new``: allow creating the index (the folder may not exist, or hold only a killed first
-    run's files).
+    run's files). ``allow_read_only``: an existing index that takes no file (read-only file
+    system, no permission) is opened without the lock, for a run that may find nothing to write;
+    :meth:`writable` then refuses any write.
     """
 
     def __init__(
@@ -52,12 +61,15 @@ class IndexWriter:
         wait: float | None = 0,
         new: bool = False,
         command: str | None = None,
+        allow_read_only: bool = False,
     ):
         self.path = Path(path)
         self.new = new
+        self.allow_read_only = allow_read_only
         self._lock = WriterLock(self.path, wait=wait, command=command)
         self.start: Manifest | None = None  # the generation current when the writer began
         self.current: Manifest | None = None
+        self.read_only: str | None = None  # why the index cannot be written
         self._next = 0
 
     def __enter__(self) -> IndexWriter:
@@ -71,7 +83,13 @@ class IndexWriter:
                     f"{self.path} exists and is not an embedgenre index; choose a new --out "
                     "directory or empty this one."
                 )
-        self._lock.__enter__()
+        try:
+            self._lock.__enter__()
+        except ReadOnlyError as e:
+            if not (self.allow_read_only and (self.path / MANIFEST).exists()):
+                raise
+            self.read_only = getattr(e.__cause__, "strerror", None) or str(e)
+            logger.debug("%s takes no file (%s); reading it without the lock", self.path, e)
         try:
             if (self.path / MANIFEST).exists():
                 self.start = self.current = read_manifest(self.path)
@@ -82,11 +100,27 @@ class IndexWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.read_only is not None:
+            return
         try:
             if exc_type is None:
                 self.collect_garbage()
+            elif issubclass(exc_type, Exception):  # not on a kill or ^C: the next run cleans up
+                try:
+                    self.collect_garbage()
+                except Exception as e:  # the run's own error is the one to report
+                    logger.debug("could not remove the failed run's files: %s", e)
         finally:
             self._lock.__exit__(exc_type, exc, tb)
+
+    def writable(self, what: str) -> None:
+        """Refuse, naming ``what`` the run has to write, when the index cannot be written."""
+        if self.read_only is not None:
+            raise ReadOnlyError(
+                f"index {self.path} cannot be written ({self.read_only}) and this run has "
+                f"something to write: {what}. Make the index writable, or index into a writable "
+                "copy of it. Nothing was changed."
+            )
 
     @property
     def current_generation(self) -> int:
@@ -111,6 +145,7 @@ class IndexWriter:
 
     def commit(self, manifest: Manifest) -> Manifest:
         """Make ``manifest`` the index's current generation (the manifest rename is atomic)."""
+        self.writable("a new generation")
         manifest = manifest.evolve(generation=self._next, updated=now_iso())
         atomic.write_json(self.path / MANIFEST, manifest.to_dict())
         self.current = manifest
@@ -148,6 +183,7 @@ class IndexWriter:
 
     def new_dir(self, rel: str) -> Path:
         """A fresh folder ``rel`` inside the index (a killed run's leftover is cleared)."""
+        self.writable(rel)
         d = self.path / rel
         if d.exists():
             shutil.rmtree(d)
