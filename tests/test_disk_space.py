@@ -61,7 +61,8 @@ def fill(where: Path, leave: int = 0) -> Path:
     filler = where / "filler"
     with open(filler, "ab", buffering=0) as f:
         if leave:
-            f.write(bytes(max(0, atomic.free_bytes(where) - leave)))
+            st = os.statvfs(where)
+            f.write(bytes(max(0, st.f_bavail * st.f_frsize - leave)))
             return filler
         with contextlib.suppress(OSError):
             while True:
