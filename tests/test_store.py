@@ -432,8 +432,14 @@ def test_read_only_index_is_one_clear_error(index_dir, monkeypatch):
 
     monkeypatch.setattr(FileLock, "acquire", read_only)
     result = CliRunner().invoke(app, ["index", str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output  # nothing to write: no lock needed
+    assert "up to date" in result.output
+    csv_path = root / "movies.csv"
+    csv_path.write_text("".join(csv_path.read_text().splitlines(keepends=True)[:-1]))
+    result = CliRunner().invoke(app, ["index", str(root), "--out", str(out)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "read-only: choose a writable location" in result.output
+    assert "cannot be written (Read-only file system)" in result.output
+    assert "Make the index writable" in result.output
     monkeypatch.undo()
     GenreIndex.open(out)
 
