@@ -216,3 +216,28 @@ def test_cli_refuses_a_bad_memory_size_with_the_fix(tmp_path, fixture_dir):
     assert result.exit_code == 1
     assert "write it like 4GB" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_inverted_lists_are_refused_before_faiss_maps_them_on_a_full_disk(
+    clustered, trained, tmp_path, monkeypatch
+):
+    """FAISS fills faiss.ivfdata through a memory map (a bus error on a full disk): the space
+    it needs is checked first, and the estimate is the file's real size."""
+    from embedgenre.errors import WriteError
+    from embedgenre.store import atomic
+
+    base, _ = clustered
+    kind, empty = trained
+    params = ann.parse_kind(kind)[1]
+    path = tmp_path / "a" / "faiss.index"
+    path.parent.mkdir()
+    ivfpq.build_ivfpq_on_disk(base, path, params, rows_per_shard=6_000, trained=empty)
+    needed = len(base) * (empty.code_size + 8)
+    assert (path.parent / "faiss.ivfdata").stat().st_size == needed
+
+    monkeypatch.setattr(atomic, "free_bytes", lambda directory: needed - 1)
+    full = tmp_path / "full" / "faiss.index"
+    full.parent.mkdir()
+    with pytest.raises(WriteError, match=r"disk is full \(faiss.ivfdata needs .* in .*full"):
+        ivfpq.build_ivfpq_on_disk(base, full, params, rows_per_shard=6_000, trained=empty)
+    assert list(full.parent.iterdir()) == []  # no shard folder, no half-made lists
