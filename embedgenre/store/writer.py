@@ -194,6 +194,8 @@ class IndexWriter:
         return self.path / PARTIAL / key
 
     def clear_partial(self, key: str) -> None:
+        if self.read_only is not None:  # not ours to clear: another writer may be using it
+            return
         shutil.rmtree(self.partial_dir(key), ignore_errors=True)
         try:
             (self.path / PARTIAL).rmdir()
