@@ -10,7 +10,6 @@ the reason elsewhere) and always unmount it.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import gc
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _catalogs import FIELDS, make_catalog
+from _catalogs import FIELDS, copy_fixture, make_catalog
 from test_index import Factory, build
 
 from embedgenre.errors import ReadOnlyError, WriteError
@@ -81,13 +80,8 @@ def write_rows(root: Path, rows: list[dict]) -> None:
 @pytest.fixture()
 def forty_movies(tmp_path, fixture_dir) -> tuple[Path, list[dict]]:
     """A catalog folder holding the posters of 40 fixture movies (movies.csv: written per test)."""
-    with open(fixture_dir / "movies.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))[:40]
     root = tmp_path / "cat"
-    (root / "posters").mkdir(parents=True)
-    for r in rows:
-        shutil.copy(fixture_dir / r["poster"], root / r["poster"])
-    return root, rows
+    return root, copy_fixture(fixture_dir, root, n=40)
 
 
 def fake_index(catalog: Path, out: Path) -> subprocess.CompletedProcess:
