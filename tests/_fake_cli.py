@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_index import Factory  # noqa: E402
+from _fakes import Factory  # noqa: E402
 
 import embedgenre.encoders as registry  # noqa: E402
 from embedgenre.cli.app import app  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _catalogs import FIELDS, copy_fixture, make_catalog
-from test_index import Factory, build
+from _fakes import Factory, build
 
 from embedgenre.errors import ReadOnlyError, WriteError
 from embedgenre.store import GenreIndex, atomic
