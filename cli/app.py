@@ -28,6 +28,7 @@ COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("embedgenre.cli.similar", None),  # similar, search
     ("embedgenre.cli.serve", None),  # serve
     ("embedgenre.cli.tag", None),  # tag LIBRARY --index DIR [--write] | tag LIBRARY --undo
+    ("embedgenre.cli.audit", None),  # audit
 ]
 
 

@@ -145,3 +145,64 @@ def write_html(result: RetrievalResult, path: str | Path) -> Path:
         )
     atomic.write_text(path, render_html(result))
     return path
+
+
+def render_audit_html(result, index) -> str:
+    """An audit (:class:`embedgenre.audit.AuditResult`) as one self-contained HTML page: per
+    movie its stored thumbnail, labels, the genres that look wrong (struck through) or missing,
+    and the neighbours that side with them."""
+    e = html.escape
+
+    def thumb(item_id: str, height: int = THUMB_HEIGHT) -> str:
+        data = index.thumbnail(item_id)
+        uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii") if data else None
+        return _img(uri, item_id).replace("<img ", f'<img style="height:{height}px" ', 1)
+
+    h = result.head
+    lines = [
+        f"{result.n_flagged} of {result.n_items} labelled movies flagged; judged by {h['spec']}"
+        + (f" (head {h['name']})" if h.get("name") else ""),
+        *result.notes,
+    ]
+    meta = "".join(f'<p class="meta">{e(line)}</p>' for line in lines)
+    cards = []
+    for f in result.findings:
+        wrong = [i for i in f.issues if i.kind == "wrong"]
+        missing = [i for i in f.issues if i.kind == "missing"]
+        issues = "".join(
+            f'<div class="{i.kind}">{"looks wrong" if i.kind == "wrong" else "looks missing"}: '
+            f"{e(i.genre)} (score {i.score:.2f}, typical {i.threshold:.2f}"
+            f"{f', {i.neighbours} neighbours agree' if f.neighbours or i.neighbours else ''})"
+            "</div>"
+            for i in wrong + missing
+        )
+        nbs = "".join(
+            f'<span class="nb" title="{e(", ".join(n["genres"]))}">{thumb(n["id"], 90)}'
+            f"{e(_label(n))}</span>"
+            for n in f.neighbours[:6]
+        )
+        cards.append(
+            f'<div class="card finding" data-id="{e(f.id)}">{thumb(f.id)}'
+            f'<div class="title">{f.rank}. {e(_label(vars(f)))}</div>'
+            f'<div class="genres">labelled: {e(", ".join(f.labelled))}</div>'
+            f'<div class="genres">predicted: {e(", ".join(f.predicted) or "none")}</div>'
+            f'<div class="score">evidence {f.evidence:.2f}</div>{issues}'
+            + (f'<div class="meta">neighbours that agree:</div><div>{nbs}</div>' if nbs else "")
+            + f'<div class="meta">{e(f.id)}</div></div>'
+        )
+    css = _CSS + ".wrong{color:#b00}.missing{color:#070}.nb{display:inline-block;width:70px;"
+    css += "font-size:10px;margin:2px;vertical-align:top}.nb img{height:90px}"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Label audit of {e(result.index)}</title><style>{css}</style>"
+        f"<script>{_SCRIPT}</script></head>"
+        f'<body><div class="query"><div><h1>Labels that look wrong or missing</h1>{meta}</div>'
+        f'</div><div class="grid">{"".join(cards)}</div></body></html>\n'
+    )
+
+
+def write_audit_html(result, index, path: str | Path) -> Path:
+    """Write :func:`render_audit_html` to ``path``; returns the path."""
+    path = Path(path)
+    atomic.write_text(path, render_audit_html(result, index))
+    return path

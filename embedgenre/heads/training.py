@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -16,7 +17,10 @@ from embedgenre.errors import PredictorError
 from embedgenre.features import set_input
 from embedgenre.heads.saved import Head, list_heads, load_head, save_head
 from embedgenre.predictors.spec import HeadSpec
+from embedgenre.predictors.state import json_safe
 from embedgenre.predictors.templates import DEFAULT_GENRES, prompts_for
+from embedgenre.predictors.thresholds import apply_thresholds
+from embedgenre.predictors.tuning import DEFAULT_FOLDS
 from embedgenre.predictors.zeroshot import prompt_matrix, require_text_side
 from embedgenre.store.paths import NAME_RE
 
@@ -108,16 +112,13 @@ def train_head(
         raise PredictorError(
             f"Head name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (max 64)."
         )
-    genres = index.genres or (list(DEFAULT_GENRES) if spec.method == "zeroshot" else [])
-    prompts, fingerprints = (
-        set_prompts(sets, genres, index) if spec.method == "zeroshot" else (None, None)
-    )
+    genres, prompts, fingerprints = _spec_genres(index, spec, sets)
     X, Y, rows = set_input(index.labels, sets)
     keep = np.ones(len(rows), dtype=bool)
     if ids is not None:
         keep &= np.isin(rows, item_rows(index, ids))
     labelled = keep & (Y.sum(axis=1) > 0) if len(Y) and Y.shape[1] else np.zeros(len(X), bool)
-    dims = tuple(s.dim for s in sets.values()) if spec.modality == "both" else None
+    dims = _dims(spec, sets)
     t0 = time.perf_counter()
     if not labelled.any():
         if spec.method != "zeroshot":
@@ -150,6 +151,7 @@ def train_head(
         "genres": list(genres),
         "metrics": metrics,
         "seed": spec.seed,
+        "params": json_safe(spec.params),
         "threshold": spec.threshold,
         "metric": spec.metric,
         "folds": None if validation_ids else spec.folds,
@@ -164,3 +166,58 @@ def train_head(
         path = save_head(index.path, predictor, info, wait=wait)
         logger.info("saved head %s to %s", name, path)
     return head
+
+
+def _spec_genres(index, spec: HeadSpec, sets: dict) -> tuple[list[str], dict | None, dict | None]:
+    """(genre vocabulary, zero-shot prompt matrices, their fingerprints) of a head of ``spec``."""
+    genres = index.genres or (list(DEFAULT_GENRES) if spec.method == "zeroshot" else [])
+    if spec.method != "zeroshot":
+        return genres, None, None
+    prompts, fingerprints = set_prompts(sets, genres, index)
+    return genres, prompts, fingerprints
+
+
+def _dims(spec: HeadSpec, sets: dict):
+    return tuple(s.dim for s in sets.values()) if spec.modality == "both" else None
+
+
+def heldout_scores(
+    index,
+    spec: HeadSpec,
+    image_encoder: str | None = None,
+    text_encoder: str | None = None,
+    labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Out-of-fold probabilities of ``spec`` for every labelled item: each item scored by a model
+    fitted, as :func:`train_head` fits, on the other folds only (``spec.folds`` folds, 5 when the
+    spec holds out one validation part instead).
+
+    ``labels``: bool (n_items, n_genres) to fit on instead of the index's own (to ask what a head
+    would say of other labels). Returns (item rows int64 (m,), probabilities float32 (m, g),
+    labels bool (m, g), genre names, predictions bool (m, g) at the thresholds tuned on those
+    probabilities); nothing is saved.
+    """
+    sets = head_sets(index, spec.modality, image_encoder, text_encoder)
+    genres, prompts, _ = _spec_genres(index, spec, sets)
+    if labels is None:
+        labels = index.labels
+    labels = np.asarray(labels)
+    if labels.shape != (len(index.ids), len(genres)):
+        raise PredictorError(
+            f"labels must have one row per item and one column per genre, "
+            f"{(len(index.ids), len(genres))}; got {labels.shape}."
+        )
+    X, Y, rows = set_input(labels, sets)
+    labelled = Y.sum(axis=1) > 0 if Y.shape[1] else np.zeros(len(X), bool)
+    if labelled.sum() < 10:
+        raise PredictorError(
+            f"Only {int(labelled.sum())} labelled items with {spec.modality} embeddings in "
+            f"{index.path}; held-out scores need at least 10 (re-index a catalog with genres)."
+        )
+    X, Y, rows = X[labelled], Y[labelled], rows[labelled]
+    if spec.folds is None:
+        spec = replace(spec, folds=DEFAULT_FOLDS)
+    tuned = spec.fit(X, Y, genres, dims=_dims(spec, sets), prompts=prompts, refit=False)
+    held, P = tuned.heldout_
+    predicted = apply_thresholds(P, tuned.thresholds_, tuned.at_least_one_).astype(bool)
+    return rows[held], P, Y[held].astype(bool), list(genres), predicted

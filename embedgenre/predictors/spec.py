@@ -84,12 +84,15 @@ class HeadSpec:
             return make_predictor(self.method, fusion=self.fusion, dims=dims, **params)
         return make_predictor(self.method, **params)
 
-    def tuner(self, n_train: int, dims=None, prompts: dict | None = None) -> TunedThresholds:
-        """The estimator wrapped in the threshold protocol."""
+    def tuner(
+        self, n_train: int, dims=None, prompts: dict | None = None, refit: bool = True
+    ) -> TunedThresholds:
+        """The estimator wrapped in the threshold protocol (``refit``: also fit on every row)."""
         return TunedThresholds(
             self.estimator(n_train, dims, prompts),
             cv=self.folds,
             val_size=self.val_size,
+            refit=refit,
             mode=self.threshold,
             metric=self.metric,
             seed=self.seed,
@@ -103,16 +106,19 @@ class HeadSpec:
         dims=None,
         prompts: dict | None = None,
         validation: np.ndarray | None = None,
+        refit: bool = True,
     ) -> TunedThresholds:
         """Fit on labelled rows (X, Y); ``validation``: row positions to hold out instead of
-        folds. The fitted ``.estimator_`` carries the thresholds; ``.validation_`` the scores."""
+        folds. The fitted ``.estimator_`` carries the thresholds; ``.validation_`` the scores;
+        ``.heldout_`` the held-out (rows, probabilities). ``refit=False`` skips the fit on every
+        row (``.estimator_`` is then the first part's model)."""
         if self.folds is not None and validation is None:
             if len(X) < 2 * self.folds:
                 raise PredictorError(
                     f"{len(X)} labelled items are too few for {self.folds} folds; use --folds "
                     f"{max(2, len(X) // 2)} or fewer, or label more items."
                 )
-        tuner = self.tuner(len(X), dims, prompts)
+        tuner = self.tuner(len(X), dims, prompts, refit)
         return tuner.fit(X, Y, classes=classes, validation=validation)
 
 
