@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from embedgenre.cli.common import console, emit_json, err_console
+from embedgenre.cli.common import console, emit_json, err_console, fail
 
 app = typer.Typer()
 
@@ -61,6 +61,21 @@ def similar(
     item_id: Annotated[
         str | None, typer.Option("--id", help="IMDb id of an indexed movie to start from.")
     ] = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Every indexed movie's neighbours in one batched pass (needs --out)."
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="--all: write the neighbours here, .csv (id,neighbour_id,rank,score) or .json.",
+            dir_okay=False,
+        ),
+    ] = None,
     k: KOpt = 10,
     by: Annotated[
         str,
@@ -92,6 +107,13 @@ def similar(
     """Movies most like a poster file or an indexed movie (never the query itself)."""
     from embedgenre.retrieval import open_retriever
 
+    if every or out is not None:
+        return _similar_all(
+            index, every, out, poster, item_id, html, as_json, k=k, by=by,
+            image_encoder=image_encoder, genres=genre or (), exclude_genres=exclude_genre or (),
+            dedup_threshold=dedup_threshold, plot_weight=plot_weight, device=device,
+            nprobe=nprobe, ef_search=ef_search,
+        )  # fmt: skip
     _check_html(html)
     retriever = open_retriever(
         index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
@@ -142,6 +164,34 @@ def search(
         dedup_threshold=dedup_threshold,
     )
     _show(result, html, open_page, as_json)
+
+
+def _similar_all(index, every, out, poster, item_id, html, as_json, **opts) -> None:
+    """`similar --all --out FILE`: every movie's neighbours, written as CSV or JSON."""
+    from embedgenre.cli.outputs import check_output_file, writing
+    from embedgenre.retrieval import open_retriever, write_neighbours
+
+    if not every:
+        raise fail("--out goes with --all (every movie's neighbours); add --all.")
+    if poster is not None or item_id is not None:
+        raise fail("--all asks for every indexed movie; drop the poster and --id.")
+    if out is None:
+        raise fail("--all needs --out FILE (.csv or .json), e.g. --out recs.csv.")
+    if html is not None or as_json:
+        raise fail("--all writes its result to --out; drop --html and --json.")
+    check_output_file(out, "--out", "recs.csv")
+    keys = ("image_encoder", "device", "nprobe", "ef_search")
+    retriever = open_retriever(index, thumbnails=False, **{key: opts.pop(key) for key in keys})
+    result = retriever.similar_all(**opts)
+    with writing(out, "--out"):
+        write_neighbours(result, out)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(
+        f"wrote {len(result.queries)} movies x up to {result.k} neighbours "
+        f"(by {result.by}) to {out}",
+        highlight=False,
+    )
 
 
 def _check_html(html: Path | None) -> None:

@@ -30,10 +30,13 @@ How a query is answered
 
 from __future__ import annotations
 
+import csv
 import difflib
+import io
+import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ from embedgenre import ann
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import RetrievalError, UnknownItemError
-from embedgenre.store import GenreIndex
+from embedgenre.store import GenreIndex, atomic
 
 logger = logging.getLogger(__name__)
 
@@ -623,6 +626,113 @@ class Retriever:
             query, by, {by: target.encoder}, scoring, k, hits, notes, genres, exclude_genres
         )
 
+    def similar_all(
+        self,
+        *,
+        k: int = 10,
+        by: str = "poster",
+        genres: Sequence[str] = (),
+        exclude_genres: Sequence[str] = (),
+        dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD,
+        plot_weight: float = DEFAULT_PLOT_WEIGHT,
+        batch_size: int = 2048,
+    ) -> AllNeighbours:
+        """Every indexed item's ``k`` neighbours, as :meth:`similar` with ``item_id`` gives them
+        (same sources, weights, filters, duplicate folding and :func:`rank`), with each
+        modality's FAISS index asked for the first candidates of ``batch_size`` items at once.
+        Items that cannot be asked ``by`` this way (no poster for ``by="poster"``, no plot for
+        ``by="plot"``) are left out and counted in the notes."""
+        if by not in BY_CHOICES:
+            raise RetrievalError(f"unknown --by {by!r}; expected one of {', '.join(BY_CHOICES)}.")
+        if not 0.0 <= plot_weight <= 1.0:
+            raise RetrievalError(f"plot weight must be within [0, 1], got {plot_weight}.")
+        if k < 1:
+            raise RetrievalError(f"k must be at least 1, got {k}.")
+        n = len(self.index.ids)
+        poster_set = self._set("poster", required=by != "plot")
+        plot_set = self._set("plot", required=by != "poster")
+        base = {}
+        if poster_set is not None:
+            base["poster"] = self._source(poster_set, None, 1.0 - plot_weight)
+        if plot_set is not None and by != "poster":
+            base["plot"] = self._source(plot_set, None, plot_weight)
+        wanted = ["poster"] if by == "poster" else ["plot"] if by == "plot" else ["poster", "plot"]
+        has = {m: (base[m].position_of(n) >= 0) if m in base else np.zeros(n, bool) for m in base}
+        ask = np.zeros(n, dtype=bool)
+        for m in wanted:
+            ask |= has.get(m, np.zeros(n, bool))
+        keep = self.genre_mask(genres, exclude_genres)
+        # the candidates rank() asks for first, fetched for a batch of queries at once
+        fetch = max(2 * k + 1 + 8, 32)
+        queries = np.flatnonzero(ask)
+        out_rows: list[list[Hit]] = []
+        for start in range(0, len(queries), batch_size):
+            part = queries[start : start + batch_size]
+            found = {}
+            for m in wanted:
+                if m not in base:
+                    continue
+                src = base[m]
+                at = src.position_of(n)[part]
+                ok = at >= 0
+                want = min(fetch, len(src.rows))
+                sc = np.full((len(part), want), -np.inf, np.float32)
+                ro = np.full((len(part), want), -1, np.int64)
+                if ok.any():
+                    sc[ok], ro[ok] = src.search(np.asarray(src.vectors[at[ok]], np.float32), want)
+                found[m] = (at, sc, ro)
+            for i, row in enumerate(part):
+                sources = []
+                for m in wanted:
+                    if m in found and found[m][0][i] >= 0:
+                        sources.append(self._cached_source(base[m], found[m], i))
+                if len(sources) == 1:  # --by both falling back to the one modality it has
+                    sources[0].weight = 1.0
+                dedup = None
+                if "poster" in base:
+                    at = base["poster"].position_of(n)[row]
+                    qpost = base["poster"].vectors[at] if at >= 0 else None
+                    dedup = replace(
+                        base["poster"],
+                        weight=1.0,
+                        query=None if qpost is None else np.asarray(qpost, np.float32),
+                    )
+                hits = rank(
+                    sources,
+                    n,
+                    k,
+                    keep=keep,
+                    exclude=[int(row)],
+                    dedup=dedup,
+                    dedup_threshold=dedup_threshold,
+                )
+                out_rows.append(hits)
+        skipped = int(n - len(queries))
+        notes = []
+        if skipped:
+            notes.append(f"{skipped} items have no {' or '.join(wanted)} embedding: left out")
+        if genres:
+            notes.append("kept items with at least one of: " + ", ".join(genres))
+        if exclude_genres:
+            notes.append("left out items with any of: " + ", ".join(exclude_genres))
+        encoders = {m: self._set(m).encoder for m in wanted if m in base}
+        return AllNeighbours(self.index, by, k, encoders, queries, out_rows, notes)
+
+    @staticmethod
+    def _cached_source(src: Source, found, i: int) -> Source:
+        """``src`` asked for query ``i`` of a batch: the batch's candidates answer the first
+        search; a larger one (filters left too few results) searches again."""
+        at, scores, rows = found
+        query = np.asarray(src.vectors[at[i]], dtype=np.float32)
+        search = src.search
+
+        def cached(q: np.ndarray, want: int):
+            if want <= scores.shape[1]:
+                return scores[i : i + 1, :want], rows[i : i + 1, :want]
+            return search(q, want)
+
+        return replace(src, query=query, search=cached)
+
     # -- formatting --------------------------------------------------------------------
 
     def _id_hint(self, given: str) -> str:
@@ -683,6 +793,56 @@ class Retriever:
         return RetrievalResult(query, by, encoders, scoring, k, neighbours, notes, thumbs)
 
 
+@dataclass
+class AllNeighbours:
+    """Every item's neighbours (:meth:`Retriever.similar_all`): ``queries`` item rows, and for
+    each its hits in rank order."""
+
+    index: Any
+    by: str
+    k: int
+    encoders: dict[str, str]
+    queries: np.ndarray
+    hits: list[list[Hit]]
+    notes: list[str] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One flat record per (item, neighbour): id, neighbour_id, rank (1-based), score."""
+        ids = self.index.ids
+        return [
+            {"id": ids[q], "neighbour_id": ids[h.row], "rank": r, "score": round(h.score, 6)}
+            for q, hits in zip(self.queries.tolist(), self.hits, strict=True)
+            for r, h in enumerate(hits, start=1)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "k": self.k,
+            "encoders": dict(self.encoders),
+            "n_items": len(self.queries),
+            "notes": list(self.notes),
+            "neighbours": self.records(),
+        }
+
+
+def write_neighbours(result: AllNeighbours, path: str | Path) -> Path:
+    """Write ``result`` to ``path``: ``.csv`` as the flat records (id, neighbour_id, rank,
+    score), anything else as the JSON of :meth:`AllNeighbours.to_dict`."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(
+            buf, fieldnames=["id", "neighbour_id", "rank", "score"], lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(result.records())
+        atomic.write_text(path, buf.getvalue())
+    else:
+        atomic.write_text(path, json.dumps(result.to_dict(), indent=1) + "\n")
+    return path
+
+
 def open_retriever(index_dir: str | Path, **kwargs) -> Retriever:
     """``Retriever(GenreIndex.open(index_dir), **kwargs)``."""
 
@@ -690,6 +850,7 @@ def open_retriever(index_dir: str | Path, **kwargs) -> Retriever:
 
 
 __all__ = [
+    "AllNeighbours",
     "BY_CHOICES",
     "Hit",
     "Neighbour",
@@ -700,4 +861,5 @@ __all__ = [
     "open_retriever",
     "pair_statistics",
     "rank",
+    "write_neighbours",
 ]
