@@ -12,7 +12,7 @@ Precision at k = the share of the audit's top k that are movies we changed; a ra
 scores the share changed (0.05). The labels are IMDb's and noisy of their own (about 14% of movies
 disagree between two copies), so some of the audit's "misses" are real label problems.
 
-    python benchmarks/audit.py [--index indexes/posters-dev] [--spec linear:poster]
+    python benchmarks/audit.py [--index indexes/posters-dev] [--spec knn:both:late]
         [--rate 0.05] [--seed 0]
 
 Target: precision at k >= 0.5 for wrong sets.
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "--spec",
         action="append",
         help="METHOD:MODALITY[:FUSION] of a head to audit with (repeatable; trained and saved "
-        "as bench-METHOD-MODALITY if the index lacks it). Default: linear:poster",
+        "as bench-METHOD-MODALITY if the index lacks it). Default: knn:both:late",
     )
     ap.add_argument("--rate", type=float, default=0.05, help="share of labelled movies changed")
     ap.add_argument("--seed", type=int, default=0)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     index = GenreIndex.open(args.index)
     specs = []
-    for text in args.spec or ["linear:poster"]:
+    for text in args.spec or ["knn:both:late"]:
         method, modality, *fusion = text.split(":")
         specs.append(HeadSpec(method, modality, fusion[0] if fusion else None))
     have = {d["name"] for d in list_heads(index)}

@@ -62,7 +62,7 @@ def audit(
     )
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
-    table = Table("#", "evidence", "id", "title", "labelled", "looks wrong", "looks missing")
+    table = Table("#", "quality", "id", "title", "labelled", "looks wrong", "looks missing")
     for f in result.findings:
         title = f"{f.title or ''}" + (f" ({f.year})" if f.year else "")
 
@@ -75,7 +75,7 @@ def audit(
 
         table.add_row(
             str(f.rank),
-            f"{f.evidence:.2f}",
+            f"{f.quality:.2f}",
             f.id,
             title,
             ", ".join(f.labelled),

@@ -10,10 +10,16 @@ confident learning does, since a rare genre's probabilities live far lower than 
 
 A labelled genre scoring at or below ``other[g]`` looks **wrong** (the model rates the movie no
 more ``g`` than a typical movie without it); a missing genre scoring at or above ``member[g]``
-looks **missing**. The strength of each issue is its distance past that threshold in log-odds;
-a movie's evidence is the sum over its issues, and movies are listed by it, best first. The
-movie's nearest neighbours (:mod:`embedgenre.retrieval`) that side with an issue (neighbours
-without a genre called wrong, with a genre called missing) are shown as evidence beside it.
+looks **missing**. Each issue's strength is its distance past that threshold in log-odds.
+
+Movies with at least one issue are listed worst label set first, by a label quality score as
+cleanlab ranks multi-label issues: per genre the self-confidence of the given label (the score
+if labelled, one minus it if not), aggregated by an exponential moving average over the genres
+from the most to the least confident, so the worst few weigh most (:func:`label_quality`). (On
+the shared posters this ranks planted wrong label sets about twice as well as summing the issue
+strengths, which favours movies with many weak issues; benchmarks/audit.py.) The movie's nearest
+neighbours (:mod:`embedgenre.retrieval`) that side with an issue (neighbours without a genre
+called wrong, with a genre called missing) are shown as evidence beside it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ DEFAULT_K = 50
 DEFAULT_NEIGHBOURS = 10
 DEFAULT_SPEC = HeadSpec("linear", "poster")
 _EPS = 1e-4  # probabilities are clipped to [eps, 1 - eps] before log-odds
+QUALITY_ALPHA = 0.5
 
 
 @dataclass
@@ -59,7 +66,8 @@ class Finding:
     year: int | None
     labelled: list[str]
     predicted: list[str]  # genres the head's tuned thresholds give on the held-out scores
-    evidence: float
+    evidence: float  # the sum of the issues' strengths
+    quality: float  # label quality (low: likely wrong); findings are listed by it
     issues: list[Issue]
     neighbours: list[dict[str, Any]] = field(default_factory=list)  # those that side with an issue
 
@@ -92,6 +100,7 @@ class AuditResult:
                     "labelled": list(f.labelled),
                     "predicted": list(f.predicted),
                     "evidence": f.evidence,
+                    "quality": f.quality,
                     "issues": [vars(i).copy() for i in f.issues],
                     "neighbours": [dict(n) for n in f.neighbours],
                 }
@@ -140,6 +149,20 @@ def issue_evidence(P: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     wrong = np.where(Y & usable & (L <= lo), lo - L + _EPS, 0.0)
     missing = np.where(~Y & usable & (L >= lm), L - lm + _EPS, 0.0)
     return wrong, missing, wrong.sum(axis=1) + missing.sum(axis=1)
+
+
+def label_quality(P: np.ndarray, Y: np.ndarray, alpha: float = QUALITY_ALPHA) -> np.ndarray:
+    """float (m,) in [0, 1]: how well each row's given labels agree with its held-out scores
+    (low: likely wrong). Per genre the self-confidence ``P`` where labelled, ``1 - P`` where not;
+    sorted from the most to the least confident and folded by an exponential moving average
+    with weight ``alpha`` on each newer (less confident) genre."""
+    Y = np.asarray(Y, dtype=bool)
+    S = np.where(Y, P, 1.0 - np.asarray(P, dtype=np.float64))
+    S = -np.sort(-S, axis=1)
+    out = S[:, 0].copy()
+    for t in range(1, S.shape[1]):
+        out = alpha * S[:, t] + (1.0 - alpha) * out
+    return out
 
 
 # ------------------------------------------------------------------------------ the head
@@ -216,14 +239,16 @@ def audit(
     )
     wrong, missing, evidence = issue_evidence(P, Y)
     member, other = class_thresholds(P, Y)
+    quality = label_quality(P, Y)
     flagged = np.flatnonzero(evidence > 0)
-    order = flagged[np.lexsort((rows[flagged], -evidence[flagged]))][:k]
+    order = flagged[np.lexsort((rows[flagged], quality[flagged]))][:k]
     notes = [
         f"held-out scores of {spec.name} over {described['folds']} folds: each movie scored by "
         "a model fitted on the other folds",
         "a labelled genre scoring at or below the genre's mean score among movies without it "
         "looks wrong; a missing genre scoring at or above its mean among movies with it looks "
         "missing",
+        "listed by label quality (cleanlab's multi-label score), lowest first",
     ]
     if described["name"] is None:
         notes.append(f"no saved head fits this index: judged by a {spec.name} head")
@@ -250,6 +275,7 @@ def audit(
                 labelled=labelled,
                 predicted=[genres[j] for j in np.flatnonzero(predicted[i])],
                 evidence=float(evidence[i]),
+                quality=float(quality[i]),
                 issues=issues,
             )
         )
@@ -323,4 +349,5 @@ __all__ = [
     "audit_spec",
     "class_thresholds",
     "issue_evidence",
+    "label_quality",
 ]

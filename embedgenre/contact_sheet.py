@@ -186,7 +186,7 @@ def render_audit_html(result, index) -> str:
             f'<div class="title">{f.rank}. {e(_label(vars(f)))}</div>'
             f'<div class="genres">labelled: {e(", ".join(f.labelled))}</div>'
             f'<div class="genres">predicted: {e(", ".join(f.predicted) or "none")}</div>'
-            f'<div class="score">evidence {f.evidence:.2f}</div>{issues}'
+            f'<div class="score">label quality {f.quality:.2f}</div>{issues}'
             + (f'<div class="meta">neighbours that agree:</div><div>{nbs}</div>' if nbs else "")
             + f'<div class="meta">{e(f.id)}</div></div>'
         )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from embedgenre.audit import audit, class_thresholds, issue_evidence
+from embedgenre.audit import audit, class_thresholds, issue_evidence, label_quality
 from embedgenre.cli.app import app
 from embedgenre.errors import PredictorError
 from embedgenre.heads import train_head
@@ -68,8 +68,20 @@ def test_planted_wrong_labels_rank_first_on_heldout_scores():
     rows, P = tuned.heldout_
     assert list(rows) == list(range(n))  # every row scored once, by a model that did not see it
     _, _, evidence = issue_evidence(P, noisy[rows])
-    top = np.argsort(-evidence, kind="stable")[: len(planted)]
+    quality = label_quality(P, noisy[rows])
+    top = np.argsort(quality, kind="stable")[: len(planted)]
     assert set(top.tolist()) == set(planted.tolist())
+    assert (evidence[planted] > 0).all()
+
+
+def test_label_quality_weighs_the_worst_genres_most():
+    P = np.array([[0.9, 0.1, 0.1], [0.9, 0.1, 0.1], [0.6, 0.4, 0.1]])
+    Y = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=bool)
+    q = label_quality(P, Y, alpha=0.5)
+    # row 0: confidences 0.9, 0.9, 0.9; row 1: 0.9, 0.1 (labelled), 0.1 (the 0.9 not labelled)
+    assert q[0] == pytest.approx(0.9)
+    assert q[1] == pytest.approx(0.5 * 0.1 + 0.5 * (0.5 * 0.9 + 0.5 * 0.1))
+    assert q[1] < q[2] < q[0]
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +107,13 @@ def test_heldout_scores_cover_every_labelled_item(trained_index):
         heldout_scores(index, HeadSpec("linear"), labels=other[:5])
 
 
-def test_audit_uses_the_named_heads_spec_and_lists_best_evidence_first(trained_index):
+def test_audit_uses_the_named_heads_spec_and_lists_worst_labels_first(trained_index):
     index = GenreIndex.open(trained_index)
     result = audit(index, head="lin3", k=5, neighbours=5)
     assert result.head["name"] == "lin3" and result.head["folds"] == 3
     assert len(result.findings) == 5 and result.n_flagged >= 5
-    ev = [f.evidence for f in result.findings]
-    assert ev == sorted(ev, reverse=True) and ev[-1] > 0
+    quality = [f.quality for f in result.findings]
+    assert quality == sorted(quality) and all(f.evidence > 0 for f in result.findings)
     for f in result.findings:
         assert f.issues
         for issue in f.issues:
