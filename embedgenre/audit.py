@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from embedgenre.errors import PredictorError
+from embedgenre.errors import PredictorError, RetrievalError
 from embedgenre.heads.saved import check_compatible, list_heads
 from embedgenre.heads.training import heldout_scores
 from embedgenre.predictors.spec import HeadSpec
 from embedgenre.predictors.tuning import DEFAULT_FOLDS
-from embedgenre.retrieval import RetrievalError, Retriever
+from embedgenre.retrieval import Retriever
 
 logger = logging.getLogger(__name__)
 

@@ -462,14 +462,11 @@ class Retriever:
     ) -> RetrievalResult:
         """Items most like an indexed item (``item_id``), or a poster (a file, or an image
         received in memory) and/or a ``plot`` text (with its ``title``) that are not indexed."""
-        if by not in BY_CHOICES:
-            raise RetrievalError(f"unknown --by {by!r}; expected one of {', '.join(BY_CHOICES)}.")
+        _check_by(by, plot_weight)
         if (item_id is None) == (poster is None and plot is None):
             raise RetrievalError("give either a poster file or --id IMDB_ID (exactly one).")
         if item_id is not None and plot is not None:
             raise RetrievalError("an indexed item is compared by its stored plot; drop the plot.")
-        if not 0.0 <= plot_weight <= 1.0:
-            raise RetrievalError(f"plot weight must be within [0, 1], got {plot_weight}.")
         notes: list[str] = []
         poster_set = self._set("poster", required=by != "plot")
         plot_set = self._set("plot", required=by != "poster")
@@ -642,10 +639,7 @@ class Retriever:
         modality's FAISS index asked for the first candidates of ``batch_size`` items at once.
         Items that cannot be asked ``by`` this way (no poster for ``by="poster"``, no plot for
         ``by="plot"``) are left out and counted in the notes."""
-        if by not in BY_CHOICES:
-            raise RetrievalError(f"unknown --by {by!r}; expected one of {', '.join(BY_CHOICES)}.")
-        if not 0.0 <= plot_weight <= 1.0:
-            raise RetrievalError(f"plot weight must be within [0, 1], got {plot_weight}.")
+        _check_by(by, plot_weight)
         if k < 1:
             raise RetrievalError(f"k must be at least 1, got {k}.")
         n = len(self.index.ids)
@@ -791,6 +785,13 @@ class Retriever:
         if self.thumbnails:
             thumbs = {i: t for i in shown if (t := self.index.thumbnail(i)) is not None}
         return RetrievalResult(query, by, encoders, scoring, k, neighbours, notes, thumbs)
+
+
+def _check_by(by: str, plot_weight: float) -> None:
+    if by not in BY_CHOICES:
+        raise RetrievalError(f"unknown --by {by!r}; expected one of {', '.join(BY_CHOICES)}.")
+    if not 0.0 <= plot_weight <= 1.0:
+        raise RetrievalError(f"plot weight must be within [0, 1], got {plot_weight}.")
 
 
 @dataclass
