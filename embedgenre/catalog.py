@@ -67,6 +67,8 @@ MAX_FIELD_CHARS = 100_000
 _CSV_FIELD_LIMIT = 2**31 - 1
 # Readable characters kept from an id in a poster file name, before the hash.
 POSTER_STEM_CHARS = 80
+# A genre name longer than this is no genre (a pasted text, a broken file) and is left out.
+MAX_GENRE_CHARS = 64
 
 # Column names tried for each field when no mapping is given; compared after _column_key().
 _DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -94,6 +96,15 @@ _PLAIN_STEM_RE = re.compile(rf"[a-z0-9_-][a-z0-9._-]{{0,{POSTER_STEM_CHARS - 1}}
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{d}{i}" for d in ("com", "lpt") for i in range(10)
 }
+# Control characters (C0 but tab, newline and carriage return; DEL; C1 but NEL), characters that
+# change the direction of displayed text (marks, embeddings, overrides, isolates) and lone
+# surrogates: removed from catalog text, since a terminal or a page would act on them.
+_CONTROL_RE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f"
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+# Line and paragraph breaks: a space in one-line text (ids, titles, genres).
+_BREAK_RE = re.compile("[\t\n\r\x85\u2028\u2029]+")
 
 
 class CatalogWarning(UserWarning):
@@ -209,9 +220,10 @@ class Catalog:
 def normalise_genre(name: str) -> str | None:
     """Canonical genre name: IMDb's spelling when known (``sci fi`` -> ``Sci-Fi``), else Title Case.
 
-    Returns None for an empty name.
+    Control and direction characters are removed and inner whitespace (line breaks included)
+    collapsed to one space. Returns None for an empty name.
     """
-    name = " ".join(str(name).split())
+    name = " ".join(clean_text(name).split())
     if not name:
         return None
     key = _column_key(name)
@@ -242,10 +254,33 @@ def normalise_imdb_id(value: str | int) -> str | None:
     return "tt" + m.group(1).zfill(7)
 
 
+def clean_text(value: str, *, multiline: bool = False) -> str:
+    """``value`` without control characters (NUL, DEL, escape sequences' ESC, C1) and without
+    characters that change the direction of displayed text (U+200E/F, U+202A-202E, U+2066-2069).
+
+    One-line text (titles, genres): tabs and line breaks become spaces. ``multiline`` (plots): tabs
+    and newlines are kept, ``\\r\\n`` and ``\\r`` become ``\\n``. Outer whitespace is stripped.
+    """
+    text = str(value)
+    if multiline:
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x85", "\n")
+    else:
+        text = _BREAK_RE.sub(" ", text)
+    return _CONTROL_RE.sub("", text).strip()
+
+
+def has_hidden_controls(value: str) -> bool:
+    """True when ``value`` holds characters :func:`clean_text` removes (not tabs or newlines)."""
+    return _CONTROL_RE.search(value) is not None
+
+
 def clean_id(value: str) -> str:
     """An id cell without control or invisible format characters (NUL, tab, newline, zero-width and
     direction marks) and without outer spaces; ``""`` when nothing else is left."""
-    kept = "".join(c for c in str(value) if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+    value = str(value)
+    if value.isascii() and value.isprintable():
+        return value.strip()
+    kept = "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
     return kept.strip()
 
 
@@ -454,7 +489,10 @@ def read_catalog(
         logger.debug("catalog: %s", p)
     if problems:
         logger.info(
-            "catalog %s: %d row problem(s) handled; see Catalog.problems", source, len(problems)
+            "catalog %s: %d row problem(s) handled, the first: %s",
+            source,
+            len(problems),
+            problems[0],
         )
     return Catalog(
         root=root,
@@ -687,6 +725,11 @@ def _read_csv_layout(
     first_line: dict[str, int] = {}
     for line, row in rows:
         where = f"{source.name} line {line}"
+        folded = _folded_rows(row, line, source, cols["id"])
+        if folded:
+            problems.append(folded)
+            warnings.warn(folded, CatalogWarning, stacklevel=3)
+            continue
         if None in row:
             problems.append(f"{where}: more fields than the header has; extra fields ignored")
         raw_id = cell(row, "id")
@@ -742,10 +785,97 @@ def _read_csv_layout(
             poster = finder.find(item_id)
             if poster is None and kaggle:
                 poster = root / "posters" / f"{poster_stem(item_id)}.jpg"
-        items.append(Item(item_id, title, year, genres, plot, poster))
+        item = clean_item(Item(item_id, title, year, genres, plot, poster), where, problems)
+        if item is not None:
+            items.append(item)
 
     _warn_if_separator_looks_wrong(items, rows, cols, genre_sep, source)
     return items, problems, layout
+
+
+def clean_item(item: Item, where: str, problems: list[str]) -> Item | None:
+    """The one gate every layout's rows pass through before they become a catalog's items.
+
+    Removes control and direction characters from the id, title, plot and genre names (see
+    :func:`clean_text`), leaves out genre names longer than ``MAX_GENRE_CHARS`` and notes each
+    change in ``problems`` (``where`` names the file and line). None when no id is left.
+    """
+    item_id = clean_id(item.id)
+    if item_id != item.id:
+        problems.append(
+            f"{where}: id {shown(item.id)} holds control characters; read as {shown(item_id)}"
+        )
+    if not item_id or unusable_id(item_id):
+        problems.append(f"{where}: id {shown(item.id)} names no movie; row skipped")
+        return None
+    changed = []
+    title = clean_text(item.title) if item.title else None
+    if item.title and has_hidden_controls(item.title):
+        changed.append("title")
+    plot = clean_text(item.plot, multiline=True) if item.plot else None
+    if item.plot and has_hidden_controls(item.plot):
+        changed.append("plot")
+    genres: list[str] = []
+    for g in item.genres:
+        name = normalise_genre(g) if not g.isprintable() or "  " in g else g.strip()
+        if not name:
+            continue
+        if name != g and has_hidden_controls(g):
+            changed.append(f"genre {shown(name)}")
+        if len(name) > MAX_GENRE_CHARS:
+            problems.append(
+                f"{where}: {brief(item_id)} has a genre name of {len(name):,} characters "
+                f"({shown(name, 40)}), longer than the {MAX_GENRE_CHARS} a genre name may have; "
+                "left out. Fix: split the genre cell with the right separator, or shorten the name"
+            )
+        elif name not in genres:
+            genres.append(name)
+    if changed:
+        problems.append(
+            f"{where}: {brief(item_id)}'s {', '.join(changed)} held control or text-direction "
+            "characters; removed"
+        )
+    return Item(item_id, title or None, item.year, tuple(genres), plot or None, item.poster)
+
+
+def _folded_rows(row: dict, line: int, source: Path, id_column: str | None) -> str | None:
+    """A problem message when a quote left open in one row swallowed the rows after it, else
+    None. Such a field spans lines, and a line inside it reads as a row of its own: a cell like
+    an id first, and about as many commas as the header has."""
+    if not any("\n" in v for v in row.values() if isinstance(v, str)):
+        return None
+    n_columns = sum(1 for k in row if k is not None)
+    own_id = row.get(id_column) if id_column else None
+    shape = _id_shape(own_id) if isinstance(own_id, str) and own_id.strip() else None
+    for column, value in row.items():
+        if column is None or not isinstance(value, str) or "\n" not in value:
+            continue
+        lines = value.replace("\r\n", "\n").split("\n")
+        for offset, text in enumerate(lines[1:], start=1):
+            cells = next(csv.reader([text]), [])
+            if len(cells) < max(2, n_columns // 2):
+                continue
+            first = cells[0].strip()
+            if not (_IMDB_ID_RE.match(first) or (shape and _id_shape(first) == shape)):
+                continue
+            start = line - sum(v.count("\n") for v in row.values() if isinstance(v, str))
+            folded = len(lines) - offset
+            return (
+                f"{source.name} line {start}: a quote opened in column {shown(column)} is never "
+                f"closed, so the next {folded} line(s), from line {start + offset} "
+                f"({shown(first, 30)}...), were read as part of this row instead of as rows; "
+                f"the row was skipped. Fix: close the quote on line {start} (a quote inside a "
+                'quoted field is written twice: "") and read the catalog again'
+            )
+    return None
+
+
+def _id_shape(value: str) -> str | None:
+    """``"tt0114709"`` -> ``"a0"``, ``"m-12"`` -> ``"a-0"``: an id's shape; None without digits."""
+    value = value.strip()
+    if not value or " " in value or len(value) > 40 or not any(c.isdigit() for c in value):
+        return None
+    return re.sub(r"[0-9]+", "0", re.sub(r"[^\W\d_]+", "a", value))
 
 
 def _warn_if_separator_looks_wrong(items, rows, cols, genre_sep, source) -> None:
@@ -785,15 +915,23 @@ def _read_mmimdb(folder: Path) -> tuple[list[Item], list[str]]:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             problems.append(f"{f.name}: not valid UTF-8 JSON ({e}); skipped")
             continue
+        except RecursionError:
+            problems.append(
+                f"{f.name}: JSON nested too deeply to be a movie record (lists or objects inside "
+                "each other hundreds of levels down); skipped"
+            )
+            continue
         if not isinstance(obj, dict) or not {"genres", "plot", "title"} & obj.keys():
             logger.debug("skipping %s: not a movie record", f.name)
             continue
-        item_id = normalise_imdb_id(f.stem) or f.stem
+        item_id = normalise_imdb_id(f.stem) or clean_id(f.stem)
         if item_id in seen:
             problems.append(f"{f.name}: duplicate id {item_id}; kept the first")
             continue
         seen.add(item_id)
         raw_genres = obj.get("genres")
+        if isinstance(raw_genres, list):
+            raw_genres = [g for g in raw_genres if isinstance(g, str)]
         genres = split_genres(raw_genres if isinstance(raw_genres, (str, list)) else None)
         if not genres:
             problems.append(f"{f.name}: {item_id} has no genres; kept with none")
@@ -812,9 +950,10 @@ def _read_mmimdb(folder: Path) -> tuple[list[Item], list[str]]:
             ),
             f.with_suffix(".jpeg"),
         )
-        items.append(
-            Item(item_id, title, year, genres, _mmimdb_plot(obj.get("plot")), poster.absolute())
-        )
+        item = Item(item_id, title, year, genres, _mmimdb_plot(obj.get("plot")), poster.absolute())
+        item = clean_item(item, f.name, problems)
+        if item is not None:
+            items.append(item)
     return items, problems
 
 
