@@ -92,6 +92,7 @@ _GENRE_ALIASES = {"sciencefiction": "Sci-Fi", "sports": "Sport", "biopic": "Biog
 _YEAR_RE = re.compile(r"^(\d{4})(?:\.0+|-\d{1,2}(?:-\d{1,2})?)?$")
 _TITLE_YEAR_RE = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 _IMDB_ID_RE = re.compile(r"^(?:tt)?(\d{1,8})$", re.IGNORECASE)
+_FOLDED_IMDB_RE = re.compile(r"^tt\d{7,8}$", re.IGNORECASE)
 _PLAIN_STEM_RE = re.compile(rf"[a-z0-9_-][a-z0-9._-]{{0,{POSTER_STEM_CHARS - 1}}}")
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{d}{i}" for d in ("com", "lpt") for i in range(10)
@@ -856,7 +857,7 @@ def _folded_rows(row: dict, line: int, source: Path, id_column: str | None) -> s
             if len(cells) < max(2, n_columns // 2):
                 continue
             first = cells[0].strip()
-            if not (_IMDB_ID_RE.match(first) or (shape and _id_shape(first) == shape)):
+            if not (_FOLDED_IMDB_RE.match(first) or (shape and _id_shape(first) == shape)):
                 continue
             start = line - sum(v.count("\n") for v in row.values() if isinstance(v, str))
             folded = len(lines) - offset

@@ -1,0 +1,128 @@
+"""Hostile text in catalogs and indexes: control and direction characters, huge or broken genre
+names, rows folded by an open quote, deeply nested JSON. Each file is made in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from embedgenre.catalog import MAX_GENRE_CHARS, CatalogWarning, clean_text, read_catalog
+
+HEADER = "imdb_id,title,year,genres,plot\n"
+# escape sequences, NUL, DEL, a C1 control, and every kind of direction override / isolate / mark
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\x00\x7f\x9b\u202e\u202a\u2066\u2069\u200e\u200f"
+INVISIBLE = "\x00\x07\x1b\x7f\x9b\u202e\u2066\u200f"  # nothing printable left once removed
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def _no_hidden(text: str) -> None:
+    for c in INVISIBLE:
+        assert c not in text, f"{c!r} left in {text!r}"
+
+
+def test_clean_text_strips_controls_and_direction_characters():
+    assert clean_text(f"Evil{HOSTILE} Title") == "Evil[2J]0;owned Title"
+    assert clean_text("one\ttwo\r\nthree") == "one two three"
+    assert clean_text("para one\r\npara\ttwo\x00", multiline=True) == "para one\npara\ttwo"
+
+
+def test_csv_titles_plots_ids_and_genres_are_cleaned_at_the_boundary(tmp_path):
+    write(
+        tmp_path / "movies.csv",
+        HEADER
+        + f'tt0000001\x00\u202e\x07,"Clear{HOSTILE}screen",2001,Drama|Com{INVISIBLE}edy,'
+        + f'"A plot.\r\nSecond{HOSTILE} line\x00."\n'
+        + "tt0000002,Plain,2002,Drama,plain plot\n",
+    )
+    cat = read_catalog(tmp_path)
+    one = cat.items[0]
+    assert one.id == "tt0000001"
+    assert one.title == "Clear[2J]0;ownedscreen"
+    assert one.plot == "A plot.\nSecond[2J]0;owned line."
+    assert set(one.genres) == {"Drama", "Comedy"}
+    for item in cat.items:
+        for text in (item.id, item.title, item.plot, *item.genres):
+            _no_hidden(text)
+    assert any("tt0000001's title, plot" in p and "removed" in p for p in cat.problems)
+    assert cat.items[1].title == "Plain" and cat.items[1].plot == "plain plot"
+
+
+def test_genre_names_with_newlines_overrides_or_100k_characters_never_enter_the_vocabulary(
+    tmp_path,
+):
+    huge = "X" * 100_000
+    write(
+        tmp_path / "movies.csv",
+        HEADER
+        + 'tt0000001,One,2001,"Film\nNoir|Dra\u202ema",p\n'
+        + f"tt0000002,Two,2002,Comedy|{huge},p\n"
+        + f"tt0000003,Three,2003,Horror|{'Y' * (MAX_GENRE_CHARS + 1)},p\n",
+    )
+    cat = read_catalog(tmp_path)
+    assert cat.genres and all(len(g) <= MAX_GENRE_CHARS for g in cat.genres)
+    assert all(g == " ".join(g.split()) and g.isprintable() for g in cat.genres)
+    assert set(cat.genres) == {"Film-Noir", "Drama", "Comedy", "Horror"}
+    long_ones = [p for p in cat.problems if "longer than the 64 a genre name may have" in p]
+    assert len(long_ones) == 2 and "line 4" in long_ones[0]
+    assert "99,993 characters" in long_ones[0]
+    assert cat.items[1].genres == ("Comedy",)
+
+
+def test_mmimdb_text_is_cleaned_through_the_same_gate(tmp_path):
+    doc = {"title": f"T{HOSTILE}", "genres": ["Drama", f"Act\nion{INVISIBLE}", "Z" * 200, ["x"]]}
+    doc["plot"] = [f"plot{HOSTILE}\x00"]
+    write(tmp_path / "tt0000001.json", json.dumps(doc))
+    cat = read_catalog(tmp_path, layout="mmimdb")
+    (item,) = cat.items
+    assert item.title == "T[2J]0;owned" and item.plot == "plot[2J]0;owned"
+    assert cat.genres == ["Action", "Drama"] or cat.genres == ["Drama", "Action"]
+    assert any("longer than the 64" in p for p in cat.problems)
+
+
+def test_an_open_quote_that_folds_rows_is_reported_with_its_line_and_fix(tmp_path):
+    write(
+        tmp_path / "movies.csv",
+        HEADER
+        + "tt0000001,First,2001,Drama,p\n"
+        + 'tt0000002,"Broken title,2002,Drama,p\n'
+        + "tt0000003,Folded,2003,Comedy,p\n"
+        + 'tt0000004,"Closed",2004,Horror,p\n'
+        + "tt0000005,After,2005,Horror,p\n",
+    )
+    with pytest.warns(CatalogWarning) as rec:
+        cat = read_catalog(tmp_path)
+    (message,) = [str(w.message) for w in rec if "never closed" in str(w.message)]
+    assert "movies.csv line 3" in message and "'title'" in message
+    assert "from line 4" in message and "tt0000003" in message
+    assert "Fix: close the quote on line 3" in message and "Catalog.problems" not in message
+    assert message in cat.problems
+    # the row that swallowed the others is not kept with a title made of three rows
+    assert [it.id for it in cat.items] == ["tt0000001", "tt0000005"]
+    assert all("\n" not in (it.title or "") for it in cat.items)
+
+
+def test_plots_with_line_breaks_and_commas_are_not_folded_rows(tmp_path):
+    plot = "He leaves.\nLater, in Paris, they meet, again, and again.\n1999, the end, it, is"
+    write(tmp_path / "movies.csv", HEADER + f'tt0000001,One,2001,Drama,"{plot}"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CatalogWarning)
+        cat = read_catalog(tmp_path)
+    assert cat.items[0].plot == plot and not cat.problems
+
+
+def test_one_deeply_nested_mmimdb_file_is_skipped_the_rest_read(tmp_path):
+    depth = 200_000
+    write(tmp_path / "tt0000001.json", '{"genres": ' + "[" * depth + "]" * depth + "}")
+    write(tmp_path / "tt0000002.json", json.dumps({"title": "Fine", "genres": ["Drama"]}))
+    cat = read_catalog(tmp_path, layout="mmimdb")
+    assert [it.id for it in cat.items] == ["tt0000002"]
+    (problem,) = [p for p in cat.problems if p.startswith("tt0000001.json")]
+    assert "nested too deeply" in problem and "skipped" in problem
