@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any
@@ -30,12 +31,36 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)  # logs, progress and errors go to stderr
 
 
+# What a terminal would act on instead of showing: control characters (tab and newline aside),
+# text-direction marks, embeddings, overrides and isolates, line and paragraph separators.
+_UNSAFE_RE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def plain(text: object) -> str:
+    """``text`` (from a catalog, an index, a file or an error) safe to print: each character a
+    terminal would act on (``\\x1b`` of an escape sequence, a direction override) is shown as its
+    ``\\x..``/``\\u....`` escape instead."""
+    return _UNSAFE_RE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def safe(text: object) -> str:
+    """``text`` safe to print inside rich markup: :func:`plain`, and ``[...]`` shown as written."""
+    return escape(plain(text))
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return plain(super().format(record))
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send library logs to stderr; only the CLI configures handlers."""
     root = logging.getLogger("embedgenre")
     root.handlers.clear()
     handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_PlainFormatter("%(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
@@ -64,7 +89,7 @@ def _json_default(obj: Any) -> Any:
 
 def fail(message: str) -> typer.Exit:
     """Print an error to stderr and return the Exit to raise (exit status 1)."""
-    err_console.print("[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True)
+    err_console.print("[bold red]error:[/] " + safe(message), highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -78,7 +103,7 @@ class ErrorHandlingGroup(TyperGroup):
             where = option_of(self, ctx, e.param)
             message = f"{where}: {e}" if where else str(e)
             err_console.print(
-                "[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True
+                "[bold red]error:[/] " + safe(message), highlight=False, soft_wrap=True
             )
             raise typer.Exit(code=1) from None
 

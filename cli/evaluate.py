@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from embedgenre.cli.common import console, emit_json, err_console, fit_progress
+from embedgenre.cli.common import console, emit_json, err_console, fit_progress, plain
 
 app = typer.Typer()
 
@@ -170,7 +170,8 @@ def evaluate(
         console.print(caveat, soft_wrap=True)
     for s in res["skipped"]:
         err_console.print(
-            f"skipped {s['method']} · {s['modality']} · {s['encoder']}: {s['reason']}",
+            plain(f"skipped {s['method']} · {s['modality']} · {s['encoder']}: {s['reason']}"),
+            markup=False,
             soft_wrap=True,
             highlight=False,
         )

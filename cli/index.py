@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape as esc
 from rich.table import Table
 
-from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console
+from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console, plain
+from embedgenre.cli.common import safe as esc
 from embedgenre.encoders.cpu import PRECISIONS
 from embedgenre.encoders.devices import BACKENDS
 from embedgenre.store.schema import VECTOR_DTYPES
@@ -206,7 +206,7 @@ def index(
             f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in the index's skip list):"
         )
         for rec in summary.skipped[:10]:
-            console.print(f"  {rec['id']}: {rec['path']}: {rec['reason']}", markup=False)
+            console.print(plain(f"  {rec['id']}: {rec['path']}: {rec['reason']}"), markup=False)
         if len(summary.skipped) > 10:
             console.print(f"  ... and {len(summary.skipped) - 10} more")
     for problem in summary.problems[:10]:
@@ -252,4 +252,4 @@ def info(
         genres.add_row(esc(g), str(n))
     console.print(genres)
     if desc["heads"]:
-        console.print("heads: " + ", ".join(desc["heads"]), markup=False)
+        console.print(plain("heads: " + ", ".join(desc["heads"])), markup=False)

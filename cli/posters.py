@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from embedgenre.cli.common import console, emit_json, err_console, fail
+from embedgenre.cli.common import console, emit_json, err_console, fail, safe
 
 app = typer.Typer(help="Fetch poster images for a catalog.", no_args_is_help=True)
 
@@ -98,7 +97,7 @@ def download(
         )
         raise typer.Exit(code=130) from None
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {safe(w.message)}", highlight=False)
     summary = report.to_dict()
     if as_json:
         emit_json(summary)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console
+from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console, plain, safe
 from embedgenre.predictors.tuning import DEFAULT_FOLDS
 
 app = typer.Typer()
@@ -69,7 +69,9 @@ def _show_warnings():
         yield
     for w in caught:
         if issubclass(w.category, UserWarning):
-            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[yellow]warning:[/] {safe(w.message)}", highlight=False, soft_wrap=True
+            )
 
 
 def _hyperparams(method: str, given: dict) -> dict:
@@ -236,7 +238,8 @@ def train(
         return
     m = head.metrics
     console.print(
-        f"saved head [bold]{head.name}[/] ({head.method}, {head.modality}) to {out['path']}"
+        f"saved head [bold]{safe(head.name)}[/] ({head.method}, {head.modality}) to "
+        f"{safe(out['path'])}"
     )
     if m:
         how = f"{m['folds']}-fold out-of-fold" if m.get("folds") else "validation"
@@ -307,15 +310,15 @@ def predict(
         emit_json(result.to_dict())
         return
     h = result.head
-    err_console.print(f"head: {h['name']} ({h['method']}, {h['modality']})", markup=False)
+    err_console.print(plain(f"head: {h['name']} ({h['method']}, {h['modality']})"), markup=False)
     for note in result.notes:
-        err_console.print(f"note: {note}", markup=False)
+        err_console.print(plain(f"note: {note}"), markup=False)
     for r in result.results:
-        console.print(f"{r.input}: {', '.join(r.genres) or '(none)'}", markup=False)
+        console.print(plain(f"{r.input}: {', '.join(r.genres) or '(none)'}"), markup=False)
         for g in r.ranking:
             mark = "*" if g.predicted else " "
             console.print(
-                f"  {mark} {g.genre:<12} {g.score:.3f}  (threshold {g.threshold:.2f})",
+                f"  {mark} {plain(g.genre):<12} {g.score:.3f}  (threshold {g.threshold:.2f})",
                 markup=False,
             )
 
@@ -356,13 +359,17 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
         emit_json(summary if out else {**summary, "rows": rows})
         return
     err_console.print(
-        f"head: {head['name']} ({head['method']}, {head['modality']})", highlight=False
+        plain(f"head: {head['name']} ({head['method']}, {head['modality']})"),
+        markup=False,
+        highlight=False,
     )
     if out is None:
         for r in rows:
-            console.print(f"{r['id']}\t{'|'.join(r['genres']) or r['error']}", highlight=False)
+            line = f"{r['id']}\t{'|'.join(r['genres']) or r['error']}"
+            console.print(plain(line), markup=False, highlight=False)
     console.print(
         f"{len(rows)} items predicted ({failed} without usable input)"
-        + (f"; wrote {out}" if out else ""),
+        + (f"; wrote {plain(out)}" if out else ""),
+        markup=False,
         highlight=False,
     )

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from embedgenre.cli.common import console, emit_json, err_console, fail
+from embedgenre.cli.common import console, emit_json, err_console, fail, plain, safe
 
 app = typer.Typer()
 
@@ -223,21 +223,28 @@ def _show(result, html: Path | None, open_page: bool, as_json: bool) -> None:
             "text": lambda: repr(q["text"]),
         }[q["kind"]]()
         encoders = ", ".join(f"{m}: {name}" for m, name in result.encoders.items())
-        console.print(f"[bold]{what}[/] — by {result.by} ({encoders})", highlight=False)
-        console.print(f"score: {result.scoring}", highlight=False)
+        console.print(f"[bold]{safe(what)}[/] — by {result.by} ({safe(encoders)})", highlight=False)
+        console.print(f"score: {result.scoring}", markup=False, highlight=False)
         for note in result.notes:
-            console.print(f"note: {note}", highlight=False)
+            console.print(f"note: {plain(note)}", markup=False, highlight=False)
         table = Table("#", "score", "id", "title", "year", "genres")
         for n in result.neighbours:
             title = n.title or ""
             if n.duplicates:
                 title += f" (+{len(n.duplicates)} copies)"
             table.add_row(
-                str(n.rank), f"{n.score:.3f}", n.id, title, str(n.year or ""), ", ".join(n.genres)
+                str(n.rank),
+                f"{n.score:.3f}",
+                safe(n.id),
+                safe(title),
+                str(n.year or ""),
+                safe(", ".join(n.genres)),
             )
         console.print(table)
         if page:
-            console.print(f"wrote {page}", highlight=False)
+            console.print(f"wrote {plain(page)}", markup=False, highlight=False)
     if page and open_page:
         if not webbrowser.open(page.resolve().as_uri()):
-            err_console.print(f"could not open a browser; open {page} yourself")
+            err_console.print(
+                f"could not open a browser; open {plain(page)} yourself", markup=False
+            )

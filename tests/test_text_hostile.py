@@ -126,3 +126,65 @@ def test_one_deeply_nested_mmimdb_file_is_skipped_the_rest_read(tmp_path):
     assert [it.id for it in cat.items] == ["tt0000002"]
     (problem,) = [p for p in cat.problems if p.startswith("tt0000001.json")]
     assert "nested too deeply" in problem and "skipped" in problem
+
+
+# ------------------------------------------------------------------- text reaching a terminal
+
+
+@pytest.fixture()
+def raw_text_index(tmp_path) -> Path:
+    """An index whose stored titles and genres still hold escape sequences and overrides, as one
+    written before catalogs were cleaned, or by a caller that built its items itself."""
+    from test_index import Factory
+
+    from embedgenre.catalog import Catalog, Item
+    from embedgenre.indexing import build_index
+
+    items = [
+        Item(
+            f"tt000000{i}",
+            title=f"Title {i}\x1b[2J\x1b]0;owned\x07[bold red]loud[/]\u202etxet",
+            genres=("Drama", f"Bad\x1b[31m{i % 2}"),
+            plot=f"plot number {i}",
+        )
+        for i in range(1, 6)
+    ]
+    out = tmp_path / "out"
+    build_index(Catalog.from_items(items, tmp_path), out, [], ["fake:t"], encoder_factory=Factory())
+    return out
+
+
+def _assert_shown_not_acted_on(output: str) -> None:
+    assert "\x1b" not in output and "\u202e" not in output and "\x07" not in output
+    assert "\\x1b[2J" in output  # shown as text, so the user sees what the title holds
+
+
+def test_similar_prints_stored_titles_without_control_sequences(raw_text_index):
+    from typer.testing import CliRunner
+
+    from embedgenre.cli.app import app
+
+    args = ["similar", "--index", str(raw_text_index), "--id", "tt0000001", "--by", "plot"]
+    result = CliRunner().invoke(app, [*args, "-k", "3"])
+    assert result.exit_code == 0, result.output
+    _assert_shown_not_acted_on(result.output)
+    assert "[boldred]loud[/]" in result.output.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_info_prints_stored_genres_without_control_sequences(raw_text_index):
+    from typer.testing import CliRunner
+
+    from embedgenre.cli.app import app
+
+    result = CliRunner().invoke(app, ["info", str(raw_text_index)])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "Bad\\x1b[31m" in result.output
+
+
+def test_plain_shows_every_control_and_direction_character_as_an_escape():
+    from embedgenre.cli.common import plain, safe
+
+    assert (
+        plain("a\x1b[2Jb\u202ec\x00d\x9be\rf\tg\nh") == "a\\x1b[2Jb\\u202ec\\x00d\\x9be\\rf\tg\nh"
+    )
+    assert safe("[bold]x[/]\x07") == "\\[bold]x\\[/]\\x07"
