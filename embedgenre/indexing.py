@@ -33,6 +33,7 @@ from embedgenre.encoders.registry import fitted_class
 from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
 from embedgenre.errors import IndexStoreError, PosterError
 from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
+from embedgenre.names import encoder_name_path
 from embedgenre.store import atomic
 from embedgenre.store.reader import GenreIndex, now_iso, set_key
 from embedgenre.store.rows import (
@@ -405,6 +406,19 @@ def _choose_encoders(
     asked: list[tuple[str, str]] = []
     asked += [("poster", n) for n in image_encoders or ()]
     asked += [("plot", n) for n in text_encoders or ()]
+    for modality, name in asked:
+        path = encoder_name_path(name)
+        if path is not None:
+            family, _, body = name.partition(":")
+            model = body.split("@", 1)[0]
+            plain = {"clip": f"clip:{model}@NAME", "cnn": f"cnn:{model}", "timm": f"timm:{model}"}
+            as_name = plain.get(family, "st:NAME")
+            raise IndexStoreError(
+                f"{modality} encoder {name!r} names a weights file or folder ({path!r}); an index "
+                "names its encoders by registry name, so that opening it never loads a file "
+                f"outside it. Fix: import the weights once (`embedgenre models import {path} "
+                f"--as {as_name}`) and build the index with {as_name}."
+            )
     if not existing:  # a new index, or one killed before its first commit
         if not image_encoders:
             asked.insert(0, ("poster", registry.default_image_encoder_name()))

@@ -6,6 +6,7 @@
 - :data:`HEAD_MODALITIES`: what a head scores (``--modality``): one set, or ``both`` fused.
 - :data:`FUSIONS`: how ``both`` combines them.
 - :data:`EVAL_MODALITIES`: the rows of an evaluation report.
+- :func:`encoder_name_path`: the file or folder an encoder name points at, if any.
 """
 
 from __future__ import annotations
@@ -16,3 +17,30 @@ SET_MODALITIES: tuple[str, ...] = ("poster", "plot")
 HEAD_MODALITIES: tuple[str, ...] = ("poster", "plot", "both")
 FUSIONS: tuple[str, ...] = ("early", "late")
 EVAL_MODALITIES: tuple[str, ...] = ("poster", "plot", "early_fusion", "late_fusion")
+
+# Encoder families whose ``@`` part is always a weights file (``cnn:efficientnet-lite0@/w.pth``).
+_PATH_TAG_FAMILIES = ("cnn", "timm")
+_CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".onnx")
+
+
+def encoder_name_path(name: str) -> str | None:
+    """The local file or folder an encoder name loads its weights from, or None for a registry
+    name (weights found by name: packaged, imported, or in a model cache).
+
+    ``clip:ViT-B-32@/models/ckpt.bin``, ``timm:resnet50@w.safetensors`` and ``st:~/my-model`` name
+    paths; ``clip:ViT-B-32@laion2b_s34b_b79k`` and ``st:BAAI/bge-small-en`` (a hub id) do not.
+    """
+    family, _, body = str(name).partition(":")
+    model, at, tag = body.partition("@")
+    if at:
+        if (
+            family in _PATH_TAG_FAMILIES
+            or any(c in tag for c in "/\\")
+            or tag.startswith(("~", "."))
+            or tag.lower().endswith(_CHECKPOINT_SUFFIXES)
+        ):
+            return tag
+        return None
+    if model.startswith(("/", "~", ".")) or "\\" in model:
+        return model
+    return None

@@ -3,12 +3,15 @@
 ``make_tiny_clip_checkpoint(tmp_dir)`` writes ``open_clip_pytorch_model.bin`` and the
 ``open_clip_config.json`` that describes its architecture (a 2-layer 32-wide ViT on 32x32 images and
 a 1-layer text transformer, 32-d embeddings), and returns the encoder name that loads it by path.
-The weights are random: use it to test loading and shapes, never semantics.
+``imported_tiny_clip(tmp_dir)`` also imports it into the cache under a tag of its own and returns
+that registry name, the way an index must name it. The weights are random: use it to test loading
+and shapes, never semantics.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 TINY_ARCH = "TinyCLIP-test"
@@ -53,3 +56,16 @@ def make_tiny_clip_checkpoint(tmp_dir: str | Path, seed: int = 0) -> tuple[str, 
     torch.save(model.state_dict(), path)
     (tmp_dir / "open_clip_config.json").write_text(json.dumps(TINY_CONFIG, indent=2))
     return f"clip:{TINY_ARCH}@{path}", path
+
+
+def imported_tiny_clip(
+    tmp_dir: str | Path, seed: int = 0, tag: str | None = None
+) -> tuple[str, Path]:
+    """A tiny CLIP checkpoint imported into the current cache as ``clip:TinyCLIP-test@<tag>`` (a
+    tag of its own unless given); returns (registry name, checkpoint)."""
+    from embedgenre.encoders.registry import import_weights
+
+    _, path = make_tiny_clip_checkpoint(tmp_dir, seed)
+    name = f"clip:{TINY_ARCH}@{tag or 't' + uuid.uuid4().hex[:12]}"
+    import_weights(path, name)
+    return name, path

@@ -10,11 +10,12 @@ import json
 
 import numpy as np
 import pytest
-from _tiny_clip import TINY_ARCH, make_tiny_clip_checkpoint
+from _tiny_clip import TINY_ARCH, imported_tiny_clip
 from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
 from embedgenre.encoders import calibration, cpu, create_encoder, devices
+from embedgenre.encoders.weights import imported_weights
 from embedgenre.errors import EmbedgenreError
 
 runner = CliRunner()
@@ -37,10 +38,10 @@ def own_cache(module_cache, monkeypatch):
 @pytest.fixture
 def tiny(module_cache):
     """A tiny CLIP checkpoint shared by this module's tests (exported once into its cache)."""
-    folder = module_cache / "download"
-    if not (folder / "open_clip_pytorch_model.bin").is_file():
-        make_tiny_clip_checkpoint(folder)
-    return f"clip:{TINY_ARCH}@{folder / 'open_clip_pytorch_model.bin'}"
+    name = f"clip:{TINY_ARCH}@backend"
+    if imported_weights(name) is None:
+        imported_tiny_clip(module_cache / "download", tag="backend")
+    return name
 
 
 def pretend_cpu(monkeypatch, info: cpu.CpuInfo) -> None:

@@ -8,7 +8,7 @@ import json
 import shutil
 
 import pytest
-from _tiny_clip import make_tiny_clip_checkpoint
+from _tiny_clip import imported_tiny_clip
 from typer.testing import CliRunner
 
 from embedgenre.cli.app import app
@@ -59,7 +59,7 @@ def data(fixture_dir, tmp_path_factory):
     ]
     _write_catalog(tmp / "catalog", labelled, fixture_dir)
     (tmp / "catalog" / "posters" / f"{BROKEN_ID}.jpg").write_bytes(b"")
-    clip_name, _ = make_tiny_clip_checkpoint(tmp / "clip")
+    clip_name, _ = imported_tiny_clip(tmp / "clip")
     build_index(
         read_catalog(tmp / "catalog"),
         tmp / "index",

@@ -9,7 +9,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from _tiny_clip import make_tiny_clip_checkpoint
+from _tiny_clip import imported_tiny_clip
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -65,7 +65,7 @@ def small(fixture_dir, tmp_path_factory):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    clip_name, _ = make_tiny_clip_checkpoint(tmp / "clip")
+    clip_name, _ = imported_tiny_clip(tmp / "clip")
     out = tmp / "index"
     build_index(
         read_catalog(cat),

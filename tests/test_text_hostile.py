@@ -225,3 +225,57 @@ def test_models_import_of_a_sentence_model_holding_code_is_refused_without_torch
     assert not (tmp_path / "cache" / "weights").exists() or not any(
         (tmp_path / "cache" / "weights").rglob("embedgenre_weights.json")
     )
+
+
+# ------------------------------------------------------------- encoder names in an index
+
+
+def _name_encoder_by_path(index: Path, name: str) -> None:
+    manifest = index / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    for s in doc["sets"]:
+        s["encoder"]["name"] = name
+    for e in doc.get("encoders", []):
+        e["name"] = name
+    manifest.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "name", ["clip:ViT-B-32@/abs/file.bin", "st:~/models/mine", "timm:resnet50@w.safetensors"]
+)
+def test_an_index_naming_its_encoder_by_a_path_is_refused_on_open(raw_text_index, name):
+    from embedgenre.errors import IndexStoreError
+    from embedgenre.store import GenreIndex
+
+    _name_encoder_by_path(raw_text_index, name)
+    with pytest.raises(IndexStoreError, match=r"names a weights file or folder.*models import"):
+        GenreIndex.open(raw_text_index)
+
+
+def test_search_never_loads_the_file_an_index_names(raw_text_index, monkeypatch):
+    from typer.testing import CliRunner
+
+    import embedgenre.encoders as registry
+    from embedgenre.cli.app import app
+
+    _name_encoder_by_path(raw_text_index, "clip:ViT-B-32@/abs/file.bin")
+    loaded = []
+    monkeypatch.setattr(registry, "create_encoder", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(
+        "embedgenre.encoders.registry.create_encoder", lambda *a, **k: loaded.append(a)
+    )
+    result = CliRunner().invoke(app, ["search", "a haunted house", "--index", str(raw_text_index)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "names a weights file or folder" in result.output and not loaded
+
+
+def test_building_an_index_with_a_path_named_encoder_is_refused_with_the_fix(tmp_path):
+    from embedgenre.catalog import Catalog, Item
+    from embedgenre.errors import IndexStoreError
+    from embedgenre.indexing import build_index
+
+    catalog = Catalog.from_items([Item("tt0000001", "T", genres=("Drama",), plot="p")], tmp_path)
+    name = f"clip:ViT-B-32@{tmp_path / 'open_clip_pytorch_model.bin'}"
+    with pytest.raises(IndexStoreError, match=r"models import .*--as clip:ViT-B-32@NAME"):
+        build_index(catalog, tmp_path / "out", [], [name], encoder_factory=lambda n: 1 / 0)
+    assert not (tmp_path / "out" / "manifest.json").exists()

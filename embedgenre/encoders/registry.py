@@ -22,6 +22,7 @@ from embedgenre.encoders.cpu import check_precision, precision_units
 from embedgenre.encoders.devices import resolve_device
 from embedgenre.encoders.weights import imported_names, read_state_dict, write_import
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
+from embedgenre.names import encoder_name_path
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +239,17 @@ def import_weights(path: str | Path, name: str, config: str | Path | None = None
     return spec
 
 
+def _names_local_file(name: str) -> bool:
+    """True when ``name`` finds its weights at a path written in it (e.g. a sentence model folder
+    relative to the working directory), not by name."""
+    family, name = _split(name)
+    locate = getattr(family, "locate", None)
+    if locate is None:
+        return False
+    located, _ = locate(name)
+    return located is not None and located.source == "local file"
+
+
 def load_set_encoder(emb, device: str = "cpu") -> Encoder:
     """The encoder that built embedding set ``emb`` (a ``GenreIndex`` set), ready to embed
     queries in the same space: an encoder fitted on the catalog gets the fit stored in the set.
@@ -246,6 +258,11 @@ def load_set_encoder(emb, device: str = "cpu") -> Encoder:
     units (the same quantised model: a ViT-B-32 poster in 18.9 ms instead of 54.6 on an AMX CPU,
     and the query lands where the stored vectors are); other sets, bf16 ones included, are queried at fp32, which loads
     without torch and is within the cosine the index checked of them."""
+    if encoder_name_path(emb.encoder) is not None or _names_local_file(emb.encoder):
+        raise EmbedgenreError(
+            f"embedding set {emb.key} names its encoder by a file path ({emb.encoder!r}); "
+            "queries are encoded only with registry encoders, never with a file an index names"
+        )
     options: dict[str, Any] = {"purpose": "query"}
     if (emb.describe or {}).get("precision") == "int8" and device == "cpu":
         if precision_units("int8"):

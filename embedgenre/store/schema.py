@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from embedgenre.errors import IndexStoreError
-from embedgenre.names import SET_MODALITIES
+from embedgenre.names import SET_MODALITIES, encoder_name_path
 from embedgenre.store.paths import NAME_RE, inside
 
 FORMAT = "embedgenre-index"
@@ -68,6 +68,21 @@ class _Fields:
         return list(value)
 
 
+def _check_encoder_name(root: Path, where: str, name: str) -> str:
+    """``name`` when it is a registry name; an index that names its encoder by a path (a file
+    anywhere on this machine, which opening the index would load) is refused."""
+    path = encoder_name_path(name)
+    if path is not None:
+        shown = repr(name) if len(name) <= 120 else repr(name[:117] + "...")
+        raise IndexStoreError(
+            f"index {root}: {where} is {shown}, which names a weights file or folder "
+            f"({path[:80]!r}) instead of a registry encoder; an index is refused when it would "
+            "load a file outside itself. Fix: import the weights once (`embedgenre models import "
+            "PATH --as FAMILY:MODEL@NAME`) and build the index with that name."
+        )
+    return name
+
+
 def _bad(root: Path, where: str, expected: str, value: Any) -> IndexStoreError:
     shown = repr(value)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
@@ -107,6 +122,12 @@ class EncoderInfo:
         return {"name": self.name, "dim": self.dim, "space": self.space, **self.extra}
 
 
+def _checked_encoder(doc: Any, where: str, root: Path) -> EncoderInfo:
+    info = EncoderInfo.parse(doc, where, root)
+    _check_encoder_name(root, f"{where}.name", info.name)
+    return info
+
+
 @dataclass(frozen=True)
 class SetEntry:
     """One embedding set (modality x encoder) of a generation: where its files are."""
@@ -139,7 +160,7 @@ class SetEntry:
             key=f.get("key", str),
             modality=modality,
             dir=rel,
-            encoder=EncoderInfo.parse(doc.get("encoder"), f"{where}.encoder", root),
+            encoder=_checked_encoder(doc.get("encoder"), f"{where}.encoder", root),
             count=f.count("count"),
             faiss=faiss,
             updated=f.get("updated", str, None),
@@ -295,6 +316,8 @@ def parse_manifest(doc: Any, root: Path) -> Manifest:
         for e in encoders
     ):
         raise _bad(root, "manifest.encoders", "a list of {modality, name}", encoders)
+    for i, e in enumerate(encoders):
+        _check_encoder_name(root, f"encoders[{i}].name", e["name"])
     generation = f.count("generation", 0)
     return Manifest(
         generation=generation,
