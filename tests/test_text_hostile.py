@@ -279,3 +279,24 @@ def test_building_an_index_with_a_path_named_encoder_is_refused_with_the_fix(tmp
     with pytest.raises(IndexStoreError, match=r"models import .*--as clip:ViT-B-32@NAME"):
         build_index(catalog, tmp_path / "out", [], [name], encoder_factory=lambda n: 1 / 0)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("name", ["cnn:efficientnet-lite0", "clip:TinyCLIP-test@mine"])
+def test_models_import_of_a_raw_pickle_with_code_says_refused_and_nothing_from_torch(
+    tmp_path, monkeypatch, name
+):
+    import pickle
+
+    from _tiny_clip import TINY_CONFIG
+    from typer.testing import CliRunner
+
+    from embedgenre.cli.app import app
+
+    ckpt = tmp_path / "open_clip_pytorch_model.bin"
+    ckpt.write_bytes(pickle.dumps({"payload": _RunsCode()}, protocol=4))
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(TINY_CONFIG))
+    monkeypatch.setenv("EMBEDGENRE_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["models", "import", str(ckpt), "--as", name])
+    assert result.exit_code == 1 and "holds code" in result.output, result.output
+    for torch_text in ("weights_only", "will likely succeed", "file an issue", "Traceback"):
+        assert torch_text not in result.output

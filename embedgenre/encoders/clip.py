@@ -49,6 +49,7 @@ from embedgenre.encoders.weights import (
     is_offline,
     is_refused_pickle,
     load_error_detail,
+    quiet_pickle_protocol,
     slug,
     unsafe_checkpoint_error,
 )
@@ -208,7 +209,8 @@ def build_model(arch: str, cfg: dict, weights: Path | None):
         root.removeFilter(quiet)
     if weights is not None:
         try:
-            open_clip.load_checkpoint(model, str(weights), strict=True)
+            with quiet_pickle_protocol():
+                open_clip.load_checkpoint(model, str(weights), strict=True)
         except Exception as e:
             if is_refused_pickle(e):  # torch's restricted unpickler met code or other objects
                 raise unsafe_checkpoint_error(weights) from None

@@ -23,7 +23,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +269,15 @@ def load_error_detail(error: BaseException) -> str:
     return text[:200]
 
 
+@contextmanager
+def quiet_pickle_protocol() -> Iterator[None]:
+    """Silence torch's note that a checkpoint uses a newer pickle protocol (it asks the user to
+    file an issue with torch; whether the file loads is what is reported)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+        yield
+
+
 def read_state_dict(path: Path) -> dict:
     """Load a torch (.bin/.pt/.pth) or safetensors state dict on CPU without running any code.
 
@@ -282,7 +293,8 @@ def read_state_dict(path: Path) -> dict:
 
             sd = load_file(str(path), device="cpu")
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            with quiet_pickle_protocol():
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch and safetensors raise many types for a file that is not theirs
         if is_refused_pickle(e):
             raise unsafe_checkpoint_error(path) from None
