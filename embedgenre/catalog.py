@@ -615,7 +615,9 @@ def read_library(folder: str | Path) -> tuple[list[tuple[LibraryMovie, Item]], l
             data.plot if data else None,
             movie.poster,
         )
-        out.append((movie, item))
+        item = clean_item(item, movie.key, problems)
+        if item is not None:
+            out.append((movie, item))
     return out, problems
 
 

@@ -87,6 +87,21 @@ def test_mmimdb_text_is_cleaned_through_the_same_gate(tmp_path):
     assert any("longer than the 64" in p for p in cat.problems)
 
 
+def test_media_library_text_is_cleaned_through_the_same_gate(tmp_path):
+    movie = tmp_path / "lib" / "Evil (2001)"
+    movie.mkdir(parents=True)
+    (movie / "Evil.mkv").write_bytes(b"x")
+    (movie / "movie.nfo").write_text(
+        "<movie><title>Evil&#x202E;txet&#x2066;</title><genre>Dra&#x200F;ma</genre>"
+        "<genre>" + "Q" * 500 + "</genre><plot>a &#x9B;plot</plot></movie>",
+        encoding="utf-8",
+    )
+    cat = read_catalog(tmp_path / "lib", layout="library")
+    (item,) = cat.items
+    assert item.title == "Eviltxet" and item.plot == "a plot" and cat.genres == ["Drama"]
+    assert any("longer than the 64" in p for p in cat.problems)
+
+
 def test_an_open_quote_that_folds_rows_is_reported_with_its_line_and_fix(tmp_path):
     write(
         tmp_path / "movies.csv",
