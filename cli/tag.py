@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape as esc
 
-from embedgenre.cli.common import console, emit_json, err_console, fail
+from embedgenre.cli.common import console, emit_json, err_console, fail, plain
+from embedgenre.cli.common import safe as esc
 
 app = typer.Typer()
 
@@ -95,7 +95,9 @@ def tag(
 def _print_plan(plan) -> None:
     h = plan.head
     if h:
-        err_console.print(f"head: {h.get('name')} ({h.get('method')}, {h.get('modality')})")
+        err_console.print(
+            plain(f"head: {h.get('name')} ({h.get('method')}, {h.get('modality')})"), markup=False
+        )
     for e in plan.entries:
         if e.action not in ("add", "create"):
             continue
