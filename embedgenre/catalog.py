@@ -18,7 +18,10 @@ Row-level problems (duplicate id, no genres, bad year, control characters in an 
 handled and listed in ``Catalog.problems``; only problems that make the whole catalog unusable raise
 ``CatalogError``. A CSV field longer than ``MAX_FIELD_CHARS`` is cut to that length with a
 :class:`CatalogWarning`. Poster file names come from ids through :func:`poster_stem` only, so an id
-is never a path.
+is never a path. Every layout's rows pass through :func:`clean_item`, which removes control and
+text-direction characters from ids, titles, plots and genres and leaves out genre names longer
+than ``MAX_GENRE_CHARS``; a CSV row that an unclosed quote made swallow the rows after it is
+skipped with a :class:`CatalogWarning` naming its line.
 """
 
 from __future__ import annotations
