@@ -847,7 +847,7 @@ def clean_item(item: Item, where: str, problems: list[str]) -> Item | None:
 def _folded_rows(row: dict, line: int, source: Path, id_column: str | None) -> str | None:
     """A problem message when a quote left open in one row swallowed the rows after it, else
     None. Such a field spans lines, and a line inside it reads as a row of its own: a cell like
-    an id first, and about as many commas as the header has."""
+    an id first, and as many cells as the header has (or one fewer)."""
     if not any("\n" in v for v in row.values() if isinstance(v, str)):
         return None
     n_columns = sum(1 for k in row if k is not None)
@@ -859,10 +859,13 @@ def _folded_rows(row: dict, line: int, source: Path, id_column: str | None) -> s
         lines = value.replace("\r\n", "\n").split("\n")
         for offset, text in enumerate(lines[1:], start=1):
             cells = next(csv.reader([text]), [])
-            if len(cells) < max(2, n_columns // 2):
+            if len(cells) < max(2, n_columns - 1):
                 continue
             first = cells[0].strip()
-            if not (_FOLDED_IMDB_RE.match(first) or (shape and _id_shape(first) == shape)):
+            like_id = _FOLDED_IMDB_RE.match(first) or (
+                shape and _id_shape(first) == shape and len(cells) >= n_columns
+            )
+            if not like_id:
                 continue
             start = line - sum(v.count("\n") for v in row.values() if isinstance(v, str))
             folded = len(lines) - offset

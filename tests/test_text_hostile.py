@@ -131,6 +131,13 @@ def test_plots_with_line_breaks_and_commas_are_not_folded_rows(tmp_path):
         warnings.simplefilter("error", CatalogWarning)
         cat = read_catalog(tmp_path)
     assert cat.items[0].plot == plot and not cat.problems
+    # ids that are plain numbers, and plot lines that start with one
+    plot = "Part one.\n1999, Paris, they meet\n2001, Rome"
+    write(tmp_path / "movies.csv", f'id,title,genres,plot\n12,One,Drama,"{plot}"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CatalogWarning)
+        cat = read_catalog(tmp_path)
+    assert cat.items[0].plot == plot and not cat.problems
 
 
 def test_one_deeply_nested_mmimdb_file_is_skipped_the_rest_read(tmp_path):
