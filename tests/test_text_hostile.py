@@ -157,7 +157,7 @@ def test_one_deeply_nested_mmimdb_file_is_skipped_the_rest_read(tmp_path):
 def raw_text_index(tmp_path) -> Path:
     """An index whose stored titles and genres still hold escape sequences and overrides, as one
     written before catalogs were cleaned, or by a caller that built its items itself."""
-    from test_index import Factory
+    from _fakes import Factory
 
     from embedgenre.catalog import Catalog, Item
     from embedgenre.indexing import build_index
