@@ -186,10 +186,13 @@ def _similar_all(index, every, out, poster, item_id, html, as_json, **opts) -> N
     with writing(out, "--out"):
         write_neighbours(result, out)
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(plain(f"note: {note}"), markup=False, highlight=False)
     console.print(
-        f"wrote {len(result.queries)} movies x up to {result.k} neighbours "
-        f"(by {result.by}) to {out}",
+        plain(
+            f"wrote {len(result.queries)} movies x up to {result.k} neighbours "
+            f"(by {result.by}) to {out}"
+        ),
+        markup=False,
         highlight=False,
     )
 
