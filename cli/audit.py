@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from embedgenre.cli.common import console, emit_json
+from embedgenre.cli.common import console, emit_json, plain, safe
 
 app = typer.Typer()
 
@@ -56,12 +56,12 @@ def audit(
     h = result.head
     console.print(
         f"[bold]{result.n_flagged}[/] of {result.n_items} labelled movies have a label that "
-        f"looks wrong or missing — judged by {h['spec']}"
-        + (f" (head {h['name']})" if h["name"] else ""),
+        f"looks wrong or missing — judged by {safe(h['spec'])}"
+        + (f" (head {safe(h['name'])})" if h["name"] else ""),
         highlight=False,
     )
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(plain(f"note: {note}"), markup=False, highlight=False)
     table = Table("#", "quality", "id", "title", "labelled", "looks wrong", "looks missing")
     for f in result.findings:
         title = f"{f.title or ''}" + (f" ({f.year})" if f.year else "")
@@ -76,11 +76,11 @@ def audit(
         table.add_row(
             str(f.rank),
             f"{f.quality:.2f}",
-            f.id,
-            title,
-            ", ".join(f.labelled),
-            shown("wrong"),
-            shown("missing"),
+            safe(f.id),
+            safe(title),
+            safe(", ".join(f.labelled)),
+            safe(shown("wrong")),
+            safe(shown("missing")),
         )
     console.print(table)
     if neighbours:
@@ -89,4 +89,4 @@ def audit(
             highlight=False,
         )
     if page:
-        console.print(f"wrote {page}", highlight=False)
+        console.print(plain(f"wrote {page}"), markup=False, highlight=False)
