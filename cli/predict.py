@@ -281,13 +281,25 @@ def predict(
         Path | None, typer.Option(help="With --catalog: write rows to FILE.csv or FILE.json.")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="With --catalog: items per batch.")] = 64,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show, per predicted genre, the nearest labelled movies that carry it.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the result as JSON (what POST /v1/predict answers)."),
+    ] = False,
 ) -> None:
     """Genres of posters and/or a plot, best first, with scores and decision thresholds."""
     from embedgenre.errors import PredictorError
     from embedgenre.predict import Predictor
     from embedgenre.store import GenreIndex
 
+    if catalog is not None and explain:
+        raise PredictorError("--explain is for single predictions; drop --explain or --catalog.")
     if catalog is not None and (posters or plot or title):
         raise PredictorError("Give either --catalog or posters/--plot, not both.")
     if out is not None and catalog is None:
@@ -304,7 +316,7 @@ def predict(
         return
     with _show_warnings():
         result = Predictor(index, head=head, save_zeroshot=True).predict(
-            posters, plot, title=title, top=top
+            posters, plot, title=title, top=top, explain=explain
         )
     if as_json:
         emit_json(result.to_dict())
@@ -321,6 +333,9 @@ def predict(
                 f"  {mark} {plain(g.genre):<12} {g.score:.3f}  (threshold {g.threshold:.2f})",
                 markup=False,
             )
+        for genre, movies in (r.neighbours or {}).items():
+            near = "; ".join(f"{m.title or m.id} ({m.score:.2f})" for m in movies) or "(none)"
+            console.print(f"  why {genre}: {near}", markup=False)
 
 
 def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_json) -> None:

@@ -44,24 +44,51 @@ class GenreScore:
 
 
 @dataclass
+class Supporter:
+    """A labelled movie near the query that carries a predicted genre (an explanation)."""
+
+    id: str
+    title: str | None
+    year: int | None
+    score: float  # cosine similarity to the query, in [-1, 1]
+
+
+@dataclass
 class Prediction:
-    """One input's answer: the predicted genres (best first) and the ranking they come from."""
+    """One input's answer: the predicted genres (best first) and the ranking they come from;
+    with ``explain``, per predicted genre the nearest labelled movies that carry it."""
 
     input: str
     genres: list[str]
     ranking: list[GenreScore]
+    neighbours: dict[str, list[Supporter]] | None = None
 
 
 @dataclass
 class PredictResult:
-    head: dict  # name, method, modality, fusion, encoders, validation scores, saved
+    """What :meth:`Predictor.predict` answers.
+
+    ``head``: name, method, modality, fusion, encoders, validation scores, saved.
+    ``results``: one :class:`Prediction` per poster (or one for a plot alone).
+    ``timings``: seconds per step (load, encode, score, explain); not part of the document.
+    ``notes``: what the caller gave that was not used.
+    """
+
+    head: dict
     results: list[Prediction]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: choose, encode+score
-    notes: list[str] = field(default_factory=list)  # what the caller gave that was not used
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """The JSON shape of ``embedgenre predict --json``."""
-        doc = {"head": self.head, "results": [asdict(r) for r in self.results]}
+        """The one JSON document of a prediction: what ``embedgenre predict --json`` prints
+        and ``POST /v1/predict`` answers (``neighbours`` only when explanations were asked)."""
+        results = []
+        for r in self.results:
+            doc = asdict(r)
+            if r.neighbours is None:
+                del doc["neighbours"]
+            results.append(doc)
+        doc = {"head": dict(self.head), "results": results}
         if self.notes:
             doc["notes"] = list(self.notes)
         return doc
@@ -109,6 +136,8 @@ class Predictor:
         plot: str | None = None,
         title: str | None = None,
         top: int | None = None,
+        explain: bool = False,
+        names: list[str] | None = None,
     ) -> PredictResult:
         """Genres of each poster (with ``plot`` beside each, when given), or of the plot alone.
 
@@ -123,6 +152,12 @@ class Predictor:
             synopsis).
         top : int, optional
             How many genre scores each answer ranks (every predicted genre is listed anyway).
+        explain : bool
+            Add, per predicted genre, the nearest labelled movies that carry it
+            (``Prediction.neighbours``).
+        names : list of str, optional
+            How the answers name the posters (default: the file path, else "image N" or
+            "poster N").
 
         Returns
         -------
@@ -132,13 +167,24 @@ class Predictor:
         """
         if title is not None and plot is None:
             raise PredictorError(
-                "--title goes with --plot (the index embeds a title with its synopsis); "
-                'add --plot "..." or drop --title.'
+                "A title goes with a plot (the index embeds a title with its synopsis).",
+                "Add the plot or drop the title.",
+                param="title",
             )
         plot = check_plot(plot)
         images, labels = query_posters(posters)
+        if names is not None:
+            if len(names) != len(images):
+                raise PredictorError(
+                    f"{len(names)} names given for {len(images)} posters.",
+                    "Give one name per poster.",
+                    param="names",
+                )
+            labels = [str(n) for n in names]
         if not images and plot is None:
-            raise PredictorError("Give at least one poster file or --plot TEXT (or --catalog).")
+            raise PredictorError(
+                "No poster and no plot given.", "Give a poster, a plot or both.", param="posters"
+            )
         t0 = time.perf_counter()
         q = self.query_encoders(bool(images), plot is not None)
         t1 = time.perf_counter()
@@ -146,17 +192,29 @@ class Predictor:
         if plot is not None and images and q.plot is None:
             notes.append(f"head {q.head.name} scores posters only: the plot was not used.")
         pv, tv = encode_inputs(q, images, plot, title)
-        rows = score_inputs(q.head, pv, tv, labels or ["(plot)"], top)
         t2 = time.perf_counter()
+        rows = score_inputs(q.head, pv, tv, labels or ["(plot)"], top)
+        t3 = time.perf_counter()
         results = [
             Prediction(r["input"], r["genres"], [GenreScore(**g) for g in r["ranking"]])
             for r in rows
         ]
+        if explain:
+            for i, r in enumerate(results):
+                found = voting_neighbours(
+                    self.index,
+                    q.head,
+                    None if pv is None else pv[i],
+                    None if tv is None else tv[i],
+                    r.genres,
+                )
+                r.neighbours = {g: [Supporter(**n) for n in ns] for g, ns in found.items()}
+        t4 = time.perf_counter()
+        timings = {"load": t1 - t0, "encode": t2 - t1, "score": t3 - t2}
+        if explain:
+            timings["explain"] = t4 - t3
         return PredictResult(
-            q.head.describe(),
-            results,
-            {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4)},
-            notes,
+            q.head.describe(), results, {k: round(v, 4) for k, v in timings.items()}, notes
         )
 
     def catalog_encoders(self, catalog) -> QueryEncoders:
@@ -232,7 +290,7 @@ def check_plot(plot: str | None) -> str | None:
         return None
     if not plot.strip():
         raise PredictorError(
-            'The plot text is empty; give a synopsis with --plot "..." or omit --plot.'
+            "The plot text is empty.", "Give a synopsis or leave the plot out.", param="plot"
         )
     return plot.strip()
 
@@ -279,17 +337,27 @@ def encode_inputs(
     plot = check_plot(plot)
     posters = list(posters or [])
     if not posters and plot is None:
-        raise PredictorError("Give at least one poster or a --plot text.")
+        raise PredictorError(
+            "No poster and no plot given.", "Give a poster, a plot or both.", param="posters"
+        )
     n = max(1, len(posters))
     pv = tv = None
     if posters:
         if q.poster is None:
-            raise PredictorError(f"Head {head.name!r} uses no poster embeddings; give --plot only.")
+            raise PredictorError(
+                f"Head {head.name!r} uses no poster embeddings.",
+                "Give a plot only, or choose a head that reads posters.",
+                param="posters",
+            )
         pv = q.poster.encode_images(posters)
     if plot is not None and q.plot is not None:
         tv = np.repeat(q.plot.encode_texts([plot_text(plot, title)]), n, axis=0)
     elif plot is not None and not posters:
-        raise PredictorError(f"Head {head.name!r} uses no plot embeddings; give a poster.")
+        raise PredictorError(
+            f"Head {head.name!r} uses no plot embeddings.",
+            "Give a poster, or choose a head that reads plots.",
+            param="plot",
+        )
     return pv, tv
 
 

@@ -210,7 +210,7 @@ def test_title_is_embedded_with_the_plot_as_the_index_does(data, fixture_dir):
         assert with_title[genre] == pytest.approx(score, abs=1e-6)
     assert scores() != with_title
     msg = fails("predict", "--title", row["title"], "--index", index)
-    assert "--title goes with --plot" in msg
+    assert "--title: A title goes with a plot" in msg
 
 
 def test_unreadable_poster(data):

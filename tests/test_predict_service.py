@@ -50,9 +50,9 @@ def test_predictor_loads_once_and_answers_like_the_cli(index_with_head, monkeypa
 
 def test_predictor_refuses_empty_input_clearly(index_with_head):
     predictor = Predictor.open(index_with_head)
-    with pytest.raises(PredictorError, match="at least one poster"):
+    with pytest.raises(PredictorError, match="No poster and no plot given"):
         predictor.predict()
     with pytest.raises(PredictorError, match="plot text is empty"):
         predictor.predict(plot="   ")
-    with pytest.raises(PredictorError, match="--title goes with --plot"):
+    with pytest.raises(PredictorError, match="A title goes with a plot"):
         predictor.predict(title="Heat")

@@ -130,7 +130,11 @@ def test_search_says_what_it_searched(client):
 
 def test_predict_poster_matches_the_library_and_shows_its_voters(client, index_dir, poster):
     path, data = poster
-    r = client.post("/v1/predict", files=[("poster", ("mine.jpg", data, "image/jpeg"))])
+    r = client.post(
+        "/v1/predict",
+        files=[("poster", ("mine.jpg", data, "image/jpeg"))],
+        data={"explain": "true"},
+    )
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["head"]["name"] == "linear-poster"
@@ -217,7 +221,7 @@ def _truncated(data):
 BAD = [
     ("no input", "post", "/v1/predict", {}, 400, "no poster and no plot"),
     ("empty plot", "post", "/v1/predict", {"data": {"plot": "   "}}, 400, "plot text is empty"),
-    ("title only", "post", "/v1/predict", {"data": {"title": "Heat"}}, 400, "no poster"),
+    ("title only", "post", "/v1/predict", {"data": {"title": "Heat"}}, 400, "title goes with"),
     (
         "unknown head",
         "post",
@@ -348,7 +352,17 @@ BAD = [
 def test_bad_requests_get_json_errors(client, name, method, url, kwargs, status, match):
     doc = _problem(getattr(client, method)(url, **kwargs), status, match)
     # the field at fault is named by the request's own name for it
-    expected_field = {"unknown id": "id", "unknown head": "head"}.get(name)
+    expected_field = {
+        "unknown id": "id",
+        "unknown head": "head",
+        "no input": "poster",
+        "empty plot": "plot",
+        "title only": "title",
+        "top 0": "top",
+        "top text": "top",
+        "similar k": "k",
+        "similar by": "by",
+    }.get(name)
     assert doc.get("field") == expected_field, doc
 
 
@@ -599,7 +613,7 @@ def test_full_queue_is_503_with_retry_after(client, service, monkeypatch):
 
 
 def test_slow_request_times_out_and_a_crash_shows_no_traceback(service, index_dir, monkeypatch):
-    from embedgenre.serve import routes
+    from embedgenre.serve.routers import predict as routes
 
     config = ServeConfig(index_dir=index_dir, request_timeout_s=0.3)
     with TestClient(

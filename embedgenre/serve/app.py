@@ -16,11 +16,13 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from embedgenre import __version__
 from embedgenre.serve import problems
 from embedgenre.serve.batching import Overloaded
 from embedgenre.serve.config import ServeConfig
 from embedgenre.serve.guard import BodyTooLarge, Guard
-from embedgenre.serve.routes import router
+from embedgenre.serve.models import tidy_openapi
+from embedgenre.serve.routers import ROUTERS
 from embedgenre.serve.service import Service
 
 logger = logging.getLogger(__name__)
@@ -79,18 +81,26 @@ def create_app(
                 await run_in_threadpool(service.close)
 
     app = FastAPI(
-        title="embedgenre",
+        title="embedgenre HTTP API",
         summary="Genres of a movie from its poster and plot; movies like it.",
-        version="1",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
     app.state.service = service
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = tidy_openapi(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi
     problems.install(app)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(BodyTooLarge, _too_large)
-    app.include_router(router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

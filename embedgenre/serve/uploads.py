@@ -20,7 +20,6 @@ from embedgenre.serve.config import ServeConfig
 from embedgenre.serve.problems import ApiError
 
 MAX_FIELD_BYTES = 64 * 1024  # a plot, a title
-FIELDS = ("plot", "title", "head", "top", "k", "by", "genre", "exclude_genre", "plot_weight")
 _LABEL_UNSAFE = re.compile(r"[^\w .()+-]")
 MAX_JSON_DEPTH = 32  # arrays and objects inside each other; a request's body needs 2
 _BRACKET_STEP = np.zeros(256, np.int8)
@@ -37,6 +36,7 @@ class Upload:
 class Form:
     posters: list[Upload] = field(default_factory=list)
     fields: dict[str, list[str]] = field(default_factory=dict)
+    document: dict | None = None  # a JSON body as parsed (the route's model checks its types)
 
     def get(self, name: str) -> str | None:
         values = self.fields.get(name)
@@ -74,14 +74,13 @@ async def read_form(request: Request, config: ServeConfig) -> Form:
         if not isinstance(doc, dict):
             raise ApiError(400, "The JSON body is not an object.", 'Send {"plot": "...", ...}.')
         for name, value in doc.items():
-            if name not in FIELDS:
-                continue
             values = [
                 str(v) for v in (value if isinstance(value, list) else [value]) if v is not None
             ]
             if len(values) > 32 or any(len(v.encode()) > MAX_FIELD_BYTES for v in values):
                 raise ApiError(400, f"The field {name!r} is too long.", _form_fix(config))
             form.fields[name] = values
+        form.document = doc
         return form
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded", ""):
         raise ApiError(
@@ -104,7 +103,7 @@ async def read_form(request: Request, config: ServeConfig) -> Form:
                     raise ApiError(400, f"Unexpected file field {name!r}.", _form_fix(config))
                 data = await value.read()
                 form.posters.append(Upload(label_of(value.filename, len(form.posters)), data))
-            elif name in FIELDS:
+            else:  # every field is kept: the route's model refuses those it does not name
                 form.fields.setdefault(name, []).append(value)
     finally:
         await parsed.close()

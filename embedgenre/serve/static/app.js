@@ -143,6 +143,7 @@
     const title = $("title").value.trim();
     if (title && plot) form.append("title", title);
     if ($("head").value) form.append("head", $("head").value);
+    form.append("explain", "true");  // the page shows why each genre
     const btn = $("predict-btn");
     btn.disabled = true;
     try {

@@ -1,0 +1,249 @@
+"""The HTTP API's request and response models: the schemas of the generated OpenAPI document.
+
+Answers are built by the library (``PredictResult.to_dict``, ``RetrievalResult.to_dict``), so
+``embedgenre predict --json`` and ``POST /v1/predict`` print one document; these models describe
+those documents and check what clients send. Request bodies refuse fields they do not name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from embedgenre.retrieval import BY_CHOICES
+
+ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+MAX_TEXT_CHARS = 64 * 1024  # a plot, a title (uploads.py caps each field at 64 kB too)
+MAX_LIST = 32  # values of a repeated field
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+GenreName = Annotated[str, StringConstraints(max_length=64)]
+By = Literal[BY_CHOICES]  # type: ignore[valid-type]
+
+
+class Problem(BaseModel):
+    """Every answer other than success."""
+
+    error: str = Field(description="What went wrong.")
+    fix: str = Field(description="What to do about it.")
+    field: str | None = Field(None, description="The request field at fault, when one is.")
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Body):
+    """``POST /v1/predict`` as JSON (no posters) or the text fields of its form."""
+
+    plot: Text | None = Field(None, description="A synopsis.")
+    title: Text | None = Field(None, description="The movie's title; goes with plot.")
+    head: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="A saved head (GET /v1/index lists them); default: the best that fits."
+    )
+    top: int | None = Field(
+        None, ge=1, le=100, description="Rank the K best genres (every predicted one is listed)."
+    )
+    explain: bool = Field(
+        False, description="Add, per predicted genre, the nearest labelled movies that carry it."
+    )
+
+
+class SimilarRequest(_Body):
+    """``POST /v1/similar`` as JSON (no poster) or the text fields of its form."""
+
+    plot: Text | None = Field(None, description="A synopsis.")
+    title: Text | None = Field(None, description="The movie's title; goes with plot.")
+    k: int = Field(10, ge=1, le=100, description="How many results.")
+    by: By | None = Field(None, description="Compare posters, plots or both.")
+    genre: list[GenreName] = Field(
+        default_factory=list, max_length=MAX_LIST, description="Keep movies of these genres."
+    )
+    exclude_genre: list[GenreName] = Field(
+        default_factory=list, max_length=MAX_LIST, description="Leave out these genres."
+    )
+    plot_weight: float = Field(0.5, ge=0.0, le=1.0, description="With by=both: the plot's share.")
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    generation: int
+    ready_seconds: float
+
+
+class EmbeddingSet(BaseModel):
+    modality: str
+    encoder: str
+    count: int
+
+
+class IndexSummary(BaseModel):
+    name: str
+    generation: int
+    items: int
+    genres: dict[str, int] = Field(description="Movies per genre.")
+    sets: list[EmbeddingSet]
+    heads: list[str]
+    default_head: str | None
+    by: list[str]
+
+
+class ItemSummary(BaseModel):
+    id: str
+    title: str | None
+    year: int | None
+    genres: list[str]
+    thumbnail: str | None = Field(description="URL of the stored thumbnail, if any.")
+
+
+class Item(ItemSummary):
+    plot: str | None
+
+
+class ItemPage(BaseModel):
+    page: int
+    per_page: int
+    total: int
+    items: list[ItemSummary]
+
+
+class HeadInfo(BaseModel):
+    name: str
+    method: str
+    modality: str
+    fusion: str | None = None
+    encoders: dict[str, str]
+    validation: dict[str, Any] | None = None
+    saved: str | None = None
+
+
+class GenreScoreOut(BaseModel):
+    genre: str
+    score: float
+    threshold: float
+    predicted: bool
+
+
+class Supporter(BaseModel):
+    id: str
+    title: str | None
+    year: int | None
+    score: float = Field(description="Cosine similarity to the query.")
+
+
+class PredictionOut(BaseModel):
+    input: str = Field(description="The poster's file name, or (plot).")
+    genres: list[str] = Field(description="Predicted genres, best first.")
+    ranking: list[GenreScoreOut]
+    neighbours: dict[str, list[Supporter]] | None = Field(
+        None, description="With explain: per predicted genre, the labelled movies near it."
+    )
+
+
+class PredictResponse(BaseModel):
+    """What ``embedgenre predict --json`` prints for the same inputs."""
+
+    head: HeadInfo
+    results: list[PredictionOut]
+    notes: list[str] | None = Field(None, description="What was given but not used.")
+
+
+class Neighbour(BaseModel):
+    rank: int
+    id: str
+    title: str | None
+    year: int | None
+    genres: list[str]
+    score: float
+    cosines: dict[str, float | None]
+    poster: str | None = Field(description="URL of the stored thumbnail, if any.")
+    duplicates: list[str]
+
+
+class RetrievalResponse(BaseModel):
+    """What ``embedgenre similar --json`` prints (posters as thumbnail URLs)."""
+
+    query: dict[str, Any]
+    by: str
+    encoders: dict[str, str]
+    scoring: str
+    k: int
+    neighbours: list[Neighbour]
+    notes: list[str]
+
+
+# ----------------------------------------------------------------------------- documentation
+
+_STATUS_TEXT = {
+    400: "The request cannot be used as sent (a parameter, a field, the Host header).",
+    401: "A bearer token is required and was missing or wrong.",
+    404: "No such movie, thumbnail or head.",
+    408: "The request head was not received in time.",
+    413: "The body or a poster is over a size or pixel limit.",
+    415: "Not a content type or an image that is read.",
+    431: "The request head is too large.",
+    503: "The index is still loading, or the server is busy (see Retry-After).",
+    504: "The request took longer than the server's time limit.",
+}
+COMMON = (400, 401, 408, 431, 503, 504)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route: the common error statuses and ``statuses``, each with the
+    :class:`Problem` body."""
+    return {
+        s: {"model": Problem, "description": _STATUS_TEXT[s]} for s in sorted({*COMMON, *statuses})
+    }
+
+
+def upload_body(model: type[BaseModel], posters: bool) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of an upload route: ``model`` as JSON, and as a form with
+    one (``posters`` False) or more poster files."""
+    schema = model.model_json_schema()
+    # a form's fields are absent or text: a null alternative means nothing there
+    form = {**schema, "properties": {n: _not_null(p) for n, p in schema["properties"].items()}}
+    binary = {"type": "string", "format": "binary"}
+    form["properties"]["poster"] = (
+        {"type": "array", "items": binary, "description": "Poster image files."}
+        if posters
+        else {**binary, "description": "A poster image file."}
+    )
+    return {
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {"schema": form},
+                "application/json": {"schema": schema},
+            }
+        }
+    }
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    options = [o for o in prop.get("anyOf", []) if o.get("type") != "null"]
+    if len(options) != 1:
+        return prop
+    rest = {k: v for k, v in prop.items() if k != "anyOf"}
+    return {**options[0], **rest}
+
+
+def tidy_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """The generated document without FastAPI's 422 answers: a parameter out of range is a
+    400 with the :class:`Problem` body here, as every route declares."""
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            op.get("responses", {}).pop("422", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return doc
