@@ -238,11 +238,18 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def tidy_openapi(doc: dict[str, Any]) -> dict[str, Any]:
-    """The generated document without FastAPI's 422 answers: a parameter out of range is a
-    400 with the :class:`Problem` body here, as every route declares."""
+    """The generated document without FastAPI's 422 answers (a parameter out of range is a
+    400 with the :class:`Problem` body here, as every route declares), and with errors as JSON
+    on routes whose success is another type (FastAPI gives them the success's type)."""
+    problem = {"$ref": "#/components/schemas/Problem"}
     for ops in doc.get("paths", {}).values():
         for op in ops.values():
-            op.get("responses", {}).pop("422", None)
+            responses = op.get("responses", {})
+            responses.pop("422", None)
+            for status, answer in responses.items():
+                content = answer.get("content", {})
+                if status != "200" and any(c.get("schema") == problem for c in content.values()):
+                    answer["content"] = {"application/json": {"schema": problem}}
     schemas = doc.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
