@@ -84,6 +84,7 @@ def create_app(
         title="embedgenre HTTP API",
         summary="Genres of a movie from its poster and plot; movies like it.",
         version=__version__,
+        generate_unique_id_function=lambda route: route.name,  # operation ids: predict, ...
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,

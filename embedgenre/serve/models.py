@@ -125,7 +125,7 @@ class HeadInfo(BaseModel):
     fusion: str | None = None
     encoders: dict[str, str]
     validation: dict[str, Any] | None = None
-    saved: str | None = None
+    saved: bool = Field(description="Whether the head is saved in the index (else fitted now).")
 
 
 class GenreScoreOut(BaseModel):
@@ -207,23 +207,37 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def upload_body(model: type[BaseModel], posters: bool) -> dict[str, Any]:
-    """The OpenAPI ``requestBody`` of an upload route: ``model`` as JSON, and as a form with
-    one (``posters`` False) or more poster files."""
+def _form_schema(model: type[BaseModel], posters: bool) -> dict[str, Any]:
+    """``model``'s fields as a form, with one (``posters`` False) or more poster files; a
+    form's fields are absent or text, so a null alternative means nothing there."""
     schema = model.model_json_schema()
-    # a form's fields are absent or text: a null alternative means nothing there
-    form = {**schema, "properties": {n: _not_null(p) for n, p in schema["properties"].items()}}
+    props = {n: _not_null(p) for n, p in schema["properties"].items()}
     binary = {"type": "string", "format": "binary"}
-    form["properties"]["poster"] = (
+    props["poster"] = (
         {"type": "array", "items": binary, "description": "Poster image files."}
         if posters
         else {**binary, "description": "A poster image file."}
     )
+    return {**schema, "properties": props, "title": schema["title"].replace("Request", "Form")}
+
+
+# request bodies: JSON as the model, a form with poster files beside its fields
+BODIES: dict[str, tuple[type[BaseModel], bool]] = {
+    "PredictRequest": (PredictRequest, True),
+    "SimilarRequest": (SimilarRequest, False),
+}
+
+
+def upload_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of an upload route: ``model`` as JSON or as a form with
+    poster files (their schemas are components, added by :func:`tidy_openapi`)."""
+    name = model.__name__
+    ref = "#/components/schemas/"
     return {
         "requestBody": {
             "content": {
-                "multipart/form-data": {"schema": form},
-                "application/json": {"schema": schema},
+                "multipart/form-data": {"schema": {"$ref": ref + name.replace("Request", "Form")}},
+                "application/json": {"schema": {"$ref": ref + name}},
             }
         }
     }
@@ -250,7 +264,10 @@ def tidy_openapi(doc: dict[str, Any]) -> dict[str, Any]:
                 content = answer.get("content", {})
                 if status != "200" and any(c.get("schema") == problem for c in content.values()):
                     answer["content"] = {"application/json": {"schema": problem}}
-    schemas = doc.get("components", {}).get("schemas", {})
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    for name, (model, posters) in BODIES.items():
+        schemas[name] = model.model_json_schema()
+        schemas[name.replace("Request", "Form")] = _form_schema(model, posters)
     return doc

@@ -25,7 +25,7 @@ _STAGES = {"score": "score", "explain": "search"}
     summary="Genres of uploaded posters and/or a plot",
     response_model=PredictResponse,
     responses=errors(404, 413, 415),
-    openapi_extra=upload_body(PredictRequest, posters=True),
+    openapi_extra=upload_body(PredictRequest),
 )
 async def predict(request: Request, gen: Annotated[Generation, Depends(generation)]):
     svc = service(request)

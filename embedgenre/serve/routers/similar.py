@@ -87,7 +87,7 @@ async def similar(
     summary="Movies most like an uploaded poster and/or a plot",
     response_model=RetrievalResponse,
     responses=errors(413, 415),
-    openapi_extra=upload_body(SimilarRequest, posters=False),
+    openapi_extra=upload_body(SimilarRequest),
 )
 async def similar_upload(request: Request, gen: Gen):
     svc = service(request)
