@@ -76,3 +76,26 @@ def pytest_unconfigure(config):
         os.environ["EMBEDGENRE_CACHE"] = before
     if remove:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def service(index_dir):
+    """The HTTP service over the module's ``index_dir``, started once per module."""
+    from embedgenre.serve import ServeConfig
+    from embedgenre.serve.service import Service
+
+    svc = Service(ServeConfig(index_dir=index_dir))
+    svc.start()
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    """FastAPI's TestClient on ``service``, at a Host the server trusts."""
+    from fastapi.testclient import TestClient
+
+    from embedgenre.serve import create_app
+
+    with TestClient(create_app(service.config, service), base_url="http://localhost") as c:
+        yield c

@@ -29,7 +29,6 @@ from embedgenre.predict import Predictor
 from embedgenre.serve import ServeConfig, check_bind, create_app, read_token_file
 from embedgenre.serve.batching import MicroBatcher, Overloaded
 from embedgenre.serve.config import ServeError
-from embedgenre.serve.service import Service
 from embedgenre.serve.uploads import json_nesting_over
 
 PLOT = "A detective hunts a serial killer through the rainy city."
@@ -40,20 +39,6 @@ LOCAL = "http://localhost"  # the test client's base URL: a Host the server trus
 @pytest.fixture(scope="module")
 def index_dir(fixture_index_dir, tmp_path_factory):
     return index_with_heads(fixture_index_dir, tmp_path_factory.mktemp("serve") / "index")
-
-
-@pytest.fixture(scope="module")
-def service(index_dir):
-    svc = Service(ServeConfig(index_dir=index_dir))
-    svc.start()
-    yield svc
-    svc.close()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    with TestClient(create_app(service.config, service), base_url=LOCAL) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 from _serving import ServerThread, index_with_heads
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import embedgenre
 from embedgenre.cli.app import app as cli
-from embedgenre.serve import ServeConfig, create_app
+from embedgenre.serve import create_app
 from embedgenre.serve.models import PredictResponse
-from embedgenre.serve.service import Service
 
 PLOT = "A detective hunts a serial killer through the rainy city."
 LOCAL = "http://localhost"  # the test client's base URL: a Host the server trusts
@@ -38,20 +36,6 @@ def index_dir(fixture_index_dir, tmp_path_factory):
     result = CliRunner().invoke(cli, [*args, "--fusion", "early", "--name", "linear-both"])
     assert result.exit_code == 0, result.output
     return index
-
-
-@pytest.fixture(scope="module")
-def service(index_dir):
-    svc = Service(ServeConfig(index_dir=index_dir))
-    svc.start()
-    yield svc
-    svc.close()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    with TestClient(create_app(service.config, service), base_url=LOCAL) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 Answers are built by the library (``PredictResult.to_dict``, ``RetrievalResult.to_dict``), so
 ``embedgenre predict --json`` and ``POST /v1/predict`` print one document; these models describe
-those documents and check what clients send. Request bodies refuse fields they do not name.
+those documents (with the library's own dataclasses where it has them) and check what clients
+send. Request bodies refuse fields they do not name.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from embedgenre.retrieval import BY_CHOICES
+from embedgenre.predict import Prediction
+from embedgenre.retrieval import BY_CHOICES, Neighbour
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_TEXT_CHARS = 64 * 1024  # a plot, a title (uploads.py caps each field at 64 kB too)
@@ -128,47 +130,12 @@ class HeadInfo(BaseModel):
     saved: bool = Field(description="Whether the head is saved in the index (else fitted now).")
 
 
-class GenreScoreOut(BaseModel):
-    genre: str
-    score: float
-    threshold: float
-    predicted: bool
-
-
-class Supporter(BaseModel):
-    id: str
-    title: str | None
-    year: int | None
-    score: float = Field(description="Cosine similarity to the query.")
-
-
-class PredictionOut(BaseModel):
-    input: str = Field(description="The poster's file name, or (plot).")
-    genres: list[str] = Field(description="Predicted genres, best first.")
-    ranking: list[GenreScoreOut]
-    neighbours: dict[str, list[Supporter]] | None = Field(
-        None, description="With explain: per predicted genre, the labelled movies near it."
-    )
-
-
 class PredictResponse(BaseModel):
     """What ``embedgenre predict --json`` prints for the same inputs."""
 
     head: HeadInfo
-    results: list[PredictionOut]
+    results: list[Prediction]
     notes: list[str] | None = Field(None, description="What was given but not used.")
-
-
-class Neighbour(BaseModel):
-    rank: int
-    id: str
-    title: str | None
-    year: int | None
-    genres: list[str]
-    score: float
-    cosines: dict[str, float | None]
-    poster: str | None = Field(description="URL of the stored thumbnail, if any.")
-    duplicates: list[str]
 
 
 class RetrievalResponse(BaseModel):
