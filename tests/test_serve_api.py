@@ -159,9 +159,13 @@ def test_openapi_declares_models_errors_and_content_types(client):
     assert {"404", "413", "415"} <= set(predict["responses"])
     ok = predict["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/PredictResponse"}
-    body = predict["requestBody"]["content"]
-    assert body["application/json"]["schema"]["additionalProperties"] is False
-    assert body["multipart/form-data"]["schema"]["properties"]["poster"]["type"] == "array"
+    body, schemas = predict["requestBody"]["content"], doc["components"]["schemas"]
+    as_json = body["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    as_form = body["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert schemas[as_json]["additionalProperties"] is False  # unknown fields are refused
+    assert "poster" not in schemas[as_json]["properties"]
+    assert schemas[as_form]["properties"]["poster"]["type"] == "array"
+    assert schemas[as_form]["properties"]["top"]["type"] == "integer"  # a form has no nulls
 
 
 # ----------------------------------------------------------------------------- third-party clients

@@ -8,7 +8,8 @@ served, shared encoders, hot switch to new generations), :mod:`.batching` (micro
 concurrent requests' posters and plots), :mod:`.uploads` (reading and checking uploads),
 :mod:`.guard` (Host, token, body cap, timeout, request ids and logs), :mod:`.server` (uvicorn
 with limits on each request's head), :mod:`.metrics` (Prometheus),
-:mod:`.problems` (errors as JSON), :mod:`.routes` (the API), :mod:`.app` (assembly) and
+:mod:`.problems` (errors as JSON), :mod:`.models` (request and response models),
+:mod:`.routers` (the API, a router per resource), :mod:`.app` (assembly) and
 ``static/`` (the web page; every asset is local).
 """
 
