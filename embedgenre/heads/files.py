@@ -152,7 +152,7 @@ def read_head_json(directory: str | Path) -> dict:
     try:
         _check_document(doc)
     except Unusable as e:
-        raise Unusable(e.part, e.what, directory, _retrain_fix(directory, doc)) from e.__cause__
+        raise Unusable(e.part, e.problem, directory, _retrain_fix(directory, doc)) from e.__cause__
     return doc
 
 
@@ -199,5 +199,5 @@ def load_predictor(directory: str | Path):
                 f"give {'+'.join(map(str, dims))}",
             )
     except Unusable as e:
-        raise Unusable(e.part, e.what, directory, _retrain_fix(directory, doc)) from e.__cause__
+        raise Unusable(e.part, e.problem, directory, _retrain_fix(directory, doc)) from e.__cause__
     return pred, doc

@@ -106,17 +106,17 @@ def predictor_state(pred) -> tuple[dict, dict[str, np.ndarray]]:
 
 class Unusable(PredictorError):
     """A saved predictor that cannot be rebuilt: ``part`` is the file at fault (head.json or
-    arrays.npz), ``what`` says what is wrong; ``where`` (its directory) and ``fix`` complete the
-    message."""
+    arrays.npz), ``problem`` what is wrong in it; ``where`` (its directory) and ``fix`` complete
+    the message."""
 
     def __init__(self, part: str, what: str, where: Path | None = None, fix: str | None = None):
-        self.part, self.what = part, what
         if where is not None:
             place = str(where / part)
         else:
             place = "saved predictor (" + ("description" if part == HEAD_FILE else "arrays") + ")"
         fix = fix or "Save the predictor again with embedgenre.heads.files.save_predictor"
-        super().__init__(f"{place}: {what}. {fix}.")
+        super().__init__(f"{place}: {what}.", f"{fix}.")
+        self.part, self.problem = part, what
 
 
 def short(value) -> str:
@@ -363,7 +363,7 @@ def rebuild(desc: dict, arrays: dict[str, np.ndarray]):
     try:
         pred._load_state(state, arrays)
     except Unusable as e:
-        raise Unusable(e.part, f"in a fused part, {e.what}") from e.__cause__
+        raise Unusable(e.part, f"in a fused part, {e.problem}") from e.__cause__
     except PredictorError as e:
         raise Unusable(ARRAYS_FILE, f"the arrays cannot be used ({e})") from e
     except LOAD_ERRORS as e:
