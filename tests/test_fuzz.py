@@ -41,7 +41,7 @@ from embedgenre.heads import list_heads, load_head, train_head
 from embedgenre.indexing import build_index
 from embedgenre.predict import rank
 from embedgenre.predictors import HeadSpec
-from embedgenre.predictors import state as predictor_state_module
+from embedgenre.predictors.registry import predictor_class
 from embedgenre.store import GenreIndex, describe_index
 
 CASE_SECONDS = 20  # a case that takes longer is a hang
@@ -815,9 +815,9 @@ HEAD_VALUES = [
     {"encoder": "fake:a", "dim": 8}, {"encoder": "fake:a", "dim": 4}, {"poster": {}},
     {"n_layers": 2}, {"dims": [8, 8], "weight": 0.5, "parts": {}},
 ]  # fmt: skip
-# the array shapes a saved head of each method has (the loader's own table, plus one MLP)
+# the array shapes a saved head of each method has (as its class declares them, plus one MLP)
 METHOD_ARRAYS = {
-    **predictor_state_module._SHAPES,
+    **{m: predictor_class(m).saved_arrays for m in ("linear", "knn", "mlknn", "zeroshot")},
     "mlp": {"W0": ("d", "h"), "b0": ("h",), "W1": ("h", "g"), "b1": ("g",)},
 }
 

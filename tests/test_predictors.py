@@ -10,7 +10,8 @@ from sklearn.base import clone
 
 from embedgenre.errors import PredictorError
 from embedgenre.heads.files import load_predictor, save_predictor
-from embedgenre.predictors import TunedThresholds, fit_thresholds, make_predictor
+from embedgenre.predictors import TunedThresholds, fit_thresholds, make_predictor, registry
+from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
 from embedgenre.predictors.metrics import f1
 from embedgenre.predictors.neighbors import MLKNNPredictor, build_index, reference_mlknn, search
 from embedgenre.predictors.oversample import mlsmote
@@ -269,6 +270,50 @@ def test_save_load_roundtrip(tmp_path, method):
     np.testing.assert_allclose(loaded.predict_proba(X), pred.predict_proba(X), atol=1e-6)
     np.testing.assert_array_equal(loaded.predict(X), pred.predict(X))
     assert loaded.classes_ == pred.classes_
+
+
+class CentroidPredictor(GenrePredictor):
+    """An estimator that only this test knows: it declares its saved state and nothing else."""
+
+    method = "centroid"
+    saved_arrays = {"centres": ("g", "d")}
+
+    def __init__(self, classes=None):
+        self.classes = classes
+
+    def fit(self, X, Y, classes=None, X_val=None, Y_val=None):
+        X, Y = check_X(X), check_Y(Y, len(X))
+        self._init_fitted(Y, classes)
+        self.centres_ = ((Y.T @ X) / np.maximum(Y.sum(axis=0), 1)[:, None]).astype(np.float32)
+        return self
+
+    def predict_proba(self, X):
+        return (1 / (1 + np.exp(-check_X(X, self.n_features_in_) @ self.centres_.T))).astype(
+            np.float32
+        )
+
+    @property
+    def n_features_in_(self):
+        return self.centres_.shape[1]
+
+    def _state(self):
+        return {}, {"centres": self.centres_}
+
+    def _load_state(self, meta, arrays):
+        self.centres_ = arrays["centres"].astype(np.float32)
+
+
+def test_a_new_estimator_saves_and_loads_by_its_own_declarations(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._CLASSES, "centroid", CentroidPredictor)
+    X, Y, _ = synthetic(n=60)
+    pred = CentroidPredictor().fit(X, Y)
+    save_predictor(pred, tmp_path / "head")
+    loaded, _ = load_predictor(tmp_path / "head")
+    assert isinstance(loaded, CentroidPredictor)
+    np.testing.assert_array_equal(loaded.predict_proba(X), pred.predict_proba(X))
+    np.savez(tmp_path / "head" / "arrays.npz", centres=pred.centres_[:5])
+    with pytest.raises(PredictorError, match=r"'centres' has shape \(5, 24\), expected \(6, d\)"):
+        load_predictor(tmp_path / "head")
 
 
 def test_load_missing_head(tmp_path):

@@ -18,14 +18,12 @@ import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from embedgenre.errors import PredictorError
-from embedgenre.names import HEAD_MODALITIES
+from embedgenre.names import HEAD_MODALITIES, METHODS
 from embedgenre.predictors.state import (
     ARRAYS_FILE,
     HEAD_FILE,
-    SAVED_METHODS,
     Unusable,
     check_description,
-    input_dim,
     is_count,
     json_safe,
     kind_of,
@@ -51,7 +49,7 @@ def _retrain_fix(directory: Path, doc) -> str:
     doc = doc if isinstance(doc, dict) else {}
     method, modality, fusion, name = (doc.get(k) for k in ("method", "modality", "fusion", "name"))
     opts = ""
-    if method in SAVED_METHODS[:-1]:
+    if method in METHODS:
         opts += f" --method {method}"
     if modality in HEAD_MODALITIES:
         opts += f" --modality {modality}"
@@ -192,10 +190,10 @@ def load_predictor(directory: str | Path):
     try:
         pred = rebuild(doc["predictor"], _read_arrays(directory / ARRAYS_FILE))
         dims = [e["dim"] for e in doc.get("encoders", {}).values()]
-        if dims and input_dim(pred) != sum(dims):
+        if dims and pred.n_features_in_ != sum(dims):
             raise Unusable(
                 ARRAYS_FILE,
-                f"the head takes {input_dim(pred)}-d input but its 'encoders' in {HEAD_FILE} "
+                f"the head takes {pred.n_features_in_}-d input but its 'encoders' in {HEAD_FILE} "
                 f"give {'+'.join(map(str, dims))}",
             )
     except Unusable as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -168,8 +168,10 @@ class GenrePredictor(Estimator):
 
     Subclasses implement ``fit(X, Y, classes=None, X_val=None, Y_val=None)`` (which must call
     :meth:`_init_fitted`; the validation rows are for estimators that stop or choose something on
-    them, the others ignore them) and ``predict_proba(X)``, and for saving
-    ``_state() -> (json dict, arrays dict)`` and ``_load_state(json dict, arrays dict)``.
+    them, the others ignore them) and ``predict_proba(X)``. A saved estimator declares its own
+    state: :attr:`saved_arrays` (or :meth:`array_shapes`), :attr:`n_features_in_`,
+    ``_state() -> (json dict, arrays dict)`` and ``_load_state(json dict, arrays dict)``, and
+    where needed :meth:`check_saved_state`, :meth:`saved_parts` and :meth:`check_restored`.
     Estimators that choose a param on validation data say so in :meth:`chosen_params` and
     :meth:`pool_chosen`, so :class:`~embedgenre.predictors.tuning.TunedThresholds` can hold it
     fixed when it refits on every row.
@@ -214,9 +216,51 @@ class GenrePredictor(Estimator):
         self.at_least_one_ = bool(at_least_one)
         return self
 
-    # -- persistence (arrays + JSON only) -------------------------------------------------
+    # -- saved state (arrays + JSON only; the file format is embedgenre.predictors.state) -----
+    #: The arrays a saved head holds, each with its shape in symbols: ``g`` the genres, ``d`` the
+    #: input width, ``n`` the stored items, ``k1`` = k + 1; a symbol shared by two arrays must
+    #: have one size.
+    saved_arrays: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    #: Constructor params that JSON gives back as lists but the constructor takes as tuples.
+    tuple_params: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def array_shapes(cls, state: dict) -> dict[str, tuple[str, ...]]:
+        """The arrays (name -> shape in symbols) of a saved head whose JSON state, already
+        checked by :meth:`check_saved_state`, is ``state``: :attr:`saved_arrays` by default."""
+        return dict(cls.saved_arrays)
+
+    @classmethod
+    def check_saved_state(cls, state: dict, classes: list[str], at: str) -> None:
+        """Raise :class:`~embedgenre.predictors.state.Unusable` unless ``state`` (the JSON
+        object at ``at`` in head.json) is one this estimator can rebuild from; none is
+        checked by default."""
+
+    @classmethod
+    def saved_parts(cls, state: dict) -> dict[str, dict]:
+        """The saved descriptions of the estimators this one is made of (by part name, their
+        arrays saved under ``<part>/``): none by default."""
+        return {}
+
+    def shape_sizes(self) -> dict[str, int]:
+        """The sizes of shape symbols known before any array is read."""
+        return {"g": len(self.classes_)}
+
+    @property
+    def n_features_in_(self) -> int:
+        """The input width d this fitted estimator scores."""
+        raise NotImplementedError
+
+    def check_restored(self) -> None:
+        """Raise :class:`~embedgenre.predictors.state.Unusable` when the rebuilt estimator's
+        parts disagree with one another: nothing to check by default."""
+
     def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-safe state, arrays by name) of the fitted estimator."""
         raise NotImplementedError
 
     def _load_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild the fitted attributes from :meth:`_state`'s output (shapes already checked
+        against :meth:`array_shapes`)."""
         raise NotImplementedError

@@ -20,11 +20,26 @@ from embedgenre.names import FUSIONS
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
 from embedgenre.predictors.metrics import mean_average_precision
 from embedgenre.predictors.registry import make_predictor, register
-from embedgenre.predictors.state import predictor_from_state, predictor_state
+from embedgenre.predictors.state import (
+    ARRAYS_FILE,
+    HEAD_FILE,
+    Unusable,
+    check_description,
+    is_count,
+    is_number,
+    part_arrays,
+    predictor_from_state,
+    predictor_state,
+    prefixed,
+    short,
+)
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
+
+#: The heads a fused head may hold: one per modality, and the joint head of early fusion.
+FUSION_PARTS = ("poster", "plot", "joint")
 
 
 def choose_late_weight(P_poster: np.ndarray, P_plot: np.ndarray, Y: np.ndarray) -> float:
@@ -47,6 +62,7 @@ class FusionPredictor(GenrePredictor):
     ``poster_params`` / ``plot_params`` overrides). ``dims`` = (d_poster, d_plot)."""
 
     method = "fusion"
+    tuple_params = ("dims",)
 
     def __init__(
         self,
@@ -222,20 +238,68 @@ class FusionPredictor(GenrePredictor):
             )
         return self.parts_[which]
 
+    # -- saved state: dims, weight and each part's own description; a part's arrays under
+    # "<part>/"
+    @classmethod
+    def check_saved_state(cls, state: dict, classes: list[str], at: str) -> None:
+        dims, weight, parts = state.get("dims"), state.get("weight"), state.get("parts")
+        if not (isinstance(dims, list) and len(dims) == 2 and all(is_count(d) for d in dims)):
+            raise Unusable(
+                HEAD_FILE,
+                f"'{at}.dims' is {short(dims)}, expected [poster dimension, plot dimension]",
+            )
+        if not (is_number(weight) and 0 <= weight <= 1):
+            raise Unusable(
+                HEAD_FILE, f"'{at}.weight' is {short(weight)}, expected a number from 0 to 1"
+            )
+        if not (isinstance(parts, dict) and parts and set(parts) <= set(FUSION_PARTS)):
+            raise Unusable(
+                HEAD_FILE,
+                f"'{at}.parts' is {short(parts)}, expected an object with some of "
+                f"{', '.join(FUSION_PARTS)}",
+            )
+        for which, part in parts.items():
+            check_description(part, f"{at}.parts.{which}")
+            if part["method"] == "fusion":
+                raise Unusable(HEAD_FILE, f"'{at}.parts.{which}' is itself a fused head")
+            if part["classes"] != classes:
+                raise Unusable(
+                    HEAD_FILE,
+                    f"'{at}.parts.{which}.classes' differs from the classes of the fused head",
+                )
+
+    @classmethod
+    def saved_parts(cls, state: dict) -> dict[str, dict]:
+        return state["parts"]
+
+    @property
+    def n_features_in_(self) -> int:
+        return int(sum(self.dims_))
+
+    def check_restored(self) -> None:
+        """Each part takes the width of its slice of ``[poster | plot]``."""
+        dp, dt = self.dims_
+        for which, part in self.parts_.items():
+            want = {"poster": dp, "plot": dt, "joint": dp + dt}[which]
+            if part.n_features_in_ != want:
+                raise Unusable(
+                    ARRAYS_FILE,
+                    f"the {which} part takes {part.n_features_in_}-d input but 'state.dims' "
+                    f"{[dp, dt]} gives it {want}",
+                )
+
     def _state(self):
         meta = {"dims": list(self.dims_), "weight": self.weight_, "parts": {}}
         arrays = {}
         for which, part in self.parts_.items():
-            pmeta, parrays = predictor_state(part)
-            meta["parts"][which] = pmeta
-            arrays.update({f"{which}/{k}": v for k, v in parrays.items()})
+            meta["parts"][which], part_state = predictor_state(part)
+            arrays.update(prefixed(which, part_state))
         return meta, arrays
 
     def _load_state(self, meta, arrays):
         self.dims_ = tuple(meta["dims"])
         self.weight_ = float(meta["weight"])
-        self.parts_ = {}
-        for which, pmeta in meta["parts"].items():
-            prefix = f"{which}/"
-            sub = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-            self.parts_[which] = predictor_from_state(pmeta, sub)
+        self.parts_ = {
+            which: predictor_from_state(part, part_arrays(arrays, which))
+            for which, part in meta["parts"].items()
+        }

@@ -24,6 +24,7 @@ class LinearPredictor(GenrePredictor):
     "balanced"."""
 
     method = "linear"
+    saved_arrays = {"coef": ("g", "d"), "intercept": ("g",)}
 
     def __init__(
         self, C: float = 1.0, class_weight: str | None = None, max_iter: int = 300, classes=None
@@ -72,6 +73,10 @@ class LinearPredictor(GenrePredictor):
     def predict_proba(self, X) -> np.ndarray:
         with np.errstate(over="ignore"):
             return (1.0 / (1.0 + np.exp(-self.decision_function(X)))).astype(np.float32)
+
+    @property
+    def n_features_in_(self) -> int:
+        return self.coef_.shape[1]
 
     def _state(self):
         return {}, {"coef": self.coef_, "intercept": self.intercept_}

@@ -16,6 +16,7 @@ from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y, warn_empty_genres
 from embedgenre.predictors.oversample import mlsmote
 from embedgenre.predictors.registry import register
+from embedgenre.predictors.state import HEAD_FILE, Unusable, is_count, short
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class MLPPredictor(GenrePredictor):
     """MLP multi-label head; see the module docstring. ``hidden``: int or tuple of 1-2 ints."""
 
     method = "mlp"
+    tuple_params = ("hidden",)
 
     def __init__(
         self,
@@ -192,6 +194,29 @@ class MLPPredictor(GenrePredictor):
         logits = h @ self.weights_[-1] + self.biases_[-1]
         with np.errstate(over="ignore"):
             return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+    @classmethod
+    def check_saved_state(cls, state: dict, classes: list[str], at: str) -> None:
+        if not is_count(state.get("n_layers")):
+            raise Unusable(
+                HEAD_FILE,
+                f"'{at}.n_layers' is {short(state.get('n_layers'))}, expected a positive integer",
+            )
+
+    @classmethod
+    def array_shapes(cls, state: dict) -> dict[str, tuple[str, ...]]:
+        """Per layer i, ``W<i>`` (in, out) and ``b<i>`` (out,): the input width d, then inner
+        sizes h1, h2, then the genres."""
+        n, shapes = state["n_layers"], {}
+        for i in range(n):
+            out = "g" if i == n - 1 else f"h{i + 1}"
+            shapes[f"W{i}"] = ("d" if i == 0 else f"h{i}", out)
+            shapes[f"b{i}"] = (out,)
+        return shapes
+
+    @property
+    def n_features_in_(self) -> int:
+        return self.weights_[0].shape[0]
 
     def _state(self):
         arrays = {}

@@ -76,6 +76,17 @@ class _NeighbourBase(GenrePredictor):
         k = _check_k(self.k, len(self.X_), during_fit=False)
         return search(self.index_, X, k)
 
+    @property
+    def n_features_in_(self) -> int:
+        return self.X_.shape[1]
+
+    def shape_sizes(self) -> dict[str, int]:
+        sizes = super().shape_sizes()
+        k = getattr(self, "k", None)
+        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
+            sizes["k1"] = k + 1
+        return sizes
+
     def _base_state(self) -> dict[str, np.ndarray]:
         return {"X": self.X_, "Y": self.Y_}
 
@@ -95,6 +106,7 @@ class KNNVotePredictor(_NeighbourBase):
     """
 
     method = "knn"
+    saved_arrays = {"X": ("n", "d"), "Y": ("n", "g")}
 
     def __init__(self, k: int = 20, power: float = 1.0, classes=None):
         self.k = k
@@ -128,6 +140,13 @@ class MLKNNPredictor(_NeighbourBase):
     """
 
     method = "mlknn"
+    saved_arrays = {
+        "X": ("n", "d"),
+        "Y": ("n", "g"),
+        "prior": ("g",),
+        "cond_true": ("g", "k1"),
+        "cond_false": ("g", "k1"),
+    }
 
     def __init__(self, k: int = 10, s: float = 1.0, classes=None):
         self.k = k

@@ -11,7 +11,7 @@ from __future__ import annotations
 from embedgenre.errors import PredictorError
 from embedgenre.names import METHODS
 
-__all__ = ["METHODS", "make_predictor", "predictor_class", "register"]
+__all__ = ["METHODS", "make_predictor", "predictor_class", "register", "registered"]
 
 
 _CLASSES: dict[str, type] = {}
@@ -21,6 +21,12 @@ def register(cls: type) -> type:
     """Class decorator: make ``cls`` the estimator of ``cls.method``."""
     _CLASSES[cls.method] = cls
     return cls
+
+
+def registered() -> tuple[str, ...]:
+    """Every method with an estimator class: those of :data:`METHODS`, then the others
+    ("fusion")."""
+    return (*(m for m in METHODS if m in _CLASSES), *(m for m in _CLASSES if m not in METHODS))
 
 
 def predictor_class(method: str) -> type:

@@ -19,6 +19,7 @@ from embedgenre.predictors.base import GenrePredictor, check_Y
 
 logger = logging.getLogger(__name__)
 
+
 def _build_net(n_out: int, width: int):
     import torch.nn as nn
 

@@ -1,11 +1,16 @@
-"""A fitted predictor as plain data: a JSON-safe description and numeric arrays, and back.
+"""The saved form of a fitted predictor: a JSON-safe description and numeric arrays, and back.
 
 :func:`predictor_state` gives (description, arrays) of a fitted predictor: method, constructor
-params, classes, thresholds, the at-least-one rule and method-specific state; fusion predictors
-nest their parts, whose arrays take a ``<part>/`` prefix. :func:`predictor_from_state` rebuilds
-one, checking every field and array first (types, parameter names, one threshold per genre,
-array shapes, one trial scoring), so damaged data raises PredictorError naming what is wrong,
-never an error from deep inside numpy. Writing them to files is :mod:`embedgenre.heads.files`.
+params, classes, thresholds, the at-least-one rule and the estimator's own state; an estimator
+made of parts (fusion) nests their descriptions, and their arrays take a ``<part>/`` prefix.
+:func:`predictor_from_state` rebuilds one, checking every field and array first (types,
+parameter names, one threshold per genre, array shapes, one trial scoring), so damaged data
+raises PredictorError naming what is wrong, never an error from deep inside numpy.
+
+What each method saves is declared by its estimator class (``saved_arrays`` with their shapes,
+``n_features_in_``, ``_state`` / ``_load_state``; see
+:class:`~embedgenre.predictors.base.GenrePredictor`); this module only knows the format. Writing
+it to files is :mod:`embedgenre.heads.files`.
 """
 
 from __future__ import annotations
@@ -16,18 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from embedgenre.errors import PredictorError
-from embedgenre.predictors.registry import METHODS, predictor_class
+from embedgenre.predictors.registry import predictor_class, registered
 
 ARRAYS_FILE = "arrays.npz"
 
 
 HEAD_FILE = "head.json"
-
-
-SAVED_METHODS = (*METHODS, "fusion")
-
-
-FUSION_PARTS = ("poster", "plot", "joint")
 
 
 # what a damaged file makes numpy, faiss or a constructor raise
@@ -42,22 +41,8 @@ LOAD_ERRORS = (
 )
 
 
-# array shapes per method: g genres (len(classes)), d input dimension, n stored items,
-# k1 = k + 1 neighbour counts; MLP layers are added by _array_shapes
-_SHAPES = {
-    "linear": {"coef": ("g", "d"), "intercept": ("g",)},
-    "knn": {"X": ("n", "d"), "Y": ("n", "g")},
-    "mlknn": {
-        "X": ("n", "d"),
-        "Y": ("n", "g"),
-        "prior": ("g",),
-        "cond_true": ("g", "k1"),
-        "cond_false": ("g", "k1"),
-    },
-    "zeroshot": {"W": ("d", "g"), "mean": ("g",), "std": ("g",), "slope": ("g",), "bias": ("g",)},
-}
-
-
+# what the symbols of an estimator's array shapes stand for; any other symbol is the size of
+# an inner layer
 _SYMBOLS = {
     "g": "the genres in 'classes'",
     "d": "the input dimension",
@@ -156,11 +141,10 @@ def check_description(desc, at: str = "predictor") -> None:
             f"'{at}' is {kind_of(desc)}, expected an object with method, params, classes, "
             "thresholds and at_least_one",
         )
-    method = desc.get("method")
-    if not isinstance(method, str) or method not in SAVED_METHODS:
+    method, methods = desc.get("method"), registered()
+    if not isinstance(method, str) or method not in methods:
         raise Unusable(
-            HEAD_FILE,
-            f"'{at}.method' is {short(method)}, expected one of {', '.join(SAVED_METHODS)}",
+            HEAD_FILE, f"'{at}.method' is {short(method)}, expected one of {', '.join(methods)}"
         )
     params = desc.get("params", {})
     if not isinstance(params, dict):
@@ -203,52 +187,19 @@ def check_description(desc, at: str = "predictor") -> None:
     state = desc.get("state", {})
     if not isinstance(state, dict):
         raise Unusable(HEAD_FILE, f"'{at}.state' is {kind_of(state)}, expected an object")
-    if method == "mlp" and not is_count(state.get("n_layers")):
-        raise Unusable(
-            HEAD_FILE,
-            f"'{at}.state.n_layers' is {short(state.get('n_layers'))}, expected a positive integer",
-        )
-    if method == "fusion":
-        _check_fusion_state(state, classes, f"{at}.state")
-
-
-def _check_fusion_state(state: dict, classes: list[str], at: str) -> None:
-    dims, weight, parts = state.get("dims"), state.get("weight"), state.get("parts")
-    if not (isinstance(dims, list) and len(dims) == 2 and all(is_count(d) for d in dims)):
-        raise Unusable(
-            HEAD_FILE,
-            f"'{at}.dims' is {short(dims)}, expected [poster dimension, plot dimension]",
-        )
-    if not (is_number(weight) and 0 <= weight <= 1):
-        raise Unusable(
-            HEAD_FILE, f"'{at}.weight' is {short(weight)}, expected a number from 0 to 1"
-        )
-    if not (isinstance(parts, dict) and parts and set(parts) <= set(FUSION_PARTS)):
-        raise Unusable(
-            HEAD_FILE,
-            f"'{at}.parts' is {short(parts)}, expected an object with some of "
-            f"{', '.join(FUSION_PARTS)}",
-        )
-    for which, part in parts.items():
-        check_description(part, f"{at}.parts.{which}")
-        if part["method"] == "fusion":
-            raise Unusable(HEAD_FILE, f"'{at}.parts.{which}' is itself a fused head")
-        if part["classes"] != classes:
-            raise Unusable(
-                HEAD_FILE,
-                f"'{at}.parts.{which}.classes' differs from the classes of the fused head",
-            )
+    predictor_class(method).check_saved_state(state, classes, f"{at}.state")
 
 
 def _construct(desc: dict):
     """An estimator with the described params, classes, thresholds and at-least-one rule."""
     method = desc["method"]
+    cls = predictor_class(method)
     params = dict(desc.get("params", {}))
-    for name in ("hidden", "dims"):
+    for name in cls.tuple_params:
         if isinstance(params.get(name), list):
             params[name] = tuple(params[name])
     try:
-        pred = predictor_class(method)(**params)
+        pred = cls(**params)
     except LOAD_ERRORS as e:
         raise Unusable(
             HEAD_FILE, f"the params do not fit a {method} head ({type(e).__name__}: {e})"
@@ -260,25 +211,15 @@ def _construct(desc: dict):
 
 
 def _check_arrays(pred, arrays: dict, state: dict, prefix: str = "") -> None:
-    """Raise Unusable unless ``arrays`` hold numbers in the shapes ``pred``'s method stores."""
+    """Raise Unusable unless ``arrays`` hold numbers in the shapes ``pred``'s class saves."""
     for key, a in arrays.items():
         if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
             what = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
             raise Unusable(
                 ARRAYS_FILE, f"array '{prefix}{key}' holds {what} values, expected numbers"
             )
-    shapes = dict(_SHAPES.get(pred.method, {}))
-    if pred.method == "mlp":
-        n = state["n_layers"]
-        for i in range(n):
-            out = "g" if i == n - 1 else f"h{i + 1}"
-            shapes[f"W{i}"] = ("d" if i == 0 else f"h{i}", out)
-            shapes[f"b{i}"] = (out,)
-    bound = {"g": len(pred.classes_)}
-    k = getattr(pred, "k", None)
-    if is_count(k):
-        bound["k1"] = k + 1
-    for key, dims in shapes.items():
+    bound = pred.shape_sizes()
+    for key, dims in type(pred).array_shapes(state).items():
         name = f"'{prefix}{key}'"
         if key not in arrays:
             raise Unusable(ARRAYS_FILE, f"array {name} of the {pred.method} head is missing")
@@ -298,33 +239,12 @@ def _check_arrays(pred, arrays: dict, state: dict, prefix: str = "") -> None:
                 )
 
 
-def input_dim(pred) -> int:
-    if pred.method == "fusion":
-        return int(sum(pred.dims_))
-    if pred.method == "linear":
-        return pred.coef_.shape[1]
-    if pred.method == "mlp":
-        return pred.weights_[0].shape[0]
-    if pred.method == "zeroshot":
-        return pred.W_.shape[0]
-    return pred.X_.shape[1]  # knn, mlknn
-
-
 def _try_scoring(pred) -> None:
     """Score one input of the head's dimension: the scores must be one per genre, in 0..1."""
     g = len(pred.classes_)
-    if pred.method == "fusion":
-        dp, dt = pred.dims_
-        for which, part in pred.parts_.items():
-            want = {"poster": dp, "plot": dt, "joint": dp + dt}[which]
-            if input_dim(part) != want:
-                raise Unusable(
-                    ARRAYS_FILE,
-                    f"the {which} part takes {input_dim(part)}-d input but 'state.dims' "
-                    f"{[dp, dt]} gives it {want}",
-                )
+    pred.check_restored()
     try:
-        d = input_dim(pred)
+        d = pred.n_features_in_
         x = np.full((1, d), 1.0 / np.sqrt(d), dtype=np.float32)
         with np.errstate(all="ignore"):
             P = np.asarray(pred.predict_proba(x))
@@ -355,11 +275,10 @@ def rebuild(desc: dict, arrays: dict[str, np.ndarray]):
     pred = _construct(desc)
     state = desc.get("state", {})
     _check_arrays(pred, arrays, state)
-    if pred.method == "fusion":  # name a part's arrays with their prefix
-        for which, part in state["parts"].items():
-            prefix = f"{which}/"
-            sub = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-            _check_arrays(_construct(part), sub, part.get("state", {}), prefix)
+    for which, part in type(pred).saved_parts(state).items():  # errors name the part's prefix
+        _check_arrays(
+            _construct(part), part_arrays(arrays, which), part.get("state", {}), f"{which}/"
+        )
     try:
         pred._load_state(state, arrays)
     except Unusable as e:
@@ -370,6 +289,17 @@ def rebuild(desc: dict, arrays: dict[str, np.ndarray]):
         raise _misfit(pred, e) from e
     _try_scoring(pred)
     return pred
+
+
+def prefixed(part: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of part ``part`` as its whole saves them: each name under ``<part>/``."""
+    return {f"{part}/{k}": v for k, v in arrays.items()}
+
+
+def part_arrays(arrays: dict[str, np.ndarray], part: str) -> dict[str, np.ndarray]:
+    """The arrays of part ``part`` from its whole's arrays, their ``<part>/`` prefix removed."""
+    prefix = f"{part}/"
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def predictor_from_state(desc: dict, arrays: dict[str, np.ndarray]):

@@ -62,6 +62,13 @@ class ZeroShotPredictor(GenrePredictor):
     """
 
     method = "zeroshot"
+    saved_arrays = {
+        "W": ("d", "g"),
+        "mean": ("g",),
+        "std": ("g",),
+        "slope": ("g",),
+        "bias": ("g",),
+    }
 
     def __init__(
         self,
@@ -146,6 +153,10 @@ class ZeroShotPredictor(GenrePredictor):
         self._check_fitted()
         X = check_X(X, self.W_.shape[0])
         return _sigmoid(self._z(X) * self.slope_ + self.bias_).astype(np.float32)
+
+    @property
+    def n_features_in_(self) -> int:
+        return self.W_.shape[0]
 
     def _state(self):
         arrays = {"W": self.W_, "mean": self.mean_, "std": self.std_}
