@@ -335,7 +335,7 @@ def predict(
             )
         for genre, movies in (r.neighbours or {}).items():
             near = "; ".join(f"{m.title or m.id} ({m.score:.2f})" for m in movies) or "(none)"
-            console.print(f"  why {genre}: {near}", markup=False)
+            console.print(plain(f"  why {genre}: {near}"), markup=False)
 
 
 def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_json) -> None:
