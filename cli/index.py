@@ -139,6 +139,14 @@ def index(
             "float32 for a new one.",
         ),
     ] = None,
+    drop_unused_genres: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unused-genres",
+            help="Remove genres no movie carries any more from the index's vocabulary (kept "
+            "otherwise, so saved heads keep their genres; heads still score the genres they know).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Encode a catalog's posters and plots into an index directory (incremental, resumable)."""
@@ -178,13 +186,15 @@ def index(
         faiss_kind=faiss_kind,
         index_memory=index_memory,
         vector_dtype=vectors.value if vectors else None,
+        drop_unused_genres=drop_unused_genres,
     )
     if as_json:
         emit_json(summary.to_dict())
         return
     console.print(
         f"[bold]{esc(summary.path)}[/]: {summary.items} items, {summary.with_poster} posters, "
-        f"{summary.with_plot} plots, {len(summary.genres)} genres ({summary.seconds:.1f} s)"
+        f"{summary.with_plot} plots, {len(summary.genres) - len(summary.retired_genres)} genres "
+        f"({summary.seconds:.1f} s)"
     )
     table = Table("embedding set", "encoder", "dim", "rows", "encoded", "reused", "skipped", "s")
     for s in summary.sets:
@@ -209,6 +219,23 @@ def index(
             console.print(plain(f"  {rec['id']}: {rec['path']}: {rec['reason']}"), markup=False)
         if len(summary.skipped) > 10:
             console.print(f"  ... and {len(summary.skipped) - 10} more")
+    if summary.new_genres:
+        console.print(
+            f"new genre(s) appended to the vocabulary: {esc(', '.join(summary.new_genres))} "
+            "(heads trained before cannot score them until retrained)",
+            highlight=False,
+        )
+    if summary.retired_genres:
+        console.print(
+            f"genre(s) no movie carries, kept in the vocabulary: "
+            f"{esc(', '.join(summary.retired_genres))} (remove with --drop-unused-genres)",
+            highlight=False,
+        )
+    if summary.dropped_genres:
+        console.print(
+            f"genre(s) dropped from the vocabulary: {esc(', '.join(summary.dropped_genres))}",
+            highlight=False,
+        )
     for problem in summary.problems[:10]:
         console.print(f"[yellow]catalog:[/] {esc(problem)}", highlight=False)
 

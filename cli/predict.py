@@ -342,7 +342,7 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
     import csv
 
     from embedgenre.catalog import read_catalog
-    from embedgenre.predict import Predictor
+    from embedgenre.predict import Predictor, unscored_note
 
     with _show_warnings():
         head, rows = Predictor(index, head=head_name).predict_catalog(
@@ -378,6 +378,9 @@ def _predict_catalog(index, catalog_path, head_name, top, out, batch_size, as_js
         markup=False,
         highlight=False,
     )
+    if head.get("unscored_genres"):
+        note = unscored_note(head["name"], head["unscored_genres"])
+        err_console.print(f"note: {note}", markup=False)
     if out is None:
         for r in rows:
             line = f"{r['id']}\t{'|'.join(r['genres']) or r['error']}"

@@ -44,6 +44,7 @@ import numpy as np
 
 from embedgenre.errors import CatalogError
 from embedgenre.library.nfo import LibraryMovie, looks_like_library, name_ids, scan_library
+from embedgenre.vocabulary import by_frequency
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ def plot_text(plot: str | None, title: str | None = None) -> str | None:
 
 @dataclass
 class Catalog:
-    """Movies read from one source, with the genre vocabulary (by count desc, then name)."""
+    """Movies read from one source, with their genres by count desc, then name (an index keeps
+    its own vocabulary order across runs: :mod:`embedgenre.vocabulary`)."""
 
     root: Path
     items: list[Item]
@@ -520,8 +522,7 @@ def _column_key(name: str) -> str:
 
 
 def _vocabulary(items: Sequence[Item]) -> list[str]:
-    counts = Counter(g for it in items for g in it.genres)
-    return sorted(counts, key=lambda g: (-counts[g], g))
+    return by_frequency(it.genres for it in items)
 
 
 def _decode(raw: bytes, path: Path, encoding: str | None) -> tuple[str, str]:
@@ -974,7 +975,7 @@ def _restrict_genres(
     problems: list[str],
 ) -> list[Item]:
     counts = Counter(g for it in items for g in it.genres)
-    ranked = sorted(counts, key=lambda g: (-counts[g], g))
+    ranked = by_frequency(it.genres for it in items)
     keep = set(ranked[:top_genres] if top_genres is not None else ranked)
     if min_genre_count is not None:
         keep = {g for g in keep if counts[g] >= min_genre_count}

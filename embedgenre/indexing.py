@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedgenre import __version__, ivfpq
+from embedgenre import __version__, ivfpq, vocabulary
 from embedgenre.encoders.base import CatalogFittedEncoder
 from embedgenre.encoders.registry import fitted_class
 from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
@@ -46,6 +46,7 @@ from embedgenre.store.rows import (
 )
 from embedgenre.store.schema import VECTOR_DTYPES, EncoderInfo, Manifest, SetEntry
 from embedgenre.store.writer import IndexWriter
+from embedgenre.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +75,15 @@ class IndexSummary:
     items: int
     with_plot: int
     with_poster: int
-    genres: dict[str, int]
+    genres: dict[str, int]  # the index's vocabulary in its kept order, with counts (0: retired)
     sets: list[SetSummary]
     skipped: list[dict]
     seconds: float
     problems: list[str] = field(default_factory=list)
     up_to_date: bool = False  # the index already held exactly this: nothing was written
+    new_genres: list[str] = field(default_factory=list)  # appended to the vocabulary by this run
+    retired_genres: list[str] = field(default_factory=list)  # kept, though no item carries them
+    dropped_genres: list[str] = field(default_factory=list)  # retired genres removed on request
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +128,7 @@ def build_index(
     faiss_kind: str = "auto",
     index_memory: int | str | None = None,
     vector_dtype: str | None = None,
+    drop_unused_genres: bool = False,
 ) -> IndexSummary:
     """Encode ``catalog`` (a :class:`~embedgenre.catalog.Catalog`) into the index at ``out``.
 
@@ -141,6 +146,9 @@ def build_index(
     each set's vectors are stored, "float32" or "float16" (half the disk and page cache; recall
     of exact search 0.9996 against float32 at 1M); None keeps what each set has (float32 for a
     new one). A set whose dtype changes is rewritten from its stored rows, without encoding.
+    The index keeps its genre vocabulary (:func:`embedgenre.vocabulary.extend`): known genres
+    keep their position so saved heads keep working, new ones are appended, and a genre no
+    item carries any more stays (count 0) unless ``drop_unused_genres``.
     An unchanged catalog writes nothing; a run killed at any point resumes from its chunks.
     """
     from embedgenre import encoders as registry
@@ -183,7 +191,13 @@ def build_index(
         skipped: dict[str, dict] = dict(missing)
         gen = writer.generation
         written = False
-        run = _Run(catalog, items, poster_hash, plot_hash, wanted)
+        genres = vocabulary.extend(
+            writer.current.genres if writer.current else None,
+            catalog.genre_counts(),
+            catalog.genres,
+            drop_unused=drop_unused_genres,
+        )
+        run = _Run(catalog, items, poster_hash, plot_hash, wanted, genres.vocabulary)
 
         if writer.current is None:  # a new index opens from its first commit on
             writer.commit(_next_manifest(writer, run, [], skipped).evolve(complete=False))
@@ -285,12 +299,15 @@ def build_index(
         with_poster=sum(
             h is not None and it.id not in skipped for it, h in zip(items, poster_hash)
         ),
-        genres={g: int(c) for g, c in catalog.genre_counts().items() if g in catalog.genres},
+        genres=dict(genres.vocabulary.counts),
         sets=summaries,
         skipped=sorted(skipped.values(), key=lambda r: r["id"]),
         seconds=round(time.perf_counter() - t0, 3),
         problems=list(getattr(catalog, "problems", [])),
         up_to_date=not written,
+        new_genres=genres.added if old is not None else [],
+        retired_genres=genres.retired,
+        dropped_genres=genres.dropped,
     )
 
 
@@ -303,6 +320,7 @@ class _Run:
     poster_hash: list[str | None]
     plot_hash: list[str | None]
     wanted: list[tuple[str, str]]  # (modality, encoder name)
+    vocabulary: Vocabulary  # the genres the manifest keeps, with their counts
 
 
 def _next_manifest(
@@ -322,8 +340,6 @@ def _next_manifest(
         skipped_file = old.skipped_file
     else:
         skipped_file = f"skipped-{g}.json" if recs else None
-    counts = catalog.genre_counts()
-    genres = list(catalog.genres)
     keys = {e.key for e in sets}
     defaults = {m: k for m, k in (old.defaults if old else {}).items() if k in keys}
     for entry in sets:
@@ -331,8 +347,8 @@ def _next_manifest(
     candidate = Manifest(
         generation=old.generation if old else 0,
         items_file=items_file,
-        genres=genres,
-        genre_counts={g: int(counts.get(g, 0)) for g in genres},
+        genres=list(run.vocabulary.genres),
+        genre_counts=dict(run.vocabulary.counts),
         counts={
             "items": len(items),
             "with_plot": sum(1 for it in items if it.plot),

@@ -24,7 +24,7 @@ from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import PosterError, PredictorError
 from embedgenre.features import head_input as build_input
-from embedgenre.heads import Head, choose_head, load_head
+from embedgenre.heads import Head, HeadCache, choose_head, load_head
 from embedgenre.images import check_poster_file, decode_image_bytes
 from embedgenre.predictors.thresholds import apply_thresholds
 from embedgenre.store import GenreIndex
@@ -103,6 +103,8 @@ class Predictor:
     long-running service passes one that shares encoders between index generations.
     ``save_zeroshot``: save the zero-shot head fitted when no saved head fits, so the next
     query loads it (``embedgenre predict`` does; a read-only service does not).
+    ``heads``: heads kept across index generations (a service following new generations passes
+    one, so a new generation never reads an unchanged head again or fits one).
     """
 
     def __init__(
@@ -111,11 +113,13 @@ class Predictor:
         head: str | None = None,
         encoder_loader: Callable | None = None,
         save_zeroshot: bool = False,
+        heads: HeadCache | None = None,
     ):
         self.index = index
         self.head_name = head
         self.encoder_loader = encoder_loader or load_set_encoder
         self.save_zeroshot = save_zeroshot
+        self.heads = heads
         self._loaded: dict[tuple[bool, bool], QueryEncoders] = {}
 
     @classmethod
@@ -126,7 +130,9 @@ class Predictor:
         """The head (and its encoders) for this kind of input, loaded on first use."""
         key = (has_poster, has_plot)
         if key not in self._loaded:
-            head = choose_head(self.index, has_poster, has_plot, self.head_name, self.save_zeroshot)
+            head = choose_head(
+                self.index, has_poster, has_plot, self.head_name, self.save_zeroshot, self.heads
+            )
             self._loaded[key] = load_query_encoders(self.index, head, self.encoder_loader)
         return self._loaded[key]
 
@@ -191,6 +197,8 @@ class Predictor:
         notes = []
         if plot is not None and images and q.plot is None:
             notes.append(f"head {q.head.name} scores posters only: the plot was not used.")
+        if q.head.unscored:
+            notes.append(unscored_note(q.head.name, q.head.unscored))
         pv, tv = encode_inputs(q, images, plot, title)
         t2 = time.perf_counter()
         rows = score_inputs(q.head, pv, tv, labels or ["(plot)"], top)
@@ -223,7 +231,8 @@ class Predictor:
         if self.head_name:
             key = ("catalog", self.head_name)
             if key not in self._loaded:
-                head = load_head(self.index, self.head_name)
+                load = self.heads.load if self.heads is not None else load_head
+                head = load(self.index, self.head_name)
                 self._loaded[key] = load_query_encoders(self.index, head, self.encoder_loader)
             return self._loaded[key]
         has_poster = any(it.poster is not None for it in catalog.items)
@@ -283,6 +292,14 @@ def query_posters(posters) -> tuple[list, list[str]]:
             images.append(str(path))
             labels.append(str(path))
     return images, labels
+
+
+def unscored_note(head_name: str, genres: list[str]) -> str:
+    """What to tell a caller whose head was trained before some genres of the index existed."""
+    return (
+        f"head {head_name} was trained before {len(genres)} genre(s) of the index existed and "
+        f"cannot score them: {', '.join(genres)}; train it again to score them."
+    )
 
 
 def check_plot(plot: str | None) -> str | None:

@@ -10,13 +10,22 @@ Answering queries with a head is :mod:`embedgenre.predict`.
 
 from __future__ import annotations
 
-from embedgenre.heads.choose import choose_head
+from embedgenre.heads.choose import HeadCache, choose_head
 from embedgenre.heads.files import load_predictor, save_predictor
-from embedgenre.heads.saved import Head, check_compatible, list_heads, load_head, save_head
+from embedgenre.heads.saved import (
+    Head,
+    bind_head,
+    check_compatible,
+    list_heads,
+    load_head,
+    save_head,
+)
 from embedgenre.heads.training import train_head
 
 __all__ = [
     "Head",
+    "HeadCache",
+    "bind_head",
     "check_compatible",
     "choose_head",
     "list_heads",

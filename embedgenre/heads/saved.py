@@ -1,6 +1,10 @@
 """Heads saved in an index: the :class:`Head` record, saving under the writer lock, listing,
 loading by name and the check that a head fits the index (genres, encoders, dims, space).
 
+A head's scores are columns named by the genres it was trained on; they are matched to the
+index's vocabulary by name (:func:`bind_head`), so a head trained before new movies or new genres
+arrived keeps scoring every genre it knows and says which genres of the index it cannot score.
+
 A head's ``head.json`` records the method, params, genre vocabulary, the embedding sets it was
 trained on (modality -> encoder name, dim, space, set key), the thresholds and validation scores;
 ``arrays.npz`` its fitted arrays (:mod:`embedgenre.heads.files`). kNN / ML-kNN heads store their
@@ -20,6 +24,7 @@ from embedgenre.store.paths import check_name
 from embedgenre.store.reader import now_iso
 from embedgenre.store.schema import HeadRecord
 from embedgenre.store.writer import IndexWriter
+from embedgenre.vocabulary import Coverage, coverage
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ class Head:
     metrics: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # everything else from head.json
     saved: bool = True
+    unscored: list[str] = field(default_factory=list)  # index genres the head was not trained on
 
     @property
     def method(self) -> str:
@@ -50,6 +56,7 @@ class Head:
             "encoders": {m: e["encoder"] for m, e in self.encoders.items()},
             "validation": self.metrics,
             "saved": self.saved,
+            "unscored_genres": list(self.unscored),
         }
 
 
@@ -80,13 +87,17 @@ def list_heads(index) -> list[dict]:
     return out
 
 
-def check_compatible(index, info: dict) -> None:
-    """Raise PredictorError if a head does not fit the index (genres, encoders, dims, space)."""
+def check_compatible(index, info: dict) -> Coverage:
+    """Raise PredictorError if a head does not fit the index (encoders, dims, space, or not one
+    genre in common); else how its genres meet the index's, matched by name."""
     name = info.get("name", "?")
-    if index.genres and list(info.get("genres", [])) != index.genres:
+    genres = [g for g in info.get("genres", []) if isinstance(g, str)]
+    covered = coverage(genres, index.genres)
+    if index.genres and not covered.scored:
         raise PredictorError(
-            f"Head {name!r} was trained on another genre vocabulary ({len(info.get('genres', []))} "
-            f"genres) than index {index.path} ({len(index.genres)}); retrain it with "
+            f"Head {name!r} scores none of the {len(index.genres)} genres of index {index.path} "
+            f"(it was trained on {', '.join(genres[:5]) or 'no genres'}"
+            f"{', ...' if len(genres) > 5 else ''}); retrain it with "
             f"`embedgenre train {index.path} --method {info.get('method')} --name {name}`."
         )
     encoders = info.get("encoders")
@@ -112,6 +123,45 @@ def check_compatible(index, info: dict) -> None:
                 f"its scores would be meaningless. Retrain it with `embedgenre train "
                 f"{index.path} --method {info.get('method')} --name {name}`."
             )
+    return covered
+
+
+def bind_head(index, pred, doc: dict, saved: bool = True) -> Head:
+    """The :class:`Head` of fitted ``pred`` (described by its ``head.json`` document ``doc``)
+    for answering from ``index``: checked to fit it, its genres matched to the index's by name.
+    A genre of the index the head was not trained on is listed in :attr:`Head.unscored` and
+    logged."""
+    name = doc["name"]
+    covered = check_compatible(index, doc)
+    if list(getattr(pred, "classes_", [])) != list(doc["genres"]):
+        raise PredictorError(
+            f"Head {name!r} in {index.path} scores {len(getattr(pred, 'classes_', []))} genres "
+            f"but its head.json lists {len(doc['genres'])}; it is damaged. Train it again with "
+            f"`embedgenre train {index.path} --name {name}`."
+        )
+    if covered.unscored:
+        logger.warning(
+            "head %s was trained before %d genre(s) of index %s existed and cannot score them: "
+            "%s; retrain it to score them (`embedgenre train %s --method %s --name %s`)",
+            name,
+            len(covered.unscored),
+            index.path,
+            ", ".join(covered.unscored),
+            index.path,
+            doc.get("method"),
+            name,
+        )
+    return Head(
+        name,
+        pred,
+        doc["modality"],
+        doc["encoders"],
+        list(doc["genres"]),
+        doc.get("metrics", {}),
+        doc,
+        saved=saved,
+        unscored=covered.unscored,
+    )
 
 
 def load_head(index, name: str) -> Head:
@@ -134,20 +184,4 @@ def load_head(index, name: str) -> Head:
             f"Head {name!r} in {index.path} has no {', '.join(missing)} in head.json; it is "
             f"incomplete. Train it again with `embedgenre train {index.path} --name {name}`."
         )
-    check_compatible(index, doc)
-    if list(getattr(pred, "classes_", [])) != list(doc["genres"]):
-        raise PredictorError(
-            f"Head {name!r} in {index.path} scores {len(getattr(pred, 'classes_', []))} genres "
-            f"but its head.json lists {len(doc['genres'])}; it is damaged. Train it again with "
-            f"`embedgenre train {index.path} --name {name}`."
-        )
-    return Head(
-        doc["name"],
-        pred,
-        doc["modality"],
-        doc["encoders"],
-        doc["genres"],
-        doc.get("metrics", {}),
-        doc,
-        saved=True,
-    )
+    return bind_head(index, pred, doc)

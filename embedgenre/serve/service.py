@@ -20,6 +20,7 @@ from pathlib import Path
 from embedgenre.encoders import load_set_encoder
 from embedgenre.encoders.base import CatalogFittedEncoder
 from embedgenre.errors import EmbedgenreError
+from embedgenre.heads import HeadCache
 from embedgenre.predict import Predictor
 from embedgenre.retrieval import Retriever
 from embedgenre.serve.batching import BatchedEncoder, MicroBatcher
@@ -114,6 +115,7 @@ class Generation:
     retriever: Retriever
     default_head: str | None
     loader: EncoderPool
+    heads: HeadCache
     predictors: dict[str | None, Predictor] = field(default_factory=dict)
     opened: float = field(default_factory=time.time)
 
@@ -134,7 +136,7 @@ class Generation:
         name = head or self.default_head
         if name in self.predictors:
             return self.predictors[name]
-        predictor = Predictor(self.index, head=name, encoder_loader=self.loader)
+        predictor = Predictor(self.index, head=name, encoder_loader=self.loader, heads=self.heads)
         if name is None or name in {h.name for h in self.index.manifest.heads}:
             self.predictors[name] = predictor  # never a cache entry per unknown name asked for
         return predictor
@@ -155,6 +157,7 @@ class Service:
         self.config = config
         self.metrics = metrics or Metrics()
         self.encoders = EncoderPool(config, self.metrics)
+        self.heads = HeadCache()  # shared by generations: a switch reads or fits no head again
         self.current: Generation | None = None
         self.load_error: str | None = None
         self.started = time.time()
@@ -173,6 +176,7 @@ class Service:
             Retriever(index, encoder_loader=self.encoders, thumbnails=False),
             self.config.head,
             self.encoders,
+            self.heads,
         )
         self._warm(gen)
         return gen
@@ -220,6 +224,7 @@ class Service:
         self.metrics.generation.set(gen.number)
         # requests still on the previous generation keep its encoders; older ones are closed
         self.encoders.retain([*gen.index.sets, *(previous.index.sets if previous else [])])
+        self.heads.retain([gen.index, *([previous.index] if previous else [])])
 
     def reload_if_changed(self) -> bool:
         """Switch to the index's newest generation if its manifest changed; True if switched."""

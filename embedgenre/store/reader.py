@@ -395,7 +395,14 @@ class GenreIndex:
 
     @property
     def genres(self) -> list[str]:
-        return list(self.manifest.genres)
+        """The genres some item carries, in the index's kept vocabulary order: the columns of
+        :attr:`labels` and the classes of heads trained now (retired genres are left out)."""
+        return self.manifest.vocabulary.active
+
+    @property
+    def retired_genres(self) -> list[str]:
+        """Genres of the vocabulary that no item carries any more (kept until dropped)."""
+        return self.manifest.vocabulary.retired
 
     @cached_property
     def items(self) -> list[dict]:
@@ -518,6 +525,7 @@ def describe_index(path: str | Path) -> dict:
         "catalog": m.catalog.get("path"),
         "counts": counts,
         "genres": dict(m.genre_counts),
+        "retired_genres": idx.retired_genres,
         "sets": [
             {
                 "key": s.key,

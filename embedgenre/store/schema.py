@@ -12,6 +12,10 @@ Version history:
    named by the manifest.
 2. heads and the skip list are generation files named by the manifest (``heads``,
    ``skipped_file``); poster sets may carry thumbnails.
+3. ``genres`` is a kept vocabulary (:mod:`embedgenre.vocabulary`): known genres keep their
+   position, new ones are appended, and a genre no movie carries stays with a count of 0 in
+   ``genre_counts``, which names every genre of ``genres`` and nothing else. Earlier versions
+   sorted genres by frequency on every run; their order at migration is the one kept.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any
 from embedgenre.errors import IndexStoreError
 from embedgenre.names import SET_MODALITIES, encoder_name_path
 from embedgenre.store.paths import NAME_RE, inside
+from embedgenre.vocabulary import Vocabulary
 
 FORMAT = "embedgenre-index"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 VECTOR_DTYPES = ("float32", "float16")  # how a set's vectors.npy may be stored
 
@@ -231,6 +236,11 @@ class Manifest:
     def evolve(self, **changes: Any) -> Manifest:
         return replace(self, **changes)
 
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The kept genre vocabulary with each genre's count (0: retired)."""
+        return Vocabulary(tuple(self.genres), dict(self.genre_counts))
+
     def set_by_key(self, key: str) -> SetEntry | None:
         return next((s for s in self.sets if s.key == key), None)
 
@@ -260,7 +270,20 @@ def _v1_to_v2(doc: dict, root: Path) -> dict:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict, Path], dict]] = {1: _v1_to_v2}
+def _v2_to_v3(doc: dict, root: Path) -> dict:
+    """Version 2 re-sorted ``genres`` by frequency on every run: the order it has now is kept,
+    with a count for each genre."""
+    doc = dict(doc)
+    counts = doc.get("genre_counts")
+    counts = counts if isinstance(counts, dict) else {}
+    genres = doc.get("genres")
+    if isinstance(genres, list):
+        doc["genre_counts"] = {g: counts.get(g, 0) for g in genres if isinstance(g, str)}
+    doc["format_version"] = 3
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict, Path], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def parse_manifest(doc: Any, root: Path) -> Manifest:
@@ -290,8 +313,12 @@ def parse_manifest(doc: Any, root: Path) -> Manifest:
     if len(set(genres)) != len(genres):
         raise _bad(root, "manifest.genres", "a list of distinct genre names", genres)
     genre_counts = f.get("genre_counts", dict, {})
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in genre_counts.values()):
-        raise _bad(root, "manifest.genre_counts", "genre -> integer count", genre_counts)
+    if set(genre_counts) != set(genres) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in genre_counts.values()
+    ):
+        raise _bad(
+            root, "manifest.genre_counts", "a count >= 0 for each genre of 'genres'", genre_counts
+        )
     counts = f.get("counts", dict, {})
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
         raise _bad(root, "manifest.counts", "name -> integer count", counts)
@@ -323,7 +350,7 @@ def parse_manifest(doc: Any, root: Path) -> Manifest:
         generation=generation,
         items_file=items_file,
         genres=genres,
-        genre_counts=dict(genre_counts),
+        genre_counts={g: genre_counts[g] for g in genres},
         counts=dict(counts),
         sets=sets,
         heads=heads,
