@@ -276,7 +276,7 @@ def info(
     console.print(sets)
     genres = Table("genre", "movies", title=f"{len(desc['genres'])} genres")
     for g, n in desc["genres"].items():
-        genres.add_row(esc(g), str(n))
+        genres.add_row(esc(g), str(n) if n else "0 (retired: --drop-unused-genres)")
     console.print(genres)
     if desc["heads"]:
         console.print(plain("heads: " + ", ".join(desc["heads"])), markup=False)

@@ -313,3 +313,20 @@ def test_evaluate_and_train_follow_the_kept_order(grown, fixture_dir, tmp_path):
     report = ["--report", str(tmp_path / "report")]
     res = ok("evaluate", str(out), "--methods", "linear", "--modalities", "poster", *fast, *report)
     assert res["info"]["genres"] == idx.genres
+
+
+def test_an_unused_genre_stays_until_dropped_through_the_cli(grown, fixture_dir):
+    out, root = grown["out"], grown["root"]
+    rows = [{**r, "genres": r["genres"].replace(f"|{NEW_GENRE}", "")} for r in grown["rows"]]
+    write_catalog(root, rows, fixture_dir)
+    summary = ok(*index_args(root, out, grown["clip"]))
+    assert summary["retired_genres"] == [NEW_GENRE] and summary["genres"][NEW_GENRE] == 0
+    assert ok("info", str(out))["retired_genres"] == [NEW_GENRE]
+    res = ok("predict", "--plot", "A heist.", "--index", str(out), "--head", "knn-plot")
+    assert res["head"]["unscored_genres"] == []  # a retired genre is no label to score
+    info = runner.invoke(app, ["info", str(out)])
+    assert info.exit_code == 0 and "retired" in info.output
+
+    summary = ok(*index_args(root, out, grown["clip"]), "--drop-unused-genres")
+    assert summary["dropped_genres"] == [NEW_GENRE] and NEW_GENRE not in summary["genres"]
+    assert GenreIndex.open(out).manifest.genres == grown["old"]
