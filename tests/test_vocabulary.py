@@ -288,7 +288,7 @@ def test_a_server_following_new_generations_fits_nothing(grown, fixture_dir, mon
         assert zs.predictor is plot_head.predictor and zs.unscored == [NEW_GENRE]
 
         poster = fixture_dir / fixture_rows(fixture_dir)[80]["poster"]
-        with TestClient(create_app(service.config, service)) as client:
+        with TestClient(create_app(service.config, service), base_url="http://127.0.0.1") as client:
             files = {"poster": ("p.jpg", poster.read_bytes(), "image/jpeg")}
             r = client.post("/v1/predict", files=files)
             assert r.status_code == 200, r.text
