@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _catalogs import make_catalog
-from _tiny_clip import make_tiny_clip_checkpoint
+from _tiny_clip import imported_tiny_clip
 from test_index import Factory, build
 from typer.testing import CliRunner
 
@@ -192,11 +192,11 @@ def own_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def grown(fixture_dir, tmp_path_factory):
+def grown(own_cache, fixture_dir, tmp_path_factory):
     """A tiny-CLIP index of 40 movies with a head of every method saved, and the catalog of
     60 + 1 movies (one of a new genre) it grows into."""
     tmp = tmp_path_factory.mktemp("vocab")
-    clip, _ = make_tiny_clip_checkpoint(tmp / "clip")
+    clip, _ = imported_tiny_clip(tmp / "clip")
     first, second = first_40_then_60(fixture_dir)
     root, out = tmp / "cat", tmp / "index"
     write_catalog(root, first, fixture_dir)
