@@ -347,6 +347,16 @@ def test_bad_requests_get_json_errors(client, name, method, url, kwargs, status,
         "top text": "top",
         "similar k": "k",
         "similar by": "by",
+        "id as path": "id",
+        "no id": "id",
+        "k 0": "k",
+        "k 101": "k",
+        "bad by": "by",
+        "weight 2": "plot_weight",
+        "empty search": "q",
+        "long search": "q",
+        "page 0": "page",
+        "odd id": "item_id",
     }.get(name)
     assert doc.get("field") == expected_field, doc
 

@@ -120,14 +120,17 @@ async def _library_error(request: Request, e: EmbedgenreError):
 
 
 async def _validation_error(request: Request, e: RequestValidationError):
-    parts = []
+    parts, names = [], []
     for err in e.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
-        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+        if loc and loc[0] not in names:
+            names.append(loc[0])
     return problem(
         400,
         "Invalid request parameters: " + "; ".join(parts) + ".",
         "Correct the named parameters; GET /docs lists each route's parameters and ranges.",
+        field=names[0] if len(names) == 1 else None,  # the one parameter at fault
     )
 
 
