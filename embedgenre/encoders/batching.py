@@ -11,7 +11,6 @@ overlap with inference: the model never waits for JPEG decoding when decoding is
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,20 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from embedgenre.encoders.cpu import available_cores
 from embedgenre.errors import PosterError
 from embedgenre.images import load_image, to_rgb
 
 logger = logging.getLogger(__name__)
 
 Batch = tuple[np.ndarray, list[int], list[tuple[int, PosterError]]]
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def default_workers() -> int:

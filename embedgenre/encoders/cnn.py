@@ -24,23 +24,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import (
-    feature_module,
-    image_backend,
-    make_image_runner,
-    runner_options,
-)
+from embedgenre.encoders.devices import feature_module, image_backend, runner_options
 from embedgenre.encoders.registry import EncoderSpec, Family, register
-from embedgenre.encoders.weights import (
-    Located,
-    Search,
-    file_fingerprint,
-    imported_weights,
-    read_state_dict,
-)
+from embedgenre.encoders.towers import ImageTowerEncoder
+from embedgenre.encoders.weights import Located, Search, imported_weights, read_state_dict
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 
 logger = logging.getLogger(__name__)
@@ -102,44 +90,29 @@ def pooled_features(model):
     return feature_module(model, lambda m, x: m.extract_features(x).mean(dim=(2, 3)))
 
 
-class CnnEncoder(Encoder):
+class CnnEncoder(ImageTowerEncoder):
     family = "cnn"
-    modalities = ("image",)
     _versions = ("torch", "numpy", "pillow", "onnxruntime", "efficientnet-lite-pytorch")
 
     def __init__(
-        self,
-        name: str,
-        variant: str,
-        located: Located,
-        device: str,
-        backend: str,
-        threads: int | None = None,
-        precision: str = "fp32",
+        self, name: str, variant: str, located: Located, device: str, backend: str, **options
     ) -> None:
-        self._set_origin(name, located, device, backend)
         self.variant = variant
         self.dim = DIM
         self.transform = transform_for(variant)
-        self._runner = make_image_runner(
-            name,
-            backend,
-            device,
-            lambda: pooled_features(build_model(variant, located.path)),
-            self.transform,
-            key_parts={"weights": file_fingerprint(located.path), "variant": variant},
-            threads=threads,
-            precision=precision,
-        )
-        self._adopt_runner(self._runner)
+        super().__init__(name, located, device, backend, **options)
 
-    def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
-        return self._runner(pixels=batch)
+    def _module(self):
+        return pooled_features(build_model(self.variant, self.weights_path))
+
+    def _key_parts(self) -> dict:
+        return {"variant": self.variant}
 
 
 @register
 class CnnFamily(Family):
     prefix = "cnn"
+    modalities = ("image",)
     description = "ImageNet EfficientNet-Lite0/1/2, packaged weights"
     example = "cnn:efficientnet-lite0"
 
@@ -171,15 +144,8 @@ class CnnFamily(Family):
 
     def spec(self, name: str) -> EncoderSpec:
         located, _ = self.locate(name)
-        return EncoderSpec(
-            name=name,
-            family="cnn",
-            modalities=("image",),
-            dim=DIM,
-            available=located is not None,
-            source=located.source if located else None,
-            location=str(located.path) if located else None,
-            description="ImageNet EfficientNet-Lite features (1280-d, pooled)",
+        return self.spec_of(
+            name, located, DIM, "ImageNet EfficientNet-Lite features (1280-d, pooled)"
         )
 
     def preprocessing(self, name: str) -> dict:

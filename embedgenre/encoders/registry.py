@@ -20,7 +20,7 @@ from typing import Any
 from embedgenre.encoders.base import CatalogFittedEncoder, Encoder
 from embedgenre.encoders.cpu import check_precision, precision_units
 from embedgenre.encoders.devices import resolve_device
-from embedgenre.encoders.weights import imported_names, read_state_dict, write_import
+from embedgenre.encoders.weights import Located, imported_names, read_state_dict, write_import
 from embedgenre.errors import EmbedgenreError, UnknownEncoderError
 from embedgenre.names import encoder_name_path
 
@@ -60,6 +60,7 @@ class Family:
     """One encoder family (one module). Subclasses set ``prefix`` and implement the methods."""
 
     prefix: str = ""
+    modalities: tuple[str, ...] = ()
     description: str = ""
     example: str = ""
     # the encoder class, when the family's encoders are fitted on the catalog they embed
@@ -75,6 +76,22 @@ class Family:
 
     def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
         raise NotImplementedError
+
+    def spec_of(
+        self, name: str, located: Located | None, dim: int | None, description: str
+    ) -> EncoderSpec:
+        """The spec of ``name`` in this family, whose weights the search found at ``located``
+        (None: not on this machine)."""
+        return EncoderSpec(
+            name=name,
+            family=self.prefix,
+            modalities=self.modalities,
+            dim=dim,
+            available=located is not None,
+            source=located.source if located else None,
+            location=str(located.path) if located else None,
+            description=description,
+        )
 
     def preprocessing(self, name: str) -> dict | None:
         """The image transform ``name`` uses (as ``Encoder.describe`` records it), when it is

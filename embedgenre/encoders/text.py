@@ -283,6 +283,7 @@ class SentenceEncoder(Encoder):
 @register
 class SentenceFamily(Family):
     prefix = "st"
+    modalities = ("text",)
     description = "sentence-transformers text encoders"
     example = "st:all-MiniLM-L6-v2"
 
@@ -316,18 +317,9 @@ class SentenceFamily(Family):
         ), search
 
     def spec(self, name: str) -> EncoderSpec:
-        body = name.split(":", 1)[1]
         located, _ = self.locate(name)
-        return EncoderSpec(
-            name=name,
-            family="st",
-            modalities=("text",),
-            dim=KNOWN.get(body),
-            available=located is not None,
-            source=located.source if located else None,
-            location=str(located.path) if located else None,
-            description="sentence-transformers text encoder",
-        )
+        dim = KNOWN.get(name.split(":", 1)[1])
+        return self.spec_of(name, located, dim, "sentence-transformers text encoder")
 
     def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
         body = name.split(":", 1)[1]

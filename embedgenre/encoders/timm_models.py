@@ -14,15 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embedgenre.encoders.base import Encoder, ImageTransform
-from embedgenre.encoders.devices import image_backend, make_image_runner, runner_options
+from embedgenre.encoders.devices import image_backend, runner_options
 from embedgenre.encoders.registry import EncoderSpec, Family, register
+from embedgenre.encoders.towers import ImageTowerEncoder
 from embedgenre.encoders.weights import (
     Located,
     Search,
-    file_fingerprint,
     hf_cached_file,
     imported_weights,
     is_offline,
@@ -110,44 +108,30 @@ def transform_for(net) -> ImageTransform:
     )
 
 
-class TimmEncoder(Encoder):
+class TimmEncoder(ImageTowerEncoder):
     family = "timm"
-    modalities = ("image",)
     _versions = ("torch", "numpy", "pillow", "onnxruntime", "timm")
 
     def __init__(
-        self,
-        name: str,
-        model: str,
-        located: Located,
-        device: str,
-        backend: str,
-        threads: int | None = None,
-        precision: str = "fp32",
+        self, name: str, model: str, located: Located, device: str, backend: str, **options
     ) -> None:
-        self._set_origin(name, located, device, backend)
-        net = build_model(model, located.path)
-        self.dim = int(net.num_features)
-        self.transform = transform_for(net)
-        self._runner = make_image_runner(
-            name,
-            backend,
-            device,
-            lambda: net,
-            self.transform,
-            key_parts={"weights": file_fingerprint(located.path), "model": model},
-            threads=threads,
-            precision=precision,
-        )
-        self._adopt_runner(self._runner)
+        self.model = model
+        self._net = build_model(model, located.path)  # its data config gives the transform
+        self.dim = int(self._net.num_features)
+        self.transform = transform_for(self._net)
+        super().__init__(name, located, device, backend, **options)
 
-    def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
-        return self._runner(pixels=batch)
+    def _module(self):
+        return self._net
+
+    def _key_parts(self) -> dict:
+        return {"model": self.model}
 
 
 @register
 class TimmFamily(Family):
     prefix = "timm"
+    modalities = ("image",)
     description = "timm ImageNet CNN features (ResNet, MobileNet, DenseNet, BiT)"
     example = "timm:resnet50.a1_in1k"
 
@@ -171,15 +155,8 @@ class TimmFamily(Family):
     def spec(self, name: str) -> EncoderSpec:
         model, _ = parse(name)
         located, _ = self.locate(name)
-        return EncoderSpec(
-            name=name,
-            family="timm",
-            modalities=("image",),
-            dim=KNOWN.get(model),
-            available=located is not None,
-            source=located.source if located else None,
-            location=str(located.path) if located else None,
-            description="timm ImageNet features (num_classes=0)",
+        return self.spec_of(
+            name, located, KNOWN.get(model), "timm ImageNet features (num_classes=0)"
         )
 
     def create(self, name: str, device: str, backend: str, **options: Any) -> Encoder:
