@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import embedgenre
 from embedgenre.cli.app import app as cli
 from embedgenre.serve import create_app
-from embedgenre.serve.models import PredictResponse
+from embedgenre.serve.models import HeadInfo, PredictResponse
 
 PLOT = "A detective hunts a serial killer through the rainy city."
 LOCAL = "http://localhost"  # the test client's base URL: a Host the server trusts
@@ -78,7 +78,10 @@ def test_one_prediction_document_from_cli_python_and_http(
 
     assert by_cli["head"]["name"] == "linear-both" and "notes" not in by_cli  # the plot is used
     assert by_cli == by_python == by_http
-    PredictResponse.model_validate(by_http)  # the document is the one the OpenAPI declares
+    # the document is the one the OpenAPI declares, every field named
+    PredictResponse.model_validate(by_http)
+    assert set(by_http) <= set(PredictResponse.model_fields)
+    assert set(by_http["head"]) <= set(HeadInfo.model_fields)
     (result,) = by_http["results"]
     assert ("neighbours" in result) is explain
     if explain:

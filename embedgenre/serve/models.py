@@ -128,6 +128,9 @@ class HeadInfo(BaseModel):
     encoders: dict[str, str]
     validation: dict[str, Any] | None = None
     saved: bool = Field(description="Whether the head is saved in the index (else fitted now).")
+    unscored_genres: list[str] = Field(
+        default_factory=list, description="Genres of the index this head was not trained on."
+    )
 
 
 class PredictResponse(BaseModel):
