@@ -87,7 +87,10 @@ def index(
             "(AMX, AVX512-BF16/VNNI), refused if embeddings drift from fp32 (cosine < 0.999)."
         ),
     ] = "fp32",
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Posters per batch [default: 32; on a GPU, from its memory]."),
+    ] = None,
     chunk_size: Annotated[
         int,
         typer.Option(

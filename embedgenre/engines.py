@@ -25,7 +25,9 @@ from typing import Protocol
 import numpy as np
 
 from embedgenre.encoders import iter_image_batches
+from embedgenre.encoders.base import ImageTransform
 from embedgenre.encoders.batching import gpu_decode_workers
+from embedgenre.encoders.pipeline import TensorPipeline, device_batch_size, iter_tensor_batches
 from embedgenre.images import thumbnail_jpeg
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class EncodeTask:
     progress: bool = False
     state_dir: Path | None = None
     options: dict = field(default_factory=dict)
+    batch_from_memory: bool = False  # on a GPU, size poster batches from its free memory
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,19 +104,36 @@ def make_part(task: EncodeTask, rows: list[int], vectors: list[np.ndarray], dim:
     return Part(ids, hashes, np.ascontiguousarray(v, dtype=np.float32), thumbs)
 
 
+INPUT_PIPELINES = ("auto", "pil", "tensor")
+
+
 class LocalEngine:
-    """Encode in this process: posters are decoded in worker threads while the model runs."""
+    """Encode in this process: posters are decoded in worker threads while the model runs.
+
+    ``input_pipeline``: "pil" (threads decode and preprocess with Pillow: the CPU path),
+    "tensor" (:mod:`embedgenre.encoders.pipeline`: threads read bytes, JPEGs are decoded in
+    batches and preprocessed as tensors on the model's device), or "auto": "tensor" for a torch
+    image tower on a GPU, else "pil".
+    """
 
     name = "local"
+
+    def __init__(self, input_pipeline: str = "auto") -> None:
+        if input_pipeline not in INPUT_PIPELINES:
+            raise ValueError(
+                f"input_pipeline {input_pipeline!r}: expected one of {', '.join(INPUT_PIPELINES)}"
+            )
+        self.input_pipeline = input_pipeline
 
     def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[dict]]]:
         bar = progress_bar(len(task), f"{task.modality}s", task.progress)
         made: dict[int, bytes] | None = {} if task.modality == "poster" else None
-        batches = (
-            _plot_batches(encoder, task)
-            if task.modality == "plot"
-            else _poster_batches(encoder, task, made)
-        )
+        if task.modality == "plot":
+            batches = _plot_batches(encoder, task)
+        elif uses_tensor_pipeline(encoder, self.input_pipeline):
+            batches = _tensor_batches(encoder, task, made)
+        else:
+            batches = _poster_batches(encoder, task, made)
         vecs: list[np.ndarray] = []
         ok: list[int] = []
         bad: list[dict] = []
@@ -167,6 +187,45 @@ def _poster_batches(encoder, task: EncodeTask, thumbs: dict[int, bytes]):
     for batch, rows, failures in batches:
         vecs = encoder.encode_pixels(batch) if len(rows) else np.zeros((0, encoder.dim), np.float32)
         yield vecs, rows, [unreadable(task, i, str(err)) for i, err in failures]
+
+
+def uses_tensor_pipeline(encoder, choice: str = "auto") -> bool:
+    """Whether posters for ``encoder`` go through the tensor pipeline (see LocalEngine)."""
+    if choice == "pil":
+        return False
+    transform = getattr(encoder, "transform", None)
+    tensor_ok = isinstance(transform, ImageTransform) and transform.interpolation != "lanczos"
+    if choice == "tensor":
+        if not tensor_ok:
+            raise ValueError(
+                f"encoder {encoder.name!r} has no tensor form of its preprocessing; "
+                "use input_pipeline 'pil'"
+            )
+        return True
+    on_gpu = str(getattr(encoder, "device", "cpu")).startswith("cuda")
+    return on_gpu and tensor_ok and encoder._pixel_tensor_runner() is not None
+
+
+def _tensor_batches(encoder, task: EncodeTask, thumbs: dict[int, bytes]):
+    """(vectors, task rows, unreadable posters) per batch from the tensor pipeline: bytes read
+    in threads, decoded, resized and thumbnailed on the encoder's device."""
+    device = str(getattr(encoder, "device", "cpu"))
+    pipe = TensorPipeline(encoder.transform, device=device, thumbnails=True)
+    batch_size = task.batch_size
+    runner = encoder._pixel_tensor_runner()
+    if task.batch_from_memory and runner is not None:
+        batch_size = device_batch_size(runner, encoder.transform, device, task.batch_size)
+        logger.info(
+            "%s: %d posters per batch (from the device's free memory)", task.key, batch_size
+        )
+    for batch in iter_tensor_batches(task.sources, pipe, batch_size, prefetch=3):
+        vecs = (
+            encoder.encode_pixel_tensor(batch.pixels)
+            if batch.rows
+            else np.zeros((0, encoder.dim), np.float32)
+        )
+        thumbs.update(zip(batch.rows, batch.thumbs or []))
+        yield vecs, batch.rows, [unreadable(task, i, str(err)) for i, err in batch.failures]
 
 
 def progress_bar(total: int, unit: str, enabled: bool):

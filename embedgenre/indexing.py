@@ -51,6 +51,7 @@ from embedgenre.vocabulary import Vocabulary
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 256
+DEFAULT_BATCH = 32  # posters per batch on CPU; on a GPU (batch_size None) from its free memory
 ENCODER_FILE = "encoder.json"  # in .partial/<key>/: what the chunks were encoded with
 
 
@@ -118,7 +119,7 @@ def build_index(
     device: str = "cpu",
     backend: str = "auto",
     precision: str = "fp32",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     strict: bool = False,
     progress: bool = False,
@@ -140,6 +141,8 @@ def build_index(
     the faster backend on this CPU once); what ran is recorded with each set in the manifest.
     ``engine``: what encodes (:class:`~embedgenre.engines.LocalEngine` when None, or
     :class:`~embedgenre.distributed.RayEngine`); whichever runs, the index is the same.
+    ``batch_size``: posters per batch; None: 32, or on a GPU as many as half its free memory
+    holds (a power of two, 32-1024).
     ``faiss_kind`` (``auto`` or a kind of :mod:`embedgenre.ann`, parameters allowed) and
     ``index_memory`` (bytes or ``"4GB"``) choose each changed set's FAISS index
     (:mod:`embedgenre.ivfpq`); the choice is recorded in the manifest. ``vector_dtype``: how
@@ -245,7 +248,8 @@ def build_index(
                         str(items[p].poster) if modality == "poster" else items[p].plot_text
                         for p in job.todo
                     ],
-                    batch_size=batch_size,
+                    batch_size=batch_size or DEFAULT_BATCH,
+                    batch_from_memory=batch_size is None,
                     chunk_size=chunk_size,
                     progress=progress,
                     state_dir=writer.partial_dir(key),

@@ -240,6 +240,22 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalize(self._forward_pixels(batch))
 
+    def encode_pixel_tensor(self, pixels) -> np.ndarray:
+        """A float torch tensor (n, 3, H, W) of preprocessed pixels, on any device -> float32
+        (n, dim), L2-normalised. A torch image tower takes it where it lies (the tensor input
+        pipeline's GPU path); other runners get it as a NumPy array."""
+        self._require("image")
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        runner = self._pixel_tensor_runner()
+        if runner is None:
+            return self.encode_pixels(pixels.float().cpu().numpy())
+        return l2_normalize(runner(pixels))
+
+    def _pixel_tensor_runner(self):
+        """A callable taking a pixel tensor on ``device`` (None: feed NumPy arrays instead)."""
+        return None
+
     def encode_images(
         self,
         images: Sequence[str | Path | Image.Image],

@@ -307,6 +307,9 @@ class ClipEncoder(Encoder):
     def _forward_texts(self, texts: list[str]) -> np.ndarray:
         return self._text_runner(tokens=self._tokenize(texts))
 
+    def _pixel_tensor_runner(self):
+        return getattr(self._image_runner, "tensor", None)
+
     def _text_description(self) -> dict[str, Any]:
         return {"context_length": self.context_length, "tokenizer": self.tokenizer_name}
 

@@ -128,6 +128,22 @@ class TorchRunner:
         self.variant = "channels_last" if self.channels_last else "eager"
         self.choice: dict = {"by": "asked"}
 
+    def tensor(self, pixels):
+        """A float tensor (n, 3, H, W) already on this device -> float32 (n, d) numpy features
+        (the tensor input pipeline's entry: no copy through host memory on a GPU)."""
+        import torch
+
+        x = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = self.module(x)
+            else:
+                out = self.module(x)
+        return out.float().cpu().numpy()
+
     def __call__(self, **inputs):
         import numpy as np
         import torch
