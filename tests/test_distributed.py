@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from _catalogs import make_catalog
 from _kill import kill_after_chunks
+from PIL import Image
 from typer.testing import CliRunner
 
 from embedgenre.catalog import read_catalog
@@ -197,3 +198,30 @@ def test_resources_leave_room_for_decode_tasks():
     gpu = plan_resources(16, 2, None, 0.5)  # fractional GPUs: 4 actors share 2 GPUs
     assert (gpu.workers, gpu.gpus_per_worker, gpu.cpus_per_worker) == (4, 0.5, 1.0)
     assert plan_resources(8, 0, None, 0.0).workers == 4
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_actors_that_decode_on_their_device_build_the_same_index(cluster, fixture_dir, tmp_path):
+    """Read tasks only read bytes (Pillow only for what a device decoder does not take); each
+    actor batch-decodes, resizes and thumbnails as tensors (the GPU actors' path, on CPU here):
+    the same rows and skipped posters as the Pillow path, vectors at cosine >= 0.999."""
+    cat = poster_catalog(fixture_dir, tmp_path / "cat", 24)
+    progressive = cat / "posters" / "progressive.jpg"  # decoded by Pillow in the read task
+    with open(cat / "movies.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    Image.open(fixture_dir / rows[5]["poster"]).save(progressive, progressive=True, quality=90)
+    rows[5]["poster"] = str(progressive.relative_to(cat))
+    make_catalog(cat, rows)
+    out, skipped = {}, {}
+    for kind in ("pil", "tensor"):
+        engine = RayEngine(workers=1, input_pipeline=kind)
+        summary = build_index(read_catalog(cat), tmp_path / kind, [POSTERS], [], engine=engine)
+        skipped[kind] = [(s["id"], s["reason"]) for s in summary.skipped]
+        out[kind] = GenreIndex.open(tmp_path / kind).get_set("poster")
+    assert skipped["pil"] == skipped["tensor"]
+    assert [i for i, _ in skipped["tensor"]] == [rows[3]["imdb_id"]]
+    a, b = out["pil"], out["tensor"]
+    assert list(a.ids) == list(b.ids) and len(b.ids) == 23
+    cosine = np.sum(np.asarray(a.vectors) * np.asarray(b.vectors), axis=1)
+    assert cosine.min() >= 0.999
+    assert all(b.thumbnail(i)[:2] == b"\xff\xd8" for i in range(len(b.ids)))

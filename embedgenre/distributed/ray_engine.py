@@ -35,7 +35,15 @@ import numpy as np
 
 from embedgenre import encoders as registry
 from embedgenre.encoders.base import CatalogFittedEncoder, ImageTransform
-from embedgenre.engines import TEXT_BATCH, EncodeTask, Part, make_part, unreadable
+from embedgenre.encoders.pipeline import Prepared, TensorPipeline, prepare
+from embedgenre.engines import (
+    INPUT_PIPELINES,
+    TEXT_BATCH,
+    EncodeTask,
+    Part,
+    make_part,
+    unreadable,
+)
 from embedgenre.errors import EmbedgenreError, PosterError
 from embedgenre.images import load_image, thumbnail_jpeg
 
@@ -106,6 +114,10 @@ class RayEngine:
     else one per 2 CPUs). ``gpus_per_worker``: GPUs per actor, fractions allowed (0: CPUs).
     ``encoder_factory``: builds an encoder from its name in each actor (default: the registry).
     ``fault_hook``: called in an actor with its batch count before each batch (fault tests).
+    ``input_pipeline``: "pil" (decode tasks decode and preprocess with Pillow), "tensor" (decode
+    tasks only read bytes, and Pillow-decode what a device JPEG decoder does not take; each
+    actor batch-decodes, resizes and thumbnails on its own device, as the local engine does on
+    a GPU: :mod:`embedgenre.encoders.pipeline`), or "auto": "tensor" for GPU actors.
 
     After each pipeline, :attr:`runs` gets a record: rows, resources, seconds to the first
     chunk (startup: actors starting and loading their model) and in all. :attr:`rows_sent`
@@ -122,7 +134,12 @@ class RayEngine:
         *,
         encoder_factory: Callable | None = None,
         fault_hook: Callable[[int], None] | None = None,
+        input_pipeline: str = "auto",
     ) -> None:
+        if input_pipeline not in INPUT_PIPELINES:
+            raise EmbedgenreError(
+                f"input pipeline {input_pipeline!r}: expected one of {', '.join(INPUT_PIPELINES)}"
+            )
         if workers is not None and workers < 1:
             raise EmbedgenreError(f"--workers must be at least 1, got {workers}.")
         if gpus_per_worker < 0:
@@ -139,6 +156,7 @@ class RayEngine:
         self.gpus_per_worker = float(gpus_per_worker)
         self.encoder_factory = encoder_factory
         self.fault_hook = fault_hook
+        self.input_pipeline = input_pipeline
         self.rows_sent = 0
         self.runs: list[dict] = []
 
@@ -231,6 +249,7 @@ class RayEngine:
         ds = ray.data.from_items(
             [{"row": i, "src": task.sources[i]} for i in order], override_num_blocks=blocks
         )
+        tensor = False
         if task.modality == "poster":
             transform = getattr(encoder, "transform", None)
             if not isinstance(transform, ImageTransform):
@@ -238,8 +257,11 @@ class RayEngine:
                     f"encoder {task.encoder_name!r} has no ImageTransform to preprocess posters "
                     "in Ray decode tasks; index it with the local engine (drop --engine ray)."
                 )
+            tensor = self.input_pipeline == "tensor" or (
+                self.input_pipeline == "auto" and bool(res.gpus_per_worker)
+            )
             ds = ds.map_batches(
-                decode_posters,
+                read_posters if tensor else decode_posters,
                 fn_kwargs={"transform": transform},
                 batch_size=batch_size,
                 batch_format="numpy",
@@ -260,6 +282,7 @@ class RayEngine:
                 "state": _fit_state(encoder),
                 "batch_size": batch_size,
                 "fault_hook": self.fault_hook,
+                "tensor_input": tensor,
             },
             batch_size=batch_size,
             batch_format="numpy",
@@ -314,6 +337,53 @@ def decode_posters(batch: dict, transform: ImageTransform) -> dict:
     return {"row": batch["row"], "ok": ok, "reason": reason, "thumb": thumb, "pixels": pixels}
 
 
+def read_posters(batch: dict, transform: ImageTransform) -> dict:
+    """Ray read task for actors that decode on their own device: poster paths -> the bytes of
+    each JPEG the device decoder takes, Pillow's pixels and thumbnail for the others, and why
+    a row failed.
+
+    Out: row, src, ok (n,) bool, reason (n,) str, data (n,) bytes (JPEG bytes or b""), raw
+    (n,) bytes (uint8 RGB pixels or b""), shape (n, 2) int64 (height, width of raw), thumb
+    (n,) bytes.
+    """
+    n = len(batch["row"])
+    ok = np.zeros(n, bool)
+    reason = np.array([""] * n, dtype=object)
+    data = np.array([b""] * n, dtype=object)
+    raw = np.array([b""] * n, dtype=object)
+    thumb = np.array([b""] * n, dtype=object)
+    shape = np.zeros((n, 2), np.int64)
+    for i, path in enumerate(batch["src"]):
+        p = prepare(str(path), transform.draft_size, thumbnails=True)
+        if p.error is not None:
+            reason[i] = str(p.error)
+            continue
+        ok[i] = True
+        if p.data is not None:
+            data[i] = p.data
+        else:
+            raw[i] = p.pixels.tobytes()
+            shape[i] = p.pixels.shape[:2]
+            thumb[i] = p.thumb or b""
+    return {"row": batch["row"], "src": batch["src"], "ok": ok, "reason": reason, "data": data,
+            "raw": raw, "shape": shape, "thumb": thumb}  # fmt: skip
+
+
+def _prepared(batch: dict) -> list[Prepared]:
+    """The rows of a :func:`read_posters` batch as the tensor pipeline's Prepared items."""
+    out = []
+    for i, src in enumerate(batch["src"]):
+        if not batch["ok"][i]:
+            out.append(Prepared(str(src), error=PosterError(str(batch["reason"][i]))))
+        elif len(batch["data"][i]):
+            out.append(Prepared(str(src), data=bytes(batch["data"][i])))
+        else:
+            h, w = (int(v) for v in batch["shape"][i])
+            pixels = np.frombuffer(bytes(batch["raw"][i]), np.uint8).reshape(h, w, 3)
+            out.append(Prepared(str(src), pixels=pixels, thumb=bytes(batch["thumb"][i]) or None))
+    return out
+
+
 class EncodeActor:
     """Ray actor: loads the encoder once, then encodes batches of pixels or plot texts."""
 
@@ -328,6 +398,7 @@ class EncodeActor:
         batch_size: int,
         fault_hook: Callable[[int], None] | None = None,
         options: dict | None = None,
+        tensor_input: bool = False,
     ) -> None:
         # this process is the actor's own: its thread counts are set before the model loads
         os.environ["EMBEDGENRE_ORT_THREADS"] = str(threads)
@@ -351,6 +422,14 @@ class EncodeActor:
         self.batch_size = batch_size
         self.fault_hook = fault_hook
         self.batches = 0
+        self.pipeline = (
+            TensorPipeline(
+                self.encoder.transform, str(self.encoder.device), decode_on_device=True,
+                thumbnails=True,
+            )
+            if tensor_input
+            else None
+        )  # fmt: skip
 
     def __call__(self, batch: dict) -> dict:
         self.batches += 1
@@ -362,6 +441,8 @@ class EncodeActor:
             texts = [str(t) for t in batch["src"]]
             vectors[:] = self.encoder.encode_texts(texts, batch_size=self.batch_size)
             return {"row": batch["row"], "ok": np.ones(n, bool), "vector": vectors}
+        if self.pipeline is not None:
+            return self._decode_and_encode(batch, vectors)
         ok = batch["ok"]
         if ok.any():
             vectors[ok] = self.encoder.encode_pixels(batch["pixels"][ok])
@@ -372,3 +453,19 @@ class EncodeActor:
             "thumb": batch["thumb"],
             "vector": vectors,
         }
+
+    def _decode_and_encode(self, batch: dict, vectors: np.ndarray) -> dict:
+        """A :func:`read_posters` batch decoded and preprocessed on this actor's device."""
+        n = len(batch["row"])
+        pixels, rows, failures, thumbs = self.pipeline.finish(_prepared(batch))
+        ok = np.zeros(n, bool)
+        ok[rows] = True
+        reason = np.array([""] * n, dtype=object)
+        for i, err in failures:
+            reason[i] = str(err)
+        thumb = np.array([b""] * n, dtype=object)
+        for i, t in zip(rows, thumbs):
+            thumb[i] = t or b""
+        if rows:
+            vectors[rows] = self.encoder.encode_pixel_tensor(pixels)
+        return {"row": batch["row"], "ok": ok, "reason": reason, "thumb": thumb, "vector": vectors}
