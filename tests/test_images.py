@@ -163,3 +163,13 @@ def test_transform_ranges_and_shape():
     x = t(img)
     assert x.shape == (3, 224, 224) and x.dtype == np.float32 and x.flags.c_contiguous
     assert np.allclose(x[0], 1.0, atol=1e-4) and np.allclose(x[1], -1.0, atol=1e-4)
+
+
+def test_transform_normalises_each_channel_with_its_own_mean_and_std():
+    """The fast per-band normalisation against the plain formula (x / 255 - mean) / std."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8)
+    t = ImageTransform(size=30, height=40, resize_mode="squash", mean=(0.1, 0.5, 0.9),
+                       std=(0.2, 0.3, 0.4))  # fmt: skip
+    want = ((pixels / 255.0 - np.array(t.mean)) / np.array(t.std)).transpose(2, 0, 1)
+    np.testing.assert_allclose(t(Image.fromarray(pixels)), want, atol=1e-5)
