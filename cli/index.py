@@ -84,7 +84,8 @@ def index(
         Precision,
         typer.Option(
             help="Image towers on CPU: fp32, or bf16/int8 where the CPU has the matrix units "
-            "(AMX, AVX512-BF16/VNNI), refused if embeddings drift from fp32 (cosine < 0.999)."
+            "(AMX, AVX512-BF16/VNNI), refused if embeddings drift from fp32 (cosine < 0.999). "
+            "On a GPU: fp16 (fp32 asked), or bf16."
         ),
     ] = "fp32",
     batch_size: Annotated[

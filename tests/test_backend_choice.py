@@ -69,7 +69,9 @@ def test_precision_needs_matrix_units():
     with pytest.raises(EmbedgenreError, match=r"unknown precision 'fp16'.*fp32, bf16, int8"):
         cpu.check_precision("fp16")
     with pytest.raises(EmbedgenreError, match=r"CPU option.*--device cpu"):
-        cpu.check_precision("bf16", device="cuda", cpu=WITH_UNITS)
+        cpu.check_precision("int8", device="cuda", cpu=WITH_UNITS)
+    # a GPU runs the model in bfloat16 instead of float16, whatever the CPU
+    assert cpu.check_precision("bf16", device="cuda", cpu=AVX2_ONLY) == "bf16"
     assert cpu.precision_units("int8", WITH_UNITS) == ["amx_int8"]
     assert AVX2_ONLY.key() != WITH_UNITS.key()
 
@@ -172,9 +174,9 @@ def test_index_checks_a_reduced_precision_on_the_catalogs_own_posters(
         enc = real(name, **kw)
         if kw.get("precision", "fp32") == "fp32":
             clean, rng = enc.encode_pixels, np.random.default_rng(0)
-            enc.encode_pixels = lambda x, **k: clean(x, **k) + rng.normal(
-                0, 0.3, (len(x), enc.dim)
-            ).astype(np.float32)
+            enc.encode_pixels = lambda x, **k: (
+                clean(x, **k) + rng.normal(0, 0.3, (len(x), enc.dim)).astype(np.float32)
+            )
         return enc
 
     monkeypatch.setattr(encoders, "create_encoder", fp32_reference_that_drifts)

@@ -115,9 +115,11 @@ def check_precision(precision: str | None, device: str = "cpu", cpu: CpuInfo | N
     if precision == "fp32":
         return precision
     if device != "cpu":
+        if precision == "bf16":  # the model in bfloat16 instead of float16, checked the same way
+            return precision
         raise EmbedgenreError(
-            f"precision '{precision}' is a CPU option; on '{device}' the model already runs in "
-            "fp16. Drop --precision, or use --device cpu"
+            f"precision '{precision}' is a CPU option; on '{device}' the model runs in fp16 "
+            "(or bf16). Drop --precision, or use --device cpu"
         )
     cpu = cpu or cpu_info()
     if not precision_units(precision, cpu):

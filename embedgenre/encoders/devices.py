@@ -9,6 +9,7 @@ precision (CPU): "fp32", or "bf16"/"int8" where the CPU has the matrix units, ch
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from embedgenre.encoders import calibration
@@ -102,7 +103,8 @@ class TorchRunner:
     """Calls a torch module in inference mode on named numpy inputs -> float32 (n, d).
 
     channels_last: 4-d inputs and the module's weights in NHWC order (faster convolutions with
-    oneDNN on some CPUs). precision "bf16": CPU autocast to bfloat16 (matrix units).
+    oneDNN on some CPUs). precision "bf16": CPU autocast to bfloat16 (matrix units); on a GPU
+    the module in bfloat16 instead of float16.
     """
 
     backend = "torch"
@@ -118,10 +120,12 @@ class TorchRunner:
         import torch
 
         self.device = device
-        self.dtype = torch_dtype(device)
+        on_gpu = device.startswith("cuda")
+        self.dtype = torch.bfloat16 if on_gpu and precision == "bf16" else torch_dtype(device)
         self.input_names = list(input_names)
         self.channels_last = bool(channels_last)
         self.precision = precision
+        self._autocast = precision == "bf16" and not on_gpu
         self.module = module.to(device=device, dtype=self.dtype).eval()
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
@@ -137,7 +141,7 @@ class TorchRunner:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if self.precision == "bf16":
+            if self._autocast:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     out = self.module(x)
             else:
@@ -155,7 +159,7 @@ class TorchRunner:
                 t = t.contiguous(memory_format=torch.channels_last)
             tensors.append(t.to(self.dtype) if t.is_floating_point() else t)
         with torch.inference_mode():
-            if self.precision == "bf16":
+            if self._autocast:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     out = self.module(*tensors)
             else:
@@ -265,8 +269,6 @@ def measured_runner(
     def torch_runner(layout: bool):
         module, _, input_names, _ = built_once()
         if layout:
-            import copy
-
             module = copy.deepcopy(module)  # the eager candidate keeps the original layout
         return TorchRunner(module, device, input_names, channels_last=layout)
 
@@ -382,7 +384,9 @@ def _reduced_precision_runner(
     example = probe_pixels(8, *shape, seed=1)
     if precision == "bf16":
         reference = TorchRunner(module(), device, ["pixels"])
-        runner = TorchRunner(module(), device, ["pixels"], precision="bf16")
+        # on a GPU the bf16 runner holds its own copy of the weights (the reference keeps fp16)
+        bf16 = copy.deepcopy(module()) if device.startswith("cuda") else module()
+        runner = TorchRunner(bf16, device, ["pixels"], precision="bf16")
     else:
         reference, _ = load_or_export(name, key_parts, build, threads=threads)
         runner = quantized_runner(reference.path, threads=threads)
@@ -391,7 +395,7 @@ def _reduced_precision_runner(
     runner.choice = {
         "by": "asked",
         "precision": precision,
-        "units": precision_units(precision),
+        "units": precision_units(precision) if device == "cpu" else [device],
         "min_cosine_to_fp32": round(cosine, 6),
     }
     return runner

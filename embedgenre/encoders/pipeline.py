@@ -15,7 +15,8 @@ DALI split it:
   the model's :class:`~embedgenre.encoders.base.ImageTransform` on tensors), as do the
   thumbnails an index stores (resized and JPEG-encoded on the device);
 - a stage thread prepares the next batches on a CUDA stream of its own while the model runs
-  (a bounded queue: at most ``prefetch`` batches ahead), from pinned host buffers.
+  (a bounded queue: at most ``prefetch`` batches ahead); pixels Pillow decoded go up from
+  pinned host buffers.
 
     pipe = TensorPipeline(encoder.transform, device="cuda")
     for batch in iter_tensor_batches(paths, pipe, batch_size=256):
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 DEVICE_SOF = (0xC0, 0xC1)
 DEVICE_MAX_PIXELS = 40_000_000  # larger JPEGs are decoded (and bomb-checked) by Pillow
+GROUP = 32  # images of one size resized together
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,10 @@ class TensorTransform:
         for i, img in enumerate(images):
             groups.setdefault(tuple(img.shape[-2:]), []).append(i)
         for (height, width), idx in groups.items():
-            batch = torch.stack([images[i] for i in idx]).to(self.device, non_blocking=True)
-            out[idx] = self._resize(batch, width, height)
+            for s in range(0, len(idx), GROUP):  # bounded memory: full-size posters as floats
+                part = idx[s : s + GROUP]
+                batch = torch.stack([images[i] for i in part]).to(self.device, non_blocking=True)
+                out[part] = self._resize(batch, width, height)
         return out.mul_(self.scale).add_(self.offset)
 
     def _resize(self, batch, width: int, height: int):
@@ -230,7 +234,10 @@ def thumbnails(images: Sequence, height: int = THUMB_HEIGHT) -> list[bytes]:
         small.append(img.contiguous())
     if not small:
         return []
-    encoded = encode_jpeg(small, quality=75)
+    try:
+        encoded = encode_jpeg(small, quality=75)
+    except RuntimeError:  # a device without a JPEG encoder: encode on the CPU
+        encoded = encode_jpeg([t.cpu() for t in small], quality=75)
     return [e.cpu().numpy().tobytes() for e in encoded]
 
 
@@ -331,11 +338,7 @@ class TensorPipeline:
         import torch
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        def data(i: int):
-            t = torch.frombuffer(bytearray(items[i].data), dtype=torch.uint8)
-            return t.pin_memory() if self.on_cuda else t
-
-        inputs = [data(i) for i in jpegs]
+        inputs = [torch.frombuffer(bytearray(items[i].data), dtype=torch.uint8) for i in jpegs]
         try:
             out = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=self.device)
             return dict(zip(jpegs, out))
@@ -408,10 +411,12 @@ def iter_tensor_batches(
                 return
             if isinstance(item, BaseException):
                 raise item
-            if item.ready is not None:
+            if item.ready is not None:  # made on the stage's stream: order the model after it
                 import torch
 
-                torch.cuda.current_stream(pipeline.device).wait_event(item.ready)
+                current = torch.cuda.current_stream(pipeline.device)
+                current.wait_event(item.ready)
+                item.pixels.record_stream(current)
             yield item
     finally:
         stop.set()
@@ -446,10 +451,7 @@ def _side_stream(device: str):
 
 
 def _record(stream):
-    if stream is None:
-        return None
-    event = stream.record_event()
-    return event
+    return None if stream is None else stream.record_event()
 
 
 def batch_for_memory(
