@@ -28,6 +28,7 @@ from embedgenre.encoders import iter_image_batches
 from embedgenre.encoders.base import ImageTransform
 from embedgenre.encoders.batching import gpu_decode_workers
 from embedgenre.encoders.pipeline import TensorPipeline, device_batch_size, iter_tensor_batches
+from embedgenre.errors import BadInputError
 from embedgenre.images import thumbnail_jpeg
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,10 @@ class LocalEngine:
 
     def __init__(self, input_pipeline: str = "auto") -> None:
         if input_pipeline not in INPUT_PIPELINES:
-            raise ValueError(
-                f"input_pipeline {input_pipeline!r}: expected one of {', '.join(INPUT_PIPELINES)}"
+            raise BadInputError(
+                f"unknown input pipeline {input_pipeline!r}",
+                f"expected one of {', '.join(INPUT_PIPELINES)}",
+                param="input_pipeline",
             )
         self.input_pipeline = input_pipeline
 
@@ -197,9 +200,10 @@ def uses_tensor_pipeline(encoder, choice: str = "auto") -> bool:
     tensor_ok = isinstance(transform, ImageTransform) and transform.interpolation != "lanczos"
     if choice == "tensor":
         if not tensor_ok:
-            raise ValueError(
-                f"encoder {encoder.name!r} has no tensor form of its preprocessing; "
-                "use input_pipeline 'pil'"
+            raise BadInputError(
+                f"encoder {encoder.name!r} has no tensor form of its preprocessing",
+                "use input pipeline 'pil'",
+                param="input_pipeline",
             )
         return True
     on_gpu = str(getattr(encoder, "device", "cpu")).startswith("cuda")

@@ -44,7 +44,7 @@ from embedgenre.engines import (
     make_part,
     unreadable,
 )
-from embedgenre.errors import EmbedgenreError, PosterError
+from embedgenre.errors import BadInputError, EmbedgenreError, PosterError
 from embedgenre.images import load_image, thumbnail_jpeg
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,10 @@ class RayEngine:
         input_pipeline: str = "auto",
     ) -> None:
         if input_pipeline not in INPUT_PIPELINES:
-            raise EmbedgenreError(
-                f"input pipeline {input_pipeline!r}: expected one of {', '.join(INPUT_PIPELINES)}"
+            raise BadInputError(
+                f"unknown input pipeline {input_pipeline!r}",
+                f"expected one of {', '.join(INPUT_PIPELINES)}",
+                param="input_pipeline",
             )
         if workers is not None and workers < 1:
             raise EmbedgenreError(f"--workers must be at least 1, got {workers}.")
