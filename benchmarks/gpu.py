@@ -266,6 +266,11 @@ def gpu_search(n_vectors: int, dim: int = 512, k: int = 10) -> str:
 # -- main ----------------------------------------------------------------------------------
 
 
+def rate(x: float) -> str:
+    """Posters/s as a table cell: whole numbers on a GPU, two decimals at CPU rates."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -303,9 +308,9 @@ def main() -> None:
         full = make_posters(args.tmp / "cat-full", args.n, args.sources)
         half = half_catalog(full, args.tmp / "cat-half")
         paths = sorted((full / "posters").iterdir())
-        size = sum(p.stat().st_size for p in paths) / 2**30
+        size = sum(p.stat().st_size for p in paths) / 2**20
         print(f"{args.n} posters made from {args.sources} shared ones in "
-              f"{time.perf_counter() - t0:.0f} s ({size:.1f} GiB)", flush=True)  # fmt: skip
+              f"{time.perf_counter() - t0:.0f} s ({size:,.0f} MiB)", flush=True)  # fmt: skip
         results = []
         for arch in [m for m in args.models.split(",") if m]:
             try:
@@ -323,13 +328,13 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
             ray = r.get("ray", "not run")
-            ray_cell = f"{ray:.0f}" if isinstance(ray, float) else ray
+            ray_cell = rate(ray) if isinstance(ray, float) else ray
             ray_ratio = f"{ray / r['index']:.2f}x" if isinstance(ray, float) else ""
-            print(f"| {r['model']} | {r['batch']} | {r['model_only']:.0f} | {r['index']:.0f} | "
-                  f"{r['steady']:.0f} ({r['start']:.1f} s) | "
+            print(f"| {r['model']} | {r['batch']} | {rate(r['model_only'])} | "
+                  f"{rate(r['index'])} | {rate(r['steady'])} ({r['start']:.1f} s) | "
                   f"{r['steady'] / r['model_only']:.2f}x | {ray_cell} | {ray_ratio} | "
-                  f"{TARGETS.get(r['model'], 0):.0f} | "
-                  f"{CLIP_RETRIEVAL_A100.get(r['model'], 0):.0f} |")  # fmt: skip
+                  f"{rate(TARGETS.get(r['model'], 0))} | "
+                  f"{rate(CLIP_RETRIEVAL_A100.get(r['model'], 0))} |")  # fmt: skip
         if on_gpu:
             print("\n" + gpu_search(args.vectors), flush=True)
     finally:
