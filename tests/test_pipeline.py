@@ -187,14 +187,14 @@ def test_batch_size_from_memory():
 def test_index_through_the_tensor_pipeline_matches_the_pillow_path(fixture_dir, tmp_path):
     """`index` with posters decoded, resized and thumbnailed as tensors stores the vectors the
     Pillow path stores (cosine >= 0.999), the same skipped posters and a thumbnail per row."""
-    from _tiny_clip import make_tiny_clip_checkpoint
+    from _tiny_clip import imported_tiny_clip
 
     from embedgenre.catalog import read_catalog
     from embedgenre.engines import LocalEngine
     from embedgenre.indexing import build_index
     from embedgenre.store.reader import GenreIndex
 
-    name, _ = make_tiny_clip_checkpoint(tmp_path / "ckpt")
+    name, _ = imported_tiny_clip(tmp_path / "ckpt")
     with open(fixture_dir / "movies.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:24]
     root = tmp_path / "cat"
