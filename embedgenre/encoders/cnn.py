@@ -108,9 +108,6 @@ class CnnEncoder(ImageTowerEncoder):
     def _key_parts(self) -> dict:
         return {"variant": self.variant}
 
-    def _pixel_tensor_runner(self):
-        return getattr(self._runner, "tensor", None)
-
 
 @register
 class CnnFamily(Family):

@@ -127,9 +127,6 @@ class TimmEncoder(ImageTowerEncoder):
     def _key_parts(self) -> dict:
         return {"model": self.model}
 
-    def _pixel_tensor_runner(self):
-        return getattr(self._runner, "tensor", None)
-
 
 @register
 class TimmFamily(Family):

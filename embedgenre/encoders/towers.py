@@ -49,3 +49,6 @@ class ImageTowerEncoder(Encoder):
 
     def _forward_pixels(self, batch: np.ndarray) -> np.ndarray:
         return self._runner(pixels=batch)
+
+    def _pixel_tensor_runner(self):
+        return getattr(self._runner, "tensor", None)
