@@ -598,7 +598,7 @@ def test_a_failing_batch_fails_its_requests_only():
 def test_full_queue_is_503_with_retry_after(client, service, monkeypatch):
     enc = service.encoders(service.current.index.get_set("plot"))
 
-    def full(item):
+    def full(item, work=None):
         raise Overloaded("text", retry_after=2)
 
     monkeypatch.setattr(enc._texts, "submit", full)

@@ -21,6 +21,7 @@ from embedgenre.serve import problems
 from embedgenre.serve.batching import Overloaded
 from embedgenre.serve.config import ServeConfig
 from embedgenre.serve.guard import BodyTooLarge, Guard
+from embedgenre.serve.limits import Cancelled
 from embedgenre.serve.models import tidy_openapi
 from embedgenre.serve.routers import ROUTERS
 from embedgenre.serve.service import Service
@@ -47,6 +48,12 @@ async def _too_large(request, e: BodyTooLarge):
         f"The request body is over the {cap / 2**20:.0f} MB limit.",
         "Send a smaller poster (a few hundred kB is plenty).",
     )
+
+
+async def _cancelled(request, e: Cancelled):
+    # only a client still listening reads this (one that left, or a request past its time limit,
+    # hears nothing more)
+    return problems.problem(503, f"The server stopped this request: {e}.", "Retry the request.")
 
 
 def create_app(
@@ -100,6 +107,7 @@ def create_app(
     problems.install(app)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(BodyTooLarge, _too_large)
+    app.add_exception_handler(Cancelled, _cancelled)
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

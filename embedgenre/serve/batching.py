@@ -4,7 +4,9 @@ A :class:`MicroBatcher` owns one worker thread and a bounded queue. Callers (req
 ``submit`` one input and wait on its future; the worker takes the first waiting input, gathers
 more until ``max_batch`` are in hand or ``max_wait`` seconds have passed since the first, and
 runs the batch function once. A full queue refuses at once with :class:`Overloaded` (the
-service answers 503 with Retry-After) instead of letting requests pile up.
+service answers 503 with Retry-After) instead of letting requests pile up. An input whose
+request was cancelled (:class:`~embedgenre.serve.limits.RequestWork`) while it waited is dropped
+from its batch: its future gets :class:`~embedgenre.serve.limits.Cancelled`.
 
 :class:`BatchedEncoder` puts an encoder behind two batchers (preprocessed poster pixels and
 texts) with the same ``encode_images`` / ``encode_texts`` calls, so the Predictor and the
@@ -24,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from embedgenre.images import to_rgb
+from embedgenre.serve.limits import Cancelled, RequestWork, current_work
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ class Overloaded(Exception):
 class MicroBatcher:
     """``fn(list of inputs) -> list of outputs`` called on micro-batches in one worker thread.
 
-    ``on_batch(size, seconds)`` and ``on_queue(depth)`` report to metrics.
+    ``on_batch(size, seconds)``, ``on_queue(depth)`` and ``on_drop(n)`` report to metrics;
+    ``encoded`` and ``dropped`` count inputs.
     """
 
     def __init__(
@@ -53,33 +57,40 @@ class MicroBatcher:
         max_queue: int = 512,
         on_batch: Callable[[int, float], None] | None = None,
         on_queue: Callable[[int], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
     ):
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
         self.fn, self.kind = fn, kind
         self.max_batch, self.max_wait = max_batch, max_wait
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._on_batch, self._on_queue = on_batch, on_queue
+        self._on_batch, self._on_queue, self._on_drop = on_batch, on_queue, on_drop
+        self.encoded = self.dropped = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"embedgenre-{kind}", daemon=True)
         self._thread.start()
 
-    def submit(self, item) -> Future:
-        """Queue one input; its future gets the output (or the batch's exception)."""
+    def submit(self, item, work: RequestWork | None = None) -> Future:
+        """Queue one input of the request ``work`` (if any); its future gets the output (or the
+        batch's exception, or Cancelled)."""
         fut: Future = Future()
         if self._closed:  # a request of a generation already retired: the client retries
             raise Overloaded(self.kind)
         try:
-            self._queue.put_nowait((item, fut))
+            self._queue.put_nowait((item, fut, work))
         except queue.Full:
             raise Overloaded(self.kind) from None
         if self._on_queue:
             self._on_queue(self._queue.qsize())
         return fut
 
-    def map(self, items: Sequence, timeout: float | None = None) -> list:
+    def map(
+        self, items: Sequence, timeout: float | None = None, work: RequestWork | None = None
+    ) -> list:
         """Submit every item and wait for all outputs (in order). Blocks: call from a thread."""
-        futures = [self.submit(x) for x in items]
+        if work is not None:
+            work.check()
+        futures = [self.submit(x, work) for x in items]
         return [f.result(timeout) for f in futures]
 
     def close(self) -> None:
@@ -116,7 +127,16 @@ class MicroBatcher:
             batch = self._gather(first)
             if self._on_queue:
                 self._on_queue(self._queue.qsize())
-            live = [(x, f) for x, f in batch if f.set_running_or_notify_cancel()]
+            live = []
+            for x, f, work in batch:
+                if work is not None and work.cancelled:
+                    if f.set_running_or_notify_cancel():
+                        f.set_exception(Cancelled(f"the request was cancelled ({work.reason})"))
+                    self.dropped += 1
+                    if self._on_drop:
+                        self._on_drop(1)
+                elif f.set_running_or_notify_cancel():
+                    live.append((x, f))
             if not live:
                 continue
             t = time.perf_counter()
@@ -127,6 +147,7 @@ class MicroBatcher:
                 for _, f in live:
                     f.set_exception(e)
                 continue
+            self.encoded += len(live)
             if self._on_batch:
                 self._on_batch(len(live), time.perf_counter() - t)
             for (_, f), out in zip(live, outputs):
@@ -138,7 +159,9 @@ class BatchedEncoder:
 
     ``encode_images`` takes decoded PIL images (never paths: a service decodes uploads itself),
     preprocesses them in the calling thread, and batches the model call; ``encode_texts``
-    batches texts. Every other attribute is the wrapped encoder's.
+    batches texts. Both check the current request's cancel token (between posters, and before
+    anything is queued) and hand it to the batcher. Every other attribute is the wrapped
+    encoder's.
     """
 
     def __init__(self, encoder, make_batcher: Callable[[Callable, str], MicroBatcher]):
@@ -163,13 +186,18 @@ class BatchedEncoder:
         for img in images:
             if not isinstance(img, Image.Image):
                 raise TypeError("BatchedEncoder.encode_images takes decoded PIL images only")
-        pixels = [self.encoder.preprocess(to_rgb(img)) for img in images]
-        return _stack(self._pixels.map(pixels), self.encoder.dim)
+        work = current_work()
+        pixels = []
+        for img in images:
+            if work is not None:
+                work.check()
+            pixels.append(self.encoder.preprocess(to_rgb(img)))
+        return _stack(self._pixels.map(pixels, work=work), self.encoder.dim)
 
     def encode_texts(self, texts: Sequence[str], **_) -> np.ndarray:
         if self._texts is None:
             self.encoder._require("text")
-        return _stack(self._texts.map(list(texts)), self.encoder.dim)
+        return _stack(self._texts.map(list(texts), work=current_work()), self.encoder.dim)
 
     def close(self) -> None:
         for b in (self._pixels, self._texts):

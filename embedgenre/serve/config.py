@@ -12,6 +12,9 @@ from embedgenre.errors import EmbedgenreError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a request body larger than this is refused unread
 MAX_UPLOAD_PIXELS = 40_000_000  # width x height read from the header, before decoding
+MAX_REQUEST_PIXELS = 48_000_000  # pixels decoded for one request, all its posters together
+MAX_DECODE_BYTES = 64 * 2**20  # bytes of pixels decoding one poster may hold
+DECODE_MEMORY_BYTES = 256 * 2**20  # bytes of pixels being decoded at once, all requests
 MAX_TOKEN_FILE_BYTES = 4096
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers together, counted as they arrive
 HEADER_TIMEOUT_S = 10.0  # from a request's first byte (or the connection) to its last header
@@ -31,6 +34,10 @@ class ServeConfig:
     ``allowed_hosts``: names a request's ``Host`` header may carry besides the loopback names
     and a non-wildcard bind address (``"*"`` trusts any); ``max_header_bytes`` and
     ``header_timeout_s`` bound a request's head (request line and headers).
+    ``max_pixels``: per poster, from its header; ``max_request_pixels``: all posters of a request
+    as they will be decoded (a JPEG at its reduced scale); ``max_decode_bytes``: per poster, the
+    pixels its decoding holds (refused before decoding); ``decode_memory_bytes``: decodes of all
+    requests wait so that no more than this is held at once.
     """
 
     index_dir: Path
@@ -43,6 +50,9 @@ class ServeConfig:
     allowed_hosts: tuple[str, ...] = ()
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_UPLOAD_PIXELS
+    max_request_pixels: int = MAX_REQUEST_PIXELS
+    max_decode_bytes: int = MAX_DECODE_BYTES
+    decode_memory_bytes: int = DECODE_MEMORY_BYTES
     max_posters: int = 8
     max_k: int = 100
     request_timeout_s: float = 30.0

@@ -5,7 +5,11 @@ middleware.
 
 A request refused here is answered from its headers alone: nothing awaits its body, and an
 answer sent before the body was read to its end closes the connection, so the server does not
-go on reading a body nobody asked for."""
+go on reading a body nobody asked for.
+
+Each request that runs gets a :class:`~embedgenre.serve.limits.RequestWork` (the current one in
+its context), cancelled when the time limit passes or the client disconnects, so the threads
+working for it stop at their next check instead of finishing work nobody will read."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 from embedgenre.serve.config import LOOPBACK_HOSTS, ServeConfig, host_name
+from embedgenre.serve.limits import RequestWork, reset_current_work, set_current_work
 from embedgenre.serve.metrics import Metrics
 
 access_log = logging.getLogger("embedgenre.serve.access")
@@ -47,15 +52,18 @@ class Refusal:
 
 
 class _Exchange:
-    """One request's side of the wire: tags its answer with the request id, and closes the
-    connection when the answer starts before the body was read to its end."""
+    """One request's side of the wire: tags its answer with the request id, closes the
+    connection when the answer starts before the body was read to its end, and cancels the
+    request's ``work`` when the client goes away before its answer."""
 
-    def __init__(self, send, rid: str, body_expected: bool):
-        self._send, self.rid = send, rid
+    def __init__(self, send, rid: str, body_expected: bool, work: RequestWork):
+        self._send, self.rid, self.work = send, rid, work
         self.status, self.started, self.body_unread = 0, False, body_expected
+        self.watcher: asyncio.Future | None = None
 
     async def send(self, message) -> None:
         if message["type"] == "http.response.start":
+            self.work.answered()
             self.status, self.started = message["status"], True
             extra = [(b"x-request-id", self.rid.encode()), (b"x-content-type-options", b"nosniff")]
             if self.body_unread:
@@ -64,11 +72,23 @@ class _Exchange:
         await self._send(message)
 
     def counting(self, receive, cap: int):
-        """``receive`` that raises BodyTooLarge past ``cap`` bytes and notes the body's end."""
+        """``receive`` that raises BodyTooLarge past ``cap`` bytes and notes the body's end;
+        from then on one task listens for the client going away (the app's own later calls
+        wait on that task)."""
         received = 0
+
+        async def watch():
+            # after the body, the next message is the client leaving (or the server's note
+            # that the answer was sent)
+            message = await receive()
+            if message["type"] == "http.disconnect" and not self.started:
+                self.work.cancel("the client went away")
+            return message
 
         async def receive_():
             nonlocal received
+            if self.watcher is not None:
+                return await asyncio.shield(self.watcher)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -76,6 +96,9 @@ class _Exchange:
                     raise BodyTooLarge()
                 if not message.get("more_body", False):
                     self.body_unread = False
+                    self.watcher = asyncio.ensure_future(watch())
+            elif message["type"] == "http.disconnect":
+                self.work.cancel("the client went away")
             return message
 
         return receive_
@@ -101,7 +124,8 @@ class Guard:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")
         if not _REQUEST_ID.match(rid):
             rid = uuid.uuid4().hex[:16]
-        exchange = _Exchange(send, rid, _body_expected(headers))
+        work = RequestWork(on_late=self.metrics.late.observe)
+        exchange = _Exchange(send, rid, _body_expected(headers), work)
         path, method = scope.get("path", ""), scope.get("method", "")
         try:
             refusal = (
@@ -184,9 +208,25 @@ class Guard:
 
     async def _run(self, scope, receive, exchange: _Exchange) -> None:
         timeout = self.config.request_timeout_s
+        if not exchange.body_unread:
+            # no body: take its empty message now, so a client leaving is heard from the start
+            first = await receive()
+
+            async def receive_first():
+                nonlocal first
+                if first is None:
+                    return await receive()
+                message, first = first, None
+                return message
+
+            app_receive = receive_first
+        else:
+            app_receive = receive
+        context = set_current_work(exchange.work)
         try:
-            await asyncio.wait_for(self.app(scope, receive, exchange.send), timeout)
+            await asyncio.wait_for(self.app(scope, app_receive, exchange.send), timeout)
         except asyncio.TimeoutError:
+            exchange.work.cancel("timed out")
             if not exchange.started:
                 await self._answer(
                     exchange,
@@ -197,6 +237,10 @@ class Guard:
                         "Retry later, or send fewer posters per request.",
                     ),
                 )
+        finally:
+            reset_current_work(context)
+            if exchange.watcher is not None and not exchange.watcher.done():
+                exchange.watcher.cancel()
 
     async def _answer(self, exchange: _Exchange, refusal: Refusal) -> None:
         """Send ``refusal`` as the JSON problem document; never reads the request body."""

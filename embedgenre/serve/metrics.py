@@ -55,6 +55,24 @@ class Metrics:
         self.generation = Gauge(
             "embedgenre_index_generation", "Index generation being served.", registry=r
         )
+        self.decode_bytes = Gauge(
+            "embedgenre_decode_bytes",
+            "Bytes of pixels being decoded now, all requests (bounded by the decode budget).",
+            registry=r,
+        )
+        self.dropped = Counter(
+            "embedgenre_cancelled_inputs_total",
+            "Inputs dropped from a micro-batch because their request was cancelled.",
+            ["kind"],
+            registry=r,
+        )
+        self.late = Histogram(
+            "embedgenre_work_after_answer_seconds",
+            "How long a request's work went on after it was answered (timed out, or its client "
+            "went away).",
+            buckets=(0.01, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+            registry=r,
+        )
         self.reloads = Counter(
             "embedgenre_index_reloads_total", "Switches to a new index generation.", registry=r
         )

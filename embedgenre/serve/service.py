@@ -25,6 +25,7 @@ from embedgenre.predict import Predictor
 from embedgenre.retrieval import Retriever
 from embedgenre.serve.batching import BatchedEncoder, MicroBatcher
 from embedgenre.serve.config import ServeConfig
+from embedgenre.serve.limits import DecodeBudget
 from embedgenre.serve.metrics import Metrics
 from embedgenre.store import GenreIndex
 from embedgenre.store.schema import MANIFEST
@@ -71,6 +72,7 @@ class EncoderPool:
             max_queue=self.config.max_queue,
             on_batch=on_batch,
             on_queue=lambda depth: m.queue.labels(kind).set(depth),
+            on_drop=lambda n: m.dropped.labels(kind).inc(n),
         )
 
     def __call__(self, emb, device: str = "cpu") -> BatchedEncoder:
@@ -158,6 +160,9 @@ class Service:
         self.metrics = metrics or Metrics()
         self.encoders = EncoderPool(config, self.metrics)
         self.heads = HeadCache()  # shared by generations: a switch reads or fits no head again
+        self.decode_budget = DecodeBudget(
+            config.decode_memory_bytes, on_change=self.metrics.decode_bytes.set
+        )
         self.current: Generation | None = None
         self.load_error: str | None = None
         self.started = time.time()

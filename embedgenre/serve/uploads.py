@@ -1,6 +1,6 @@
-"""Reading a request's form: poster uploads (bytes in memory, sniffed and decoded with the pixel
-cap) and text fields. Nothing a client sends is ever used as a filesystem path: a file name is
-only a label in answers."""
+"""Reading a request's form: poster uploads (bytes in memory, sniffed and decoded within the
+pixel and memory budgets) and text fields. Nothing a client sends is ever used as a filesystem
+path: a file name is only a label in answers."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from embedgenre.images import decode_image_bytes
+from embedgenre.images import open_image_bytes
 from embedgenre.serve.config import ServeConfig
+from embedgenre.serve.limits import DecodeBudget, current_work
 from embedgenre.serve.problems import ApiError
 
 MAX_FIELD_BYTES = 64 * 1024  # a plot, a title
@@ -138,8 +139,41 @@ def _form_fix(config: ServeConfig) -> str:
     )
 
 
-def decode_upload(upload: Upload, config: ServeConfig, draft_size=None) -> Image.Image:
-    """The upload as an RGB image (PosterError -> 415 not an image, 413 too many pixels)."""
-    return decode_image_bytes(
-        upload.data, name=repr(upload.label), max_pixels=config.max_pixels, draft_size=draft_size
-    )
+def decode_posters(
+    uploads: list[Upload],
+    config: ServeConfig,
+    budget: DecodeBudget,
+    draft_size: tuple[int, int] | None = None,
+) -> list[Image.Image]:
+    """The uploads as RGB images, at no more than twice the size the encoder needs.
+
+    Every header is read and checked first (PosterError: 415 not an image, 413 too many pixels
+    or too costly to decode), then the request's pixels are checked against its budget (413),
+    and only then is anything decoded: one poster at a time, each waiting for room in the
+    shared decode ``budget``, and none once the request is cancelled.
+    """
+    work = current_work()
+    opened = [
+        open_image_bytes(
+            u.data,
+            name=repr(u.label),
+            max_pixels=config.max_pixels,
+            draft_size=draft_size,
+            max_decode_bytes=config.max_decode_bytes,
+        )
+        for u in uploads
+    ]
+    total = sum(o.pixels for o in opened)
+    if total > config.max_request_pixels:
+        raise ApiError(
+            413,
+            f"The {len(opened)} poster(s) of this request hold {total:,} pixels to decode, over "
+            f"the {config.max_request_pixels:,} pixels a request may hold.",
+            "Send fewer or smaller posters (posters need no more than ~1000 px a side; a JPEG "
+            "is decoded at a reduced size).",
+        )
+    images = []
+    for o in opened:
+        with budget.hold(o.decode_bytes, work):
+            images.append(o.decode())
+    return images

@@ -8,7 +8,9 @@ from typing import TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
+from embedgenre.serve.limits import current_work
 from embedgenre.serve.problems import ApiError
 from embedgenre.serve.service import Generation, Service
 from embedgenre.serve.uploads import Form
@@ -74,3 +76,18 @@ def body_of(form: Form, model: type[Model]) -> Model:
             f"Correct {name or 'the body'}; GET /docs lists the fields and their ranges.",
             field=name,
         ) from None
+
+
+async def in_thread(fn, *args):
+    """``fn(*args)`` in a worker thread, counted as this request's work: it does not start if
+    the request was cancelled meanwhile, and stops at its next check once it is."""
+    work = current_work()
+    if work is None:
+        return await run_in_threadpool(fn, *args)
+
+    def run():
+        with work.running():
+            work.check()
+            return fn(*args)
+
+    return await run_in_threadpool(run)

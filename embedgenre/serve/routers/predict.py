@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from embedgenre.serve.models import PredictRequest, PredictResponse, errors, upload_body
-from embedgenre.serve.routers.common import answer, body_of, generation, service
+from embedgenre.serve.routers.common import answer, body_of, generation, in_thread, service
 from embedgenre.serve.service import Generation, Service
-from embedgenre.serve.uploads import Upload, decode_upload, read_form
+from embedgenre.serve.uploads import Upload, decode_posters, read_form
 
 router = APIRouter(tags=["predict"])
 
@@ -31,7 +30,7 @@ async def predict(request: Request, gen: Annotated[Generation, Depends(generatio
     svc = service(request)
     form = await read_form(request, svc.config)
     body = body_of(form, PredictRequest)
-    doc = await run_in_threadpool(_predict, svc, gen, form.posters, body)
+    doc = await in_thread(_predict, svc, gen, form.posters, body)
     return answer(doc, gen)
 
 
@@ -44,7 +43,7 @@ def _predict(svc: Service, gen: Generation, uploads: list[Upload], body: Predict
         transform = getattr(q.poster, "transform", None)
         draft = transform.draft_size if transform is not None else None
         with svc.metrics.timed("decode"):
-            images = [decode_upload(u, svc.config, draft) for u in uploads]
+            images = decode_posters(uploads, svc.config, svc.decode_budget, draft)
     result = predictor.predict(
         images,
         body.plot,

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from embedgenre.serve.models import (
     ID_PATTERN,
@@ -18,9 +17,16 @@ from embedgenre.serve.models import (
     upload_body,
 )
 from embedgenre.serve.problems import ApiError
-from embedgenre.serve.routers.common import answer, body_of, generation, service, thumb_url
+from embedgenre.serve.routers.common import (
+    answer,
+    body_of,
+    generation,
+    in_thread,
+    service,
+    thumb_url,
+)
 from embedgenre.serve.service import Generation
-from embedgenre.serve.uploads import decode_upload, read_form
+from embedgenre.serve.uploads import decode_posters, read_form
 
 router = APIRouter(tags=["similar"])
 
@@ -53,11 +59,12 @@ async def _retrieve(request: Request, gen: Generation, what: str, upload=(), **q
         if upload:
             encoder = svc.encoders(gen.index.get_set("poster"))
             with svc.metrics.timed("decode"):
-                query["poster"] = decode_upload(upload[0], svc.config, encoder.transform.draft_size)
+                draft = encoder.transform.draft_size
+                query["poster"] = decode_posters(upload, svc.config, svc.decode_budget, draft)[0]
         with svc.metrics.timed("search"):
             return getattr(gen.retriever, what)(**query)
 
-    return answer(_retrieval_doc(gen, await run_in_threadpool(run)), gen)
+    return answer(_retrieval_doc(gen, await in_thread(run)), gen)
 
 
 @router.get(
