@@ -8,7 +8,13 @@ reported), then drives it with an asyncio httpx client:
 2. similar by id alone at 8 clients (target >= 500 requests/s, p99 < 50 ms);
 3. predict with a poster alone at 32 clients, against the batched end-to-end posters/s of
    ``encode_speed.py``'s ``time_end_to_end`` measured in this run on the same posters (target
-   >= 0.8x, p99 < 500 ms).
+   >= 0.8x, p99 < 500 ms);
+4. a hostile phase: 8 clients each sending predicts that carry 8 posters of 40 Mpx as 16-bit
+   greyscale PNGs (about 90 kB each, made here), while 8 clients send similar by id. Targets:
+   server RSS never more than 600 MB above its ready RSS (sampled every 20 ms), every hostile
+   request answered (4xx or 2xx) within 30 s, similar p99 < 250 ms meanwhile, and no request's
+   work going on more than 1 s after its answer (the server's
+   ``embedgenre_work_after_answer_seconds``).
 
 Phases 2 and 3 run from a minimal keep-alive client on raw sockets: on a 2-core machine that
 runs both ends, httpx would spend more of the shared CPU than the server's own work.
@@ -33,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -120,14 +127,20 @@ async def drive(url: str, work: Workload, routes, clients: int, requests: int, c
 
 def raw_request(work: Workload, route: str) -> bytes:
     """The bytes of one HTTP/1.1 request for ``route`` (GET query or multipart upload)."""
+    return encode_request(*work.make(route))
+
+
+def encode_request(method: str, path: str, kw: dict) -> bytes:
+    """One HTTP/1.1 request: a GET with ``kw["params"]`` or a multipart POST of ``kw["files"]``
+    (a dict, or a list of (field, (filename, bytes, type))) and ``kw["data"]``."""
     from urllib.parse import urlencode
 
-    method, path, kw = work.make(route)
     if method == "GET":
         return f"GET {path}?{urlencode(kw['params'])} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     boundary = "embedgenreloadboundary"
     parts = []
-    for field, (filename, data, ctype) in (kw.get("files") or {}).items():
+    files = kw.get("files") or {}
+    for field, (filename, data, ctype) in files.items() if isinstance(files, dict) else files:
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'
         parts.append(head.encode() + data + b"\r\n")
     for field, value in (kw.get("data") or {}).items():
@@ -142,11 +155,18 @@ def raw_request(work: Workload, route: str) -> bytes:
 
 
 async def drive_raw(
-    port: int, work: Workload, route: str, clients: int, requests: int, cap_s: float
+    port: int,
+    work: Workload,
+    route: str,
+    clients: int,
+    requests: int,
+    cap_s: float,
+    until: asyncio.Future | None = None,
 ):
     """As :func:`drive` for one route, from a minimal HTTP/1.1 keep-alive client on raw asyncio
     streams: it spends far less CPU per request than httpx, so on a 2-core machine that runs
-    both ends, the figure is closer to what the server can do for a client elsewhere."""
+    both ends, the figure is closer to what the server can do for a client elsewhere. Stops
+    early once ``until`` is done."""
     lat: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
     left = [requests]
@@ -156,6 +176,8 @@ async def drive_raw(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while left[0] > 0 and time.perf_counter() < deadline:
+                if until is not None and until.done():
+                    break
                 left[0] -= 1
                 request = raw_request(work, route)
                 t = time.perf_counter()
@@ -178,6 +200,92 @@ async def drive_raw(
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - t0
     return lat, errors, wall, requests - max(0, left[0])
+
+
+def hostile_png(width: int = 6300, height: int = 6330) -> bytes:
+    """A 16-bit greyscale PNG of ``width`` x ``height`` (just under 40 Mpx) in about 90 kB."""
+    from PIL import Image
+
+    pixels = np.full((height, width), 1000, dtype=np.uint16)
+    pixels[:, : width // 2] = 500
+    buf = __import__("io").BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class RssSampler(threading.Thread):
+    """The server's RSS every ``every`` seconds until stopped; ``peak`` in MB."""
+
+    def __init__(self, pid: int, every: float = 0.02):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak = pid, every, 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            self.stop.wait(self.every)
+
+
+async def drive_hostile(port: int, body: bytes, clients: int, per_client: int):
+    """``clients`` connections each sending ``per_client`` copies of ``body`` one after the
+    other; returns [(status, seconds)] in the order answered (status 0: no answer)."""
+    answers: list[tuple[int, float]] = []
+
+    async def client():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(per_client):
+                t = time.perf_counter()
+                writer.write(body)
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
+                except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    answers.append((0, time.perf_counter() - t))
+                    return
+                status = int(head.split(b" ", 2)[1])
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                answers.append((status, time.perf_counter() - t))
+                if b"connection: close" in head.lower():
+                    return
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return answers
+
+
+async def hostile_phase(port: int, work: Workload, clients: int, per_client: int, cap_s: float):
+    """The hostile clients and 8 similar-by-id clients together; the similar clients stop when
+    the hostile ones are done. Returns (hostile answers, similar (lat, errors, wall, done))."""
+    png = hostile_png()
+    files = [("poster", (f"huge{i}.png", png, "image/png")) for i in range(8)]
+    body = encode_request("POST", "/v1/predict", {"files": files})
+    hostile = asyncio.ensure_future(drive_hostile(port, body, clients, per_client))
+    similar = asyncio.ensure_future(drive_raw(port, work, "similar", 8, 10**9, cap_s, hostile))
+    answers = await hostile
+    return answers, await similar
+
+
+def late_work(url: str) -> tuple[int, dict[str, float]]:
+    """(requests whose work went on after their answer, {bucket upper bound: count}) from the
+    server's metrics."""
+    import httpx
+
+    text = httpx.get(url + "/metrics").text
+    count, buckets = 0, {}
+    for line in text.splitlines():
+        if line.startswith("embedgenre_work_after_answer_seconds_count"):
+            count = int(float(line.split()[-1]))
+        elif line.startswith("embedgenre_work_after_answer_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = float(line.split()[-1])
+    return count, buckets
 
 
 def batched_posters_per_s(data: Path, n: int) -> float:
@@ -209,6 +317,15 @@ def main() -> None:
         default=1000,
         help="predicts (posters and plots, 32 clients) before the RSS baseline: ONNX Runtime's "
         "arena grows with each larger batch and new input shape, to a plateau",
+    )
+    p.add_argument(
+        "--hostile",
+        type=int,
+        default=4,
+        help="requests per hostile client (8 clients, 8 x 40 Mpx 16-bit PNGs each); 0: skip",
+    )
+    p.add_argument(
+        "--hostile-only", action="store_true", help="after the warm-up, only the hostile phase"
     )
     p.add_argument("--cap", type=float, default=180.0, help="seconds at most per phase")
     p.add_argument("--encode-n", type=int, default=256, help="posters for the batched rate")
@@ -276,7 +393,9 @@ def main() -> None:
             f"when ready, {rss0:.0f} MB after a warm-up of {args.warmup} predicts at 32 clients"
         )
 
-        rate = batched_posters_per_s(args.data, args.encode_n)
+        rate = (
+            float("nan") if args.hostile_only else batched_posters_per_s(args.data, args.encode_n)
+        )
         sent = 0
         table = Table(title="serve under load (loopback)")
         for col in (
@@ -332,6 +451,8 @@ def main() -> None:
             ("similar", 8, ("similar",), args.similar),
             ("predict", 32, ("predict poster",), args.predict),
         ]
+        if args.hostile_only:
+            phases = []
         for phase, clients, routes, n in phases:
             if phase != "mixed":  # the throughput targets: measured with the light client
                 run = drive_raw(port, work, routes[0], clients, n, args.cap)
@@ -340,13 +461,74 @@ def main() -> None:
             lat, errors, wall, done = asyncio.run(run)
             sent += done
             add(phase, clients, lat, errors, wall)
-        if sent < args.total:  # the rest of the 10,000, mixed at 8 clients, for the RSS figure
+        if (
+            sent < args.total and not args.hostile_only
+        ):  # the rest of the 10,000, mixed at 8 clients, for the RSS figure
             lat, errors, wall, done = asyncio.run(
                 drive(url, work, ROUTES, 8, args.total - sent, args.cap * 2)
             )
             sent += done
             add("mixed (rest)", 8, lat, errors, wall)
         rss1 = rss_mb(server.pid)
+
+        hostile_checks = []
+        if args.hostile > 0:
+            late_before, buckets_before = late_work(url)
+            sampler = RssSampler(server.pid)
+            sampler.start()
+            t = time.perf_counter()
+            answers, (lat, errors, wall, done) = asyncio.run(
+                hostile_phase(port, work, 8, args.hostile, args.cap)
+            )
+            hostile_wall = time.perf_counter() - t
+            sampler.stop.set()
+            sampler.join()
+            late_after, buckets = late_work(url)
+            add("hostile (beside)", 8, lat, errors, wall)
+            statuses = defaultdict(int)
+            for status, _ in answers:
+                statuses[status] += 1
+            slowest = max(sec for _, sec in answers)
+            console.print(
+                f"hostile phase: {len(answers)} requests of 8 x 40 Mpx 16-bit PNGs "
+                f"({len(hostile_png()) / 1000:.0f} kB each) from 8 clients in "
+                f"{hostile_wall:.1f} s; answers {dict(statuses)}; every answer (status, ms): "
+                + " ".join(f"{st}:{sec * 1000:.0f}" for st, sec in answers)
+            )
+            late = late_after - late_before
+            within_1s = buckets.get("1.0", 0) - buckets_before.get("1.0", 0)
+            over_1s = late - within_1s
+            console.print(
+                f"server RSS: ready {rss_start:.0f} MB, before the hostile phase {rss1:.0f} MB, "
+                f"peak during it {sampler.peak:.0f} MB ({sampler.peak - rss_start:+.0f} vs "
+                f"ready); requests whose work went on after their answer: {late}, "
+                f"{over_1s:g} of them over 1 s"
+            )
+            sim_h = results.get(("hostile (beside)", 8, "similar"), (0, 0, 0))
+            ok_status = all(200 <= st < 500 for st, _ in answers)
+            hostile_checks = [
+                (
+                    "hostile: server RSS <= ready + 600 MB",
+                    f"peak {sampler.peak:.0f} MB = ready {rss_start:.0f} "
+                    f"{sampler.peak - rss_start:+.0f}",
+                    sampler.peak - rss_start <= 600,
+                ),
+                (
+                    "hostile: every request answered 4xx/2xx within 30 s",
+                    f"{dict(statuses)}, slowest {slowest:.2f} s",
+                    ok_status and slowest <= 30,
+                ),
+                (
+                    "hostile: similar p99 < 250 ms meanwhile",
+                    f"p99 {sim_h[1]:.1f} ms, {sim_h[0]:.0f} req/s",
+                    sim_h[1] < 250,
+                ),
+                (
+                    "hostile: no work > 1 s after its answer",
+                    f"{late} request(s) worked after their answer, {over_1s:g} over 1 s",
+                    over_1s == 0,
+                ),
+            ]
         console.print(table)
 
         sim = results.get(("similar", 8, "similar"), (0, 0, 0))
@@ -355,7 +537,7 @@ def main() -> None:
         console.print(
             f"batched end-to-end posters/s (encode_speed time_end_to_end, lite0 onnx, batch 32): {rate:.1f}"
         )
-        checks = [
+        normal_checks = [
             ("zero errors", f"{errors_all} errors", errors_all == 0),
             (
                 "similar at 8 clients >= 500 req/s, p99 < 50 ms",
@@ -374,6 +556,7 @@ def main() -> None:
             ),
             ("ready < 5 s after start", f"{ready_s:.1f} s", ready_s < 5),
         ]
+        checks = [*([] if args.hostile_only else normal_checks), *hostile_checks]
         t2 = Table(title="targets")
         for col in ("target", "measured", "met"):
             t2.add_column(col)

@@ -79,6 +79,13 @@ def serve(
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds a request may take before a 504.")
     ] = 30.0,
+    decode_memory_mb: Annotated[
+        float,
+        typer.Option(
+            min=16.0,
+            help="MB of pixels all requests together may be decoding at once (others wait).",
+        ),
+    ] = 256.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Log JSON lines with request ids.")
     ] = False,
@@ -107,6 +114,7 @@ def serve(
         allowed_hosts=tuple(allowed_host or ()),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         request_timeout_s=timeout,
+        decode_memory_bytes=int(decode_memory_mb * 2**20),
         json_logs=as_json,
     )
     if not token and insecure_no_token and host not in ("127.0.0.1", "localhost", "::1"):

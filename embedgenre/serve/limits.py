@@ -77,6 +77,10 @@ class RequestWork:
     def busy(self) -> bool:
         return not self._idle.is_set()
 
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Wait until the request is cancelled; False if ``timeout`` passed first."""
+        return self._cancelled.wait(timeout)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no thread works for this request; False if ``timeout`` passed first."""
         return self._idle.wait(timeout)
@@ -105,7 +109,7 @@ class DecodeBudget:
 
     ``hold(n)`` waits until ``n`` more bytes fit (an image larger than the whole budget waits
     until it is alone), and gives up with :class:`Cancelled` if the request is cancelled
-    meanwhile. ``in_use`` and ``peak`` are in bytes.
+    meanwhile. ``in_use`` and ``peak`` are in bytes; ``waiting`` counts the threads waiting.
     """
 
     def __init__(self, capacity: int, on_change: Callable[[int], None] | None = None):
@@ -114,7 +118,7 @@ class DecodeBudget:
         self.capacity = capacity
         self.in_use = 0
         self.peak = 0
-        self.waits = 0
+        self.waiting = 0
         self._cond = threading.Condition()
         self._on_change = on_change
 
@@ -124,16 +128,17 @@ class DecodeBudget:
 
     def acquire(self, n: int, work: RequestWork | None = None) -> None:
         with self._cond:
-            waited = False
-            while self.in_use and self.in_use + n > self.capacity:
+            self.waiting += 1
+            try:
+                while self.in_use and self.in_use + n > self.capacity:
+                    if work is not None:
+                        work.check()
+                    # woken by a release; a cancel is noticed within this interval
+                    self._cond.wait(0.05)
                 if work is not None:
                     work.check()
-                waited = True
-                # woken by a release; a cancel is noticed within this interval
-                self._cond.wait(0.05)
-            if work is not None:
-                work.check()
-            self.waits += waited
+            finally:
+                self.waiting -= 1
             self.in_use += n
             self.peak = max(self.peak, self.in_use)
             self._changed()
