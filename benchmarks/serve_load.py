@@ -154,6 +154,18 @@ def encode_request(method: str, path: str, kw: dict) -> bytes:
     return head.encode() + body
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(status, lower-cased head) of one HTTP/1.1 answer, its body read and dropped."""
+    head = (await reader.readuntil(b"\r\n\r\n")).lower()
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1]), head
+
+
 async def drive_raw(
     port: int,
     work: Workload,
@@ -182,14 +194,7 @@ async def drive_raw(
                 request = raw_request(work, route)
                 t = time.perf_counter()
                 writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = int(head.split(b" ", 2)[1])
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.lower().split(b"\r\n")
-                    if line.startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
+                status, _ = await read_answer(reader)
                 lat[route].append(time.perf_counter() - t)
                 if status != 200:
                     errors[route] += 1
@@ -239,19 +244,12 @@ async def drive_hostile(port: int, body: bytes, clients: int, per_client: int):
                 t = time.perf_counter()
                 writer.write(body)
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
+                    status, head = await asyncio.wait_for(read_answer(reader), 120)
                 except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     answers.append((0, time.perf_counter() - t))
                     return
-                status = int(head.split(b" ", 2)[1])
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.lower().split(b"\r\n")
-                    if line.startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
                 answers.append((status, time.perf_counter() - t))
-                if b"connection: close" in head.lower():
+                if b"connection: close" in head:
                     return
         finally:
             writer.close()

@@ -6,6 +6,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from embedgenre.cli.app import app as cli
 from embedgenre.serve import ServeConfig
+from embedgenre.serve.service import Service
 
 
 def index_with_heads(source: Path, out: Path) -> Path:
@@ -23,6 +25,17 @@ def index_with_heads(source: Path, out: Path) -> Path:
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
     return out
+
+
+@contextmanager
+def running_service(index_dir: Path):
+    """A started :class:`Service` of ``index_dir`` (closed on exit)."""
+    svc = Service(ServeConfig(index_dir=index_dir))
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.close()
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from _serving import ServerThread, index_with_heads
+from _serving import ServerThread, index_with_heads, running_service
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -21,7 +21,6 @@ from embedgenre.images import OpenedImage, open_image_bytes, to_rgb
 from embedgenre.serve import ServeConfig, create_app, guard
 from embedgenre.serve.batching import MicroBatcher
 from embedgenre.serve.limits import Cancelled, DecodeBudget, RequestWork, current_work
-from embedgenre.serve.service import Service
 
 DRAFT = (256, 256)  # the size EfficientNet-Lite0 asks for
 
@@ -33,10 +32,8 @@ def index_dir(fixture_index_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(index_dir):
-    svc = Service(ServeConfig(index_dir=index_dir))
-    svc.start()
-    yield svc
-    svc.close()
+    with running_service(index_dir) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
