@@ -22,7 +22,8 @@ from embedgenre.serve import ServeConfig, create_app, guard
 from embedgenre.serve.batching import MicroBatcher
 from embedgenre.serve.limits import Cancelled, DecodeBudget, RequestWork, current_work
 
-DRAFT = (256, 256)  # the size EfficientNet-Lite0 asks for
+DRAFT = (256, 256)  # a size an encoder may ask for
+LOCAL = "http://localhost"  # a Host the server trusts
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def service(index_dir):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with TestClient(create_app(service.config, service)) as c:
+    with TestClient(create_app(service.config, service), base_url=LOCAL) as c:
         yield c
 
 
@@ -261,7 +262,7 @@ def test_a_timed_out_request_stops_decoding_and_encoding(service, monkeypatch):
 
     monkeypatch.setattr(guard, "asyncio", Clock())
     posters = [("poster", (f"p{i}.png", _png(400, 600), "image/png")) for i in range(3)]
-    with TestClient(create_app(config, service)) as c:
+    with TestClient(create_app(config, service), base_url=LOCAL) as c:
         r = c.post("/v1/predict", files=posters)  # the first decode holds until the answer
         _problem(r, 504, "longer than 0.5 s")
         assert gate.started.is_set() and not gate.gate.is_set()
