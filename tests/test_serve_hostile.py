@@ -292,7 +292,7 @@ def test_a_client_that_goes_away_stops_its_work(service, monkeypatch):
         f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
     ).encode()
-    with ServerThread(create_app(service.config, service)) as server:
+    with ServerThread(create_app(service.config, service), service.config) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
             s.sendall(head + body)
             assert gate.started.wait(60)
