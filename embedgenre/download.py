@@ -46,19 +46,8 @@ from datetime import datetime, timezone
 from http.client import HTTPException
 from pathlib import Path
 
-from embedgenre.catalog import (
-    _match_columns,
-    brief,
-    clean_id,
-    normalise_imdb_id,
-    parse_year,
-    poster_stem,
-    read_csv_table,
-    shown,
-    split_genres,
-    split_title_year,
-    unusable_id,
-)
+from embedgenre.catalog.rows import open_table, read_rows
+from embedgenre.catalog.text import brief, poster_stem
 from embedgenre.errors import CatalogError, PosterError, WriteError
 from embedgenre.images import _OPEN_LOCK
 from embedgenre.store import atomic
@@ -165,63 +154,25 @@ def read_poster_sources(
 ) -> tuple[list[PosterSource], list[str]]:
     """Rows of a MovieGenre-style CSV as PosterSources, and the row problems found.
 
-    Columns are matched like ``read_catalog``'s (``imdbId``/``imdb_id``/``id``, ``Title``,
-    ``Genre``/``genres``, ``Poster``); ``columns`` maps fields to other names. Numeric IMDb ids
-    become ``tt`` + 7 digits; a year in brackets at the end of the title is split off. Rows
-    without an id, and repeated ids (the first is kept), are listed in the problems.
+    Rows are read by the catalog's row reader, as the Kaggle layout reads them: columns matched
+    like ``read_catalog``'s (``imdbId``/``imdb_id``/``id``, ``Title``, ``Genre``/``genres``,
+    ``Poster``; ``columns`` maps fields to other names), numeric IMDb ids made ``tt`` + 7 digits,
+    a year in brackets at the end of the title split off. Rows without an id, repeated ids (the
+    first is kept) and rows with extra fields are listed in the problems.
     """
-    csv_path = Path(csv_path)
-    header, rows, used = read_csv_table(csv_path, encoding)
-    if not header:
-        raise CatalogError(f"{csv_path} is empty. Fix: pass a CSV with a header row.")
-    cols = _match_columns(header, columns, csv_path)
-    if cols["poster"] is None:
+    table = open_table(csv_path, columns, encoding)
+    if table.columns["poster"] is None:
         raise CatalogError(
-            f"{csv_path}: no poster URL column (looked for Poster, poster_path, image); columns "
-            f"found: {', '.join(header)}. Fix: map it with columns={{'poster': '<column name>'}}."
+            f"{table.source}: no poster URL column (looked for Poster, poster_path, image); "
+            f"columns found: {', '.join(table.header)}. "
+            "Fix: map it with columns={'poster': '<column name>'}."
         )
-    problems = [f"{csv_path.name}: not UTF-8; decoded as {used}"] if used != "utf-8" else []
-    sources: list[PosterSource] = []
-    first_line: dict[str, int] = {}
-    for line, row in rows:
-
-        def cell(fld: str, row: dict = row) -> str:
-            value = row.get(cols[fld]) if cols[fld] else None
-            return value.strip() if isinstance(value, str) else ""
-
-        where = f"{csv_path.name} line {line}"
-        raw_id = cell("id")
-        cleaned = clean_id(raw_id)
-        if cleaned != raw_id and cleaned:
-            problems.append(
-                f"{where}: id {shown(raw_id)} holds control characters; read as {shown(cleaned)}"
-            )
-        raw_id = cleaned
-        if not raw_id:
-            if any(isinstance(v, str) and v.strip() for v in row.values()):
-                problems.append(f"{where}: no id; row skipped")
-            continue
-        if unusable_id(raw_id):
-            problems.append(f"{where}: id {raw_id!r} names no movie; row skipped")
-            continue
-        item_id = normalise_imdb_id(raw_id) or raw_id
-        if item_id in first_line:
-            problems.append(
-                f"{where}: duplicate id {brief(item_id)} "
-                f"(first at line {first_line[item_id]}); kept the first"
-            )
-            continue
-        first_line[item_id] = line
-        title = cell("title") or None
-        year, _ = parse_year(cell("year"))
-        if title:
-            title, title_year = split_title_year(title)
-            year = year if year is not None else title_year
-        genres = split_genres(cell("genres"), genre_sep)
-        sources.append(PosterSource(item_id, title or None, year, genres, cell("poster"), line))
+    problems = list(table.problems)
+    rows = read_rows(table, imdb_ids=True, title_years=True, genre_sep=genre_sep, problems=problems)
+    sources = [PosterSource(r.id, r.title, r.year, r.genres, r.poster, r.line) for r in rows]
     if not sources:
         raise CatalogError(
-            f"{csv_path} holds no rows with an id. Fix: check the file and its columns."
+            f"{table.source} holds no rows with an id. Fix: check the file and its columns."
         )
     return sources, problems
 

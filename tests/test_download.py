@@ -303,3 +303,41 @@ def test_cli_download_json_and_table(server, tmp_path):
     res = runner.invoke(app, ["posters", "download", str(bad), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 1
     assert "error: no poster could be downloaded" in res.stderr
+
+
+def test_poster_sources_are_the_rows_the_kaggle_layout_reads(tmp_path):
+    """Download and catalog read a CSV's rows through one reader: same ids, same problems."""
+    csv_path = tmp_path / "MovieGenre.csv"
+    csv_path.write_text(
+        "imdbId,Title,Genre,Poster\n"
+        "114709,Toy Story (1995),Animation|Comedy,http://127.0.0.1:9/a.jpg\n"
+        "tt0113497,Jumanji (1995),Adventure,http://127.0.0.1:9/b.jpg,extra\n"
+        "0114709,Toy Story again (1995),Comedy,http://127.0.0.1:9/c.jpg\n"
+        "113228,Grumpier (19x5),Comedy,http://127.0.0.1:9/d.jpg\n",
+        encoding="utf-8",
+    )
+    sources, problems = read_poster_sources(csv_path)
+    catalog = read_catalog(csv_path)
+    assert [s.id for s in sources] == catalog.ids == ["tt0114709", "tt0113497", "tt0113228"]
+    assert [(s.title, s.year) for s in sources] == [
+        (it.title, it.year) for it in catalog.items
+    ]
+    assert any("line 3: more fields than the header has" in p for p in problems)
+    assert any("line 4: duplicate id tt0114709" in p for p in problems)
+    assert problems == [p for p in catalog.problems if "no genres" not in p]
+
+
+def test_poster_sources_skip_a_row_that_swallowed_the_rows_after_it(tmp_path):
+    csv_path = tmp_path / "MovieGenre.csv"
+    csv_path.write_text(
+        "imdbId,Title,Genre,Poster\n"
+        '114709,"Toy Story (1995),Comedy,http://127.0.0.1:9/a.jpg\n'
+        "113497,Jumanji (1995),Adventure,http://127.0.0.1:9/b.jpg\n"
+        '113228,Grumpier (1995),Comedy,http://127.0.0.1:9/d.jpg,"\n'
+        "114885,Waiting (1995),Drama,http://127.0.0.1:9/e.jpg\n",
+        encoding="utf-8",
+    )
+    with pytest.warns(CatalogWarning, match="never closed"):
+        sources, problems = read_poster_sources(csv_path)
+    assert [s.id for s in sources] == ["tt0114885"]
+    assert any("is never closed" in p for p in problems)
