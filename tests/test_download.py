@@ -319,9 +319,7 @@ def test_poster_sources_are_the_rows_the_kaggle_layout_reads(tmp_path):
     sources, problems = read_poster_sources(csv_path)
     catalog = read_catalog(csv_path)
     assert [s.id for s in sources] == catalog.ids == ["tt0114709", "tt0113497", "tt0113228"]
-    assert [(s.title, s.year) for s in sources] == [
-        (it.title, it.year) for it in catalog.items
-    ]
+    assert [(s.title, s.year) for s in sources] == [(it.title, it.year) for it in catalog.items]
     assert any("line 3: more fields than the header has" in p for p in problems)
     assert any("line 4: duplicate id tt0114709" in p for p in problems)
     assert problems == [p for p in catalog.problems if "no genres" not in p]
