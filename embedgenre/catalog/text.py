@@ -46,12 +46,13 @@ _CONTROL_RE = re.compile(
 # Line and paragraph breaks: a space in one-line text (ids, titles, genres).
 _BREAK_RE = re.compile("[\t\n\r\x85\u2028\u2029]+")
 
-_CANONICAL_GENRES = {re.sub(r"[^a-z0-9]", "", g.lower()): g for g in IMDB_GENRES}
+_NOT_KEY_RE = re.compile(r"[^a-z0-9]")
+_CANONICAL_GENRES = {_NOT_KEY_RE.sub("", g.lower()): g for g in IMDB_GENRES}
 
 
 def column_key(name: str) -> str:
     """A name compared without case, spaces or punctuation: ``"Sci fi"`` -> ``"scifi"``."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    return _NOT_KEY_RE.sub("", name.lower())
 
 
 def normalise_genre(name: str) -> str | None:
