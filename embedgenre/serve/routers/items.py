@@ -90,6 +90,10 @@ async def items(
     genre: Annotated[
         str | None, Query(max_length=64, description="Only movies of this genre.")
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=500, description="Only movies whose title or id has this."),
+    ] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 24,
 ):
@@ -104,6 +108,15 @@ async def items(
             )
         col = gen.index.labels[:, vocab[genre.lower()]]
         rows = [int(r) for r in col.nonzero()[0]]
+    if q and q.strip():
+        needle = q.strip().casefold()
+        items = gen.index.items
+        rows = [
+            r
+            for r in rows
+            if needle in (items[r].get("title") or "").casefold()
+            or needle in items[r]["id"].casefold()
+        ]
     start = (page - 1) * per_page
     doc = {
         "page": page,

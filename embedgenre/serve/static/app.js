@@ -1,6 +1,8 @@
 "use strict";
 // The embedgenre web page: predict genres of a poster and/or a plot, browse similar movies,
-// search. Talks only to this server's /v1 API; every asset is local.
+// search; browse the catalog (#/), a movie's page (#/movie/ID) and the label audit (#/audit).
+// Views live in the URL's hash, so links can be shared and Back goes where it should.
+// Talks only to this server's /v1 API; every asset is local.
 (function () {
   const MAX_UPLOAD = 10 * 1024 * 1024;
   const $ = (id) => document.getElementById(id);
@@ -55,6 +57,7 @@
       const sel = $("head");
       sel.replaceChildren(el("option", { value: "", text: "best for the input" }));
       for (const h of info.heads) sel.append(el("option", { value: h, text: h }));
+      genreChips(Object.keys(info.genres || {}));
     } catch (e) { $("index-info").textContent = "index unavailable"; showError(e.error, e.fix); }
   }
 
@@ -73,8 +76,8 @@
     $("drop-text").textContent = file.name;
   }
 
-  function bars(result) {
-    const list = $("bars");
+  function bars(result, target) {
+    const list = $(target || "bars");
     list.replaceChildren();
     for (const g of result.ranking) {
       const pct = (v) => Math.max(0, Math.min(100, v * 100)).toFixed(1) + "%";
@@ -87,8 +90,8 @@
     }
   }
 
-  function why(result) {
-    const box = $("why");
+  function why(result, target) {
+    const box = $(target || "why");
     box.replaceChildren();
     const entries = Object.entries(result.neighbours || {});
     if (!entries.length) { box.append(el("p", { class: "muted", text: "No genre passed its threshold." })); return; }
@@ -172,6 +175,135 @@
     catch (e) { showError(e.error, e.fix); }
   }
 
+  // -- browsing: catalog grid, movie pages, the audit ------------------------------------
+
+  const catalog = { genre: "", q: "", page: 1 };
+
+  function movieTile(n, extra) {
+    const img = el("img", { alt: n.title || n.id, loading: "lazy" });
+    thumb(img, n.thumbnail || n.poster || null);
+    return el("a", { class: "tile", href: "#/movie/" + encodeURIComponent(n.id), "data-id": n.id }, img,
+      el("span", { class: "meta" },
+        el("span", { class: "t", text: (n.title || n.id) + (n.year ? " (" + n.year + ")" : "") }),
+        el("span", { text: (n.genres || []).join(", ") }),
+        extra ? el("br") : null, extra ? el("span", { class: "muted", text: extra }) : null));
+  }
+
+  function genreChips(genres) {
+    const box = $("genre-chips");
+    box.replaceChildren();
+    for (const g of [""].concat(genres)) {
+      const chip = el("button", { type: "button", class: "chip", "data-genre": g, "aria-pressed": String(g === catalog.genre), text: g || "All" });
+      chip.addEventListener("click", () => { catalog.genre = g; loadCatalog(false); });
+      box.append(chip);
+    }
+  }
+
+  async function loadCatalog(more) {
+    catalog.page = more ? catalog.page + 1 : 1;
+    for (const c of document.querySelectorAll("#genre-chips .chip")) c.setAttribute("aria-pressed", String(c.dataset.genre === catalog.genre));
+    let url = "/v1/items?per_page=48&page=" + catalog.page;
+    if (catalog.genre) url += "&genre=" + encodeURIComponent(catalog.genre);
+    if (catalog.q) url += "&q=" + encodeURIComponent(catalog.q);
+    try {
+      const doc = await api(url);
+      const box = $("catalog-grid");
+      if (!more) box.replaceChildren();
+      for (const n of doc.items) box.append(movieTile(n));
+      const shown = box.children.length;
+      $("catalog-count").textContent = doc.total + " movies" + (catalog.genre ? " · " + catalog.genre : "") + (catalog.q ? " · “" + catalog.q + "”" : "") + (shown < doc.total ? " · showing " + shown : "");
+      $("catalog-more").hidden = shown >= doc.total;
+    } catch (e) { showError(e.error, e.fix); }
+  }
+
+  function chip(text, cls, title) { return el("span", { class: "chip " + (cls || ""), text: text, title: title || "" }); }
+
+  async function showMovie(id) {
+    clearError();
+    for (const t of ["movie-title", "movie-plot", "movie-note", "movie-head"]) $(t).textContent = "";
+    for (const t of ["movie-labelled", "movie-predicted", "movie-bars", "movie-why", "movie-similar"]) $(t).replaceChildren();
+    $("movie-title").textContent = "Loading…";
+    try {
+      const doc = await api("/v1/items/" + encodeURIComponent(id) + "/genres");
+      if (location.hash !== "#/movie/" + encodeURIComponent(id)) return;  // moved on meanwhile
+      $("movie-title").textContent = (doc.title || doc.id) + (doc.year ? " (" + doc.year + ")" : "");
+      document.title = (doc.title || doc.id) + " · embedgenre";
+      $("movie-plot").textContent = doc.plot || "";
+      const img = $("movie-poster"); img.removeAttribute("src"); img.alt = doc.title || doc.id;
+      thumb(img, doc.thumbnail);
+      for (const g of doc.labelled) {
+        const ok = doc.predicted.includes(g);
+        $("movie-labelled").append(chip(g + (ok ? " ✓" : " ✗"), ok ? "agree" : "disagree", ok ? "also predicted" : "labelled, not predicted"));
+      }
+      if (!doc.labelled.length) $("movie-labelled").append(el("span", { class: "muted", text: "none" }));
+      for (const g of doc.predicted) {
+        const ok = doc.labelled.includes(g);
+        $("movie-predicted").append(chip(g + (ok ? " ✓" : " +"), ok ? "agree" : "disagree", ok ? "also labelled" : "predicted, not labelled"));
+      }
+      if (!doc.predicted.length) $("movie-predicted").append(el("span", { class: "muted", text: "none" }));
+      $("movie-note").textContent = "✗ labelled but not predicted · + predicted but not labelled. " + doc.note + ".";
+      $("movie-head").textContent = "head " + doc.head.name + " (" + doc.head.method + ", " + doc.head.modality + ")";
+      bars(doc, "movie-bars");
+      why({ neighbours: doc.why }, "movie-why");
+      const sim = await api("/v1/similar?k=12&id=" + encodeURIComponent(id));
+      for (const n of sim.neighbours) $("movie-similar").append(movieTile(n, "score " + n.score.toFixed(3)));
+    } catch (e) { $("movie-title").textContent = id; showError(e.error, e.fix); }
+  }
+
+  let auditTimer = null;
+  async function showAudit() {
+    clearError();
+    clearTimeout(auditTimer);
+    const list = $("audit-list");
+    try {
+      const res = await fetch("/v1/audit?k=50", { headers: headers() });
+      if (res.status === 202) {
+        $("audit-note").textContent = "The audit is running (each movie is scored by a model that never saw it)…";
+        auditTimer = setTimeout(() => { if (location.hash === "#/audit") showAudit(); }, 1000 * (+res.headers.get("Retry-After") || 2));
+        return;
+      }
+      const doc = await res.json();
+      if (!res.ok) { if (res.status === 401) $("token-box").hidden = false; throw doc; }
+      $("audit-note").textContent = doc.n_flagged + " of " + doc.n_items + " labelled movies flagged, best evidence first; judged by " + doc.head.spec + (doc.head.name ? " (head " + doc.head.name + ")" : "") + ". " + doc.notes.join("; ") + ".";
+      list.replaceChildren();
+      for (const f of doc.findings) {
+        const img = el("img", { alt: f.title || f.id, loading: "lazy" });
+        thumb(img, f.thumbnail);
+        const issues = el("div", {});
+        for (const i of f.issues) {
+          issues.append(el("div", { class: "issue " + i.kind, text: (i.kind === "wrong" ? "looks wrong: " : "looks missing: ") + i.genre + " (held-out score " + i.score.toFixed(2) + ", typical " + i.threshold.toFixed(2) + "; " + i.neighbours + " of 10 neighbours agree)" }));
+        }
+        list.append(el("li", { "data-id": f.id }, img, el("div", {},
+          el("a", { href: "#/movie/" + encodeURIComponent(f.id), text: f.rank + ". " + (f.title || f.id) + (f.year ? " (" + f.year + ")" : "") }),
+          el("div", { class: "muted", text: "labelled: " + (f.labelled.join(", ") || "none") + " · predicted: " + (f.predicted.join(", ") || "none") }),
+          issues)));
+      }
+      if (!doc.findings.length) list.append(el("li", { text: "No label looks wrong." }));
+    } catch (e) { $("audit-note").textContent = ""; showError(e.error || "The audit failed.", e.fix); }
+  }
+
+  function route() {
+    const hash = location.hash || "#/";
+    const movie = hash.match(/^#\/movie\/(.+)$/);
+    const view = movie ? "movie" : hash === "#/audit" ? "audit" : "home";
+    for (const v of ["home", "movie", "audit"]) $("view-" + v).hidden = v !== view;
+    for (const [v, id] of [["home", "nav-home"], ["audit", "nav-audit"]]) {
+      if (v === view) $(id).setAttribute("aria-current", "page"); else $(id).removeAttribute("aria-current");
+    }
+    if (view !== "movie") document.title = "embedgenre";
+    if (movie) { showMovie(decodeURIComponent(movie[1])); $("movie-title").focus(); }
+    else if (view === "audit") { showAudit(); $("audit-title").focus(); }
+  }
+
+  $("filter-form").addEventListener("submit", (e) => { e.preventDefault(); catalog.q = $("filter").value.trim(); loadCatalog(false); });
+  $("catalog-more").addEventListener("click", () => loadCatalog(true));
+  document.addEventListener("keydown", (e) => {
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
+    if (e.key === "/" && !typing) { e.preventDefault(); location.hash = "#/"; $("filter").focus(); }
+    if (e.key === "Escape" && !typing && location.hash.startsWith("#/movie/")) history.back();
+  });
+  window.addEventListener("hashchange", route);
+
   const drop = $("drop");
   drop.addEventListener("click", (e) => { if (e.target.tagName !== "LABEL" && e.target.tagName !== "INPUT") $("poster").click(); });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("poster").click(); } });
@@ -187,6 +319,10 @@
     $("token-box").hidden = true;
     clearError();
     loadIndex();
+    loadCatalog(false);
+    route();
   });
   loadIndex();
+  loadCatalog(false);
+  route();
 })();

@@ -1,0 +1,209 @@
+"""The browse page: the catalog grid with genre filters and title search, a movie's own URL with
+labelled vs predicted genres, the label audit; its routes, and the page driven in Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from _serving import ServerThread, index_with_heads
+from fastapi.testclient import TestClient
+
+from embedgenre.serve import ServeConfig, create_app
+from embedgenre.serve.service import Service
+
+
+@pytest.fixture(scope="module")
+def service(fixture_index_dir, tmp_path_factory):
+    index_dir = index_with_heads(fixture_index_dir, tmp_path_factory.mktemp("browse") / "index")
+    svc = Service(ServeConfig(index_dir=index_dir))
+    svc.start()
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with TestClient(create_app(service.config, service), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def _audit(client, k=50, deadline_s=300) -> dict:
+    """GET /v1/audit until the background audit has finished (202 until then)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        r = client.get(f"/v1/audit?k={k}")
+        if r.status_code != 202:
+            assert r.status_code == 200, r.text
+            return r.json()
+        assert r.headers["Retry-After"] and time.monotonic() < end, "the audit never finished"
+        time.sleep(0.5)
+
+
+def test_items_search_by_title(client, service):
+    items = service.current.index.items
+    title = next(it["title"] for it in items if it.get("title"))
+    word = title.split()[0].lower()
+    doc = client.get("/v1/items", params={"q": word, "per_page": 100}).json()
+    want = [it["id"] for it in items if word in (it.get("title") or "").lower()]
+    assert doc["total"] == len(want) and [i["id"] for i in doc["items"]] == want
+    comedy = client.get("/v1/items", params={"q": word, "genre": "Comedy"}).json()
+    assert all("Comedy" in i["genres"] for i in comedy["items"])
+    assert client.get("/v1/items", params={"q": "no such title at all"}).json()["total"] == 0
+
+
+def test_movie_genres_mark_the_disagreements(client, service):
+    item = service.current.index.items[0]
+    doc = client.get(f"/v1/items/{item['id']}/genres").json()
+    assert doc["labelled"] == item["genres"]
+    assert doc["predicted"] == [g["genre"] for g in doc["ranking"] if g["predicted"]]
+    assert doc["labelled_not_predicted"] == [
+        g for g in doc["labelled"] if g not in doc["predicted"]
+    ]
+    assert doc["predicted_not_labelled"] == [
+        g for g in doc["predicted"] if g not in doc["labelled"]
+    ]
+    assert set(doc["why"]) == set(doc["labelled"]) | set(doc["predicted"])
+    assert all(n["id"] != item["id"] for found in doc["why"].values() for n in found)
+    r = client.get("/v1/items/tt0000000/genres")
+    assert r.status_code == 404 and "No item" in r.json()["error"]
+
+
+def test_audit_route_runs_once_in_the_background(client):
+    doc = _audit(client, k=7)
+    assert len(doc["findings"]) == 7 and doc["head"]["spec"]
+    q = [f["quality"] for f in doc["findings"]]
+    assert q == sorted(q) and all(f["thumbnail"] for f in doc["findings"])
+    again = client.get("/v1/audit?k=3")  # answered from the finished audit
+    assert again.status_code == 200 and again.json()["findings"] == doc["findings"][:3]
+    assert client.get("/v1/audit?k=0").status_code == 400
+
+
+def _browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (chromium, driver) if chromium and driver else None
+
+
+@pytest.mark.skipif(
+    _browser() is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+def test_browse_page_in_chromium(service, client, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    index = service.current.index
+    chromium, chromedriver = _browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(arg)
+    css = By.CSS_SELECTOR
+    audit_doc = _audit(client)  # the page then shows the finished audit at once
+
+    def tiles(d, where):
+        return [t.get_attribute("data-id") for t in d.find_elements(css, where + " .tile")]
+
+    with ServerThread(create_app(service.config, service), service.config) as server:
+        driver = webdriver.Chrome(service=DriverService(chromedriver), options=options)
+        try:
+            wait = WebDriverWait(driver, 60)
+            # the catalog grid, a page at a time
+            driver.get(server.url + "/")
+            wait.until(lambda d: len(tiles(d, "#catalog-grid")) == 48)
+            assert driver.find_element(By.ID, "catalog-count").text.startswith(
+                f"{len(index.ids)} movies"
+            )
+            driver.find_element(By.ID, "catalog-more").click()
+            wait.until(lambda d: len(tiles(d, "#catalog-grid")) == 96)
+            # a genre filter
+            n_comedy = sum("Comedy" in (it["genres"] or []) for it in index.items)
+            driver.find_element(css, '#genre-chips .chip[data-genre="Comedy"]').click()
+            wait.until(
+                lambda d: d.find_element(By.ID, "catalog-count").text.startswith(
+                    f"{n_comedy} movies · Comedy"
+                )
+            )
+            shown = tiles(driver, "#catalog-grid")
+            assert shown and all("Comedy" in index.items[index.row_of[i]]["genres"] for i in shown)
+            chip = driver.find_element(css, '#genre-chips .chip[data-genre="Comedy"]')
+            assert chip.get_attribute("aria-pressed") == "true"
+
+            # a movie's own URL, opened directly
+            item = index.items[3]
+            driver.get(server.url + f"/#/movie/{item['id']}")
+            want_title = item["title"] + (f" ({item['year']})" if item.get("year") else "")
+            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
+            wait.until(lambda d: len(tiles(d, "#movie-similar")) == 12)
+            doc = client.get(f"/v1/items/{item['id']}/genres").json()
+            labelled = driver.find_elements(css, "#movie-labelled .chip")
+            assert [c.text[:-2] for c in labelled] == doc["labelled"]
+            marked = [c.text[:-2] for c in labelled if "disagree" in c.get_attribute("class")]
+            assert marked == doc["labelled_not_predicted"]
+            added = driver.find_elements(css, "#movie-predicted .chip.disagree")
+            assert [c.text[:-2] for c in added] == doc["predicted_not_labelled"]
+            assert driver.find_elements(css, "#movie-bars li")
+            assert "Why" in driver.find_element(By.ID, "view-movie").text
+            assert not driver.find_element(By.ID, "view-home").is_displayed()
+            wait.until(
+                lambda d: d.execute_script(
+                    "const i = document.getElementById('movie-poster');"
+                    "return i.complete && i.naturalWidth > 0"
+                )
+            )
+
+            # more like this -> another movie's page; Back returns to the first
+            other = tiles(driver, "#movie-similar")[0]
+            driver.find_element(css, f'#movie-similar .tile[data-id="{other}"]').click()
+            wait.until(lambda d: d.current_url.endswith(f"#/movie/{other}"))
+            other_item = index.items[index.row_of[other]]
+            wait.until(
+                lambda d: d.find_element(By.ID, "movie-title").text.startswith(
+                    other_item["title"] or other
+                )
+            )
+            driver.back()
+            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
+            driver.back()
+            wait.until(lambda d: d.find_element(By.ID, "view-home").is_displayed())
+
+            # keyboard: "/" jumps to the filter, Enter on a tile opens its page
+            driver.find_element(css, '#genre-chips .chip[data-genre=""]').click()  # all genres
+            body = driver.find_element(By.TAG_NAME, "body")
+            body.send_keys("/")
+            wait.until(lambda d: d.switch_to.active_element.get_attribute("id") == "filter")
+            word = item["title"].split()[0]
+            driver.switch_to.active_element.send_keys(word, Keys.ENTER)
+            wait.until(lambda d: item["id"] in tiles(d, "#catalog-grid"))
+            tile = driver.find_element(css, f'#catalog-grid .tile[data-id="{item["id"]}"]')
+            tile.send_keys(Keys.ENTER)
+            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
+
+            # the audit list
+            driver.find_element(By.ID, "nav-audit").click()
+            wait.until(lambda d: d.find_elements(css, "#audit-list li"))
+            rows = driver.find_elements(css, "#audit-list li")
+            assert [r.get_attribute("data-id") for r in rows] == [
+                f["id"] for f in audit_doc["findings"]
+            ]
+            first = audit_doc["findings"][0]
+            assert first["issues"][0]["genre"] in rows[0].text
+            rows[0].find_element(By.TAG_NAME, "a").click()
+            wait.until(lambda d: d.current_url.endswith(f"#/movie/{first['id']}"))
+            driver.back()
+            wait.until(lambda d: d.find_element(By.ID, "view-audit").is_displayed())
+            driver.save_screenshot(str(tmp_path / "audit.png"))
+        finally:
+            driver.quit()
