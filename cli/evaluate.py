@@ -92,12 +92,7 @@ def evaluate(
     from embedgenre.errors import EmbedgenreError
     from embedgenre.evaluate import EvalConfig, evaluate_index, make_plots
     from embedgenre.evaluate.fewshot import parse_shots
-    from embedgenre.evaluate.report import (
-        accuracy_caveat,
-        check_report_dir,
-        summary_table,
-        write_report,
-    )
+    from embedgenre.evaluate.report import check_report_dir, write_report
     from embedgenre.evaluate.split import read_split
 
     if folds == 1:
@@ -144,7 +139,14 @@ def evaluate(
             }
         )
         return
+    _print_summary(res, report)
+
+
+def _print_summary(res: dict, report: Path) -> None:
+    """The summary tables (all test items; those with a plot), the caveat, what was skipped."""
     from rich.table import Table
+
+    from embedgenre.evaluate.report import accuracy_caveat, summary_table
 
     shown = ("method", "modality", "encoder", "n", "micro-F1", "macro-F1", "mAP", "label acc.")
     for subset, title in (("all", "all test items"), ("with_plot", "test items with a plot")):

@@ -210,70 +210,104 @@ def download_posters(
             f"--out {out_dir} would overwrite the source {csv_path}. Fix: choose another --out folder."
         )
     sources, problems = read_poster_sources(csv_path, columns=columns, encoding=encoding)
-    poster_dir = out_dir / POSTERS_DIR
-    try:
-        poster_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PosterError(f"Cannot create {poster_dir}: {e.strerror or e}.") from e
-    existing = _scan_existing(poster_dir)
+    run = _Downloads(csv_path, out_dir, problems, retries, timeout, backoff)
+    report = run.fetch_all(sources, workers, progress, catalog_path)
+    logger.debug(
+        "posters: %d downloaded, %d already present, %d failed %s",
+        len(report.downloaded), len(report.present), len(report.failed), report.failed_by_reason(),
+    )  # fmt: skip
+    return report
 
-    report = DownloadReport(
-        source=csv_path.absolute(), out_dir=out_dir.absolute(), problems=problems
-    )
-    on_disk: dict[str, str] = {}  # id -> poster file name
-    start = time.monotonic()
 
-    def job(src: PosterSource) -> tuple[str, str | Failure]:
+class _Downloads:
+    """One run of :func:`download_posters` into ``out_dir``: the rows' posters fetched on a
+    thread pool, each result collected into the report, and movies.csv and the report written
+    for what was done, even when the run is interrupted."""
+
+    def __init__(
+        self,
+        csv_path: Path,
+        out_dir: Path,
+        problems: list,
+        retries: int,
+        timeout: float,
+        backoff: float,
+    ):
+        self.poster_dir = out_dir / POSTERS_DIR
         try:
-            found = existing.get(poster_stem(src.id).lower())
-            return _one(src, found, poster_dir, retries, timeout, backoff)
+            self.poster_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PosterError(f"Cannot create {self.poster_dir}: {e.strerror or e}.") from e
+        self.existing = _scan_existing(self.poster_dir)
+        self.retries, self.timeout, self.backoff = retries, timeout, backoff
+        self.report = DownloadReport(
+            source=csv_path.absolute(), out_dir=out_dir.absolute(), problems=problems
+        )
+        self.on_disk: dict[str, str] = {}  # id -> poster file name
+        self.handled: set = set()  # the futures whose result is in the report
+        self.start = time.monotonic()
+
+    def fetch_all(
+        self,
+        sources: list[PosterSource],
+        workers: int,
+        progress: Callable[[int, int, str], None] | None,
+        catalog_path: Path,
+    ) -> DownloadReport:
+        """Fetch every row's poster on ``workers`` threads, reporting each as it finishes."""
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poster")
+        futures: dict = {}
+        try:
+            futures = {pool.submit(self._job, s): s for s in sources}
+            for done, fut in enumerate(as_completed(futures), start=1):
+                status = self._collect(fut, futures[fut])
+                if progress is not None:
+                    progress(done, len(sources), status)
+        except BaseException:
+            self.report.interrupted = True
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            try:
+                pool.shutdown(wait=True)  # downloads under way end within their deadline
+            finally:
+                self._finish(futures, sources, catalog_path)
+        return self.report
+
+    def _job(self, src: PosterSource) -> tuple[str, str | Failure]:
+        try:
+            found = self.existing.get(poster_stem(src.id).lower())
+            return _one(src, found, self.poster_dir, self.retries, self.timeout, self.backoff)
         except Exception as e:  # one row must never stop the run
             logger.warning(
                 "poster %s: unexpected %s", brief(src.id), type(e).__name__, exc_info=True
             )
             return "failed", Failure(src.id, src.url, "error", f"{type(e).__name__}: {e}"[:300], 1)
 
-    handled: set = set()
-
-    def collect(fut, src: PosterSource) -> str:
-        handled.add(fut)
+    def _collect(self, fut, src: PosterSource) -> str:
+        self.handled.add(fut)
         status, result = fut.result()
         if status == "failed":
-            report.failed.append(result)
+            self.report.failed.append(result)
         else:
-            on_disk[src.id] = result
-            (report.downloaded if status == "downloaded" else report.present).append(src.id)
+            self.on_disk[src.id] = result
+            (self.report.downloaded if status == "downloaded" else self.report.present).append(
+                src.id
+            )
         return status
 
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poster")
-    futures: dict = {}
-    try:
-        futures = {pool.submit(job, s): s for s in sources}
-        for done, fut in enumerate(as_completed(futures), start=1):
-            status = collect(fut, futures[fut])
-            if progress is not None:
-                progress(done, len(sources), status)
-    except BaseException:
-        report.interrupted = True
-        raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            pool.shutdown(wait=True)  # downloads under way end within their deadline
-        finally:
-            for fut, src in futures.items():  # finished after an interruption
-                if fut not in handled and fut.done() and not fut.cancelled():
-                    if fut.exception() is None:
-                        collect(fut, src)
-            finished = len(report.downloaded) + len(report.present) + len(report.failed)
-            report.not_attempted = len(sources) - finished
-            report.seconds = time.monotonic() - start
-            _save_outputs(report, sources, on_disk, catalog_path)
-    logger.debug(
-        "posters: %d downloaded, %d already present, %d failed %s",
-        len(report.downloaded), len(report.present), len(report.failed), report.failed_by_reason(),
-    )  # fmt: skip
-    return report
+    def _finish(self, futures: dict, sources: list[PosterSource], catalog_path: Path) -> None:
+        """Collect what finished after an interruption, count the rows never attempted, and
+        write movies.csv and the report."""
+        report = self.report
+        for fut, src in futures.items():
+            if fut not in self.handled and fut.done() and not fut.cancelled():
+                if fut.exception() is None:
+                    self._collect(fut, src)
+        finished = len(report.downloaded) + len(report.present) + len(report.failed)
+        report.not_attempted = len(sources) - finished
+        report.seconds = time.monotonic() - self.start
+        _save_outputs(report, sources, self.on_disk, catalog_path)
 
 
 def fetch_image(url: str, timeout: float = 10.0) -> tuple[bytes, str]:

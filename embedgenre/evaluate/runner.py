@@ -475,14 +475,24 @@ class _Run:
     # -- driver --------------------------------------------------------------------------
 
     def run(self) -> Evaluation:
+        """Split, fit every row, score them on the test items, and assemble the report."""
         t_start = time.perf_counter()
-        cfg = self.cfg
         self._select_sets()
-        universe = self._universe()
-        self._split(universe)
+        self._split(self._universe())
         self.total = self._planned_steps()
+        self._log_split()
+        self._fit_all()
+        self._keep_reported()
+        fewshot = self._fewshot() if self.cfg.shots else []
+        test_outputs = self._score_all()
+        self.timings["total_s"] = round(time.perf_counter() - t_start, 2)
+        if self.progress is not None:
+            self.progress(self.step, self.step, "done")
+        return Evaluation(result=self._document(fewshot), labels=self.Y, test_outputs=test_outputs)
+
+    def _log_split(self) -> None:
         held = (
-            f"{cfg.folds}-fold out-of-fold thresholds"
+            f"{self.cfg.folds}-fold out-of-fold thresholds"
             if self.val is None
             else f"{len(self.val)} of them for validation"
         )
@@ -492,43 +502,50 @@ class _Run:
             held,
             len(self.test),
             len(self.test_plot),
-            cfg.seed,
+            self.cfg.seed,
         )
+
+    def _fit_all(self) -> None:
+        """Fit every row the configuration asks for: baselines, each embedding set alone,
+        fusion, the CNN from scratch."""
+        modalities = self.cfg.modalities
         self._trivial()
         # the default poster set's rows also score plot rows' items that have no plot
         for view in self.posters:
-            if "poster" in cfg.modalities or (view is self.poster0 and "plot" in cfg.modalities):
+            if "poster" in modalities or (view is self.poster0 and "plot" in modalities):
                 self._single(view)
-        if "plot" in cfg.modalities:
+        if "plot" in modalities:
             for view in self.plots:
                 self._single(view)
         if self.poster0 is not None and self.plot0 is not None:
             for fusion in ("early", "late"):
-                if f"{fusion}_fusion" in cfg.modalities:
+                if f"{fusion}_fusion" in modalities:
                     self._fusion(fusion)
-        elif {"early_fusion", "late_fusion"} & set(cfg.modalities):
+        elif {"early_fusion", "late_fusion"} & set(modalities):
             for mod in ("early_fusion", "late_fusion"):
                 self._skip("*", mod, "-", "fusion needs both poster and plot embeddings")
-        if cfg.scratch_cnn and self.posters:
+        if self.cfg.scratch_cnn and self.posters:
             self._scratch()
+
+    def _keep_reported(self) -> None:
+        """Note each method's default poster output (the fallback of items without a plot),
+        then drop the rows fitted only as fallbacks."""
         self.fallbacks = {}  # method -> its default poster set's output
         if self.poster0 is not None:
             for key, out in self.outputs.items():
                 if key[1:] == ("poster", self.poster0.encoder):
                     self.fallbacks[key[0]] = out
-        # rows fitted only as fallbacks are not reported
         for key in list(self.outputs):
             if (
                 key[1] in ("poster", "plot")
-                and key[1] not in cfg.modalities
+                and key[1] not in self.cfg.modalities
                 and key[0] != ("scratch_cnn")
             ):
                 del self.outputs[key]
-        fewshot = self._fewshot() if cfg.shots else []
-        test_outputs = self._score_all()
-        self.timings["total_s"] = round(time.perf_counter() - t_start, 2)
-        if self.progress is not None:
-            self.progress(self.step, self.step, "done")
+
+    def _document(self, fewshot: list[dict]) -> dict:
+        """The report document: what was split and fitted, the scored rows, and timings."""
+        cfg = self.cfg
         info = {
             "index": self.data.source,
             "n_items": int(len(self.data.ids)),
@@ -548,7 +565,7 @@ class _Run:
         config = asdict(cfg)
         config["split"] = "file" if cfg.split is not None else "iterative"
         config["shots"] = ["all" if k is None else k for k in cfg.shots]
-        result = {
+        return {
             "info": info,
             "config": config,
             "rows": self.rows,
@@ -558,7 +575,6 @@ class _Run:
             "split": self.split_doc,
             "timings": self.timings,
         }
-        return Evaluation(result=result, labels=self.Y, test_outputs=test_outputs)
 
 
 def evaluate(
