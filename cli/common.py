@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,7 +25,7 @@ from rich.progress import (
 )
 from typer.core import TyperGroup
 
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import EmbedgenreError, EmbedgenreWarning
 
 # results go to stdout; piped output gets room for full encoder names in tables
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -69,6 +70,22 @@ def configure_logging(level: int = logging.INFO) -> None:
     py_warnings = logging.getLogger("py.warnings")
     py_warnings.handlers = [handler]
     py_warnings.propagate = False
+    if warnings.showwarning is not _show_warning:
+        _to_log[:] = [warnings.showwarning]
+        warnings.showwarning = _show_warning
+
+
+_to_log: list = []  # logging's showwarning, which _show_warning hands other warnings to
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line naming the option at fault; others as logging has them."""
+    if isinstance(message, EmbedgenreWarning):
+        where = option_of(*_running[-1], message.param) if _running else None
+        text = f"{where}: {message}" if where else str(message)
+        logging.getLogger("py.warnings").warning("%s", text)
+    elif _to_log:
+        _to_log[0](message, category, filename, lineno, file, line)
 
 
 def emit_json(obj: Any) -> None:
@@ -93,10 +110,16 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+# (root group, its context) of the command running, for naming options in warnings
+_running: list[tuple[Any, Any]] = []
+
+
 class ErrorHandlingGroup(TyperGroup):
-    """Root command group: a user-fixable error prints one line to stderr and exits 1."""
+    """Root command group: a user-fixable error prints one line to stderr and exits 1; the
+    library's warnings print one line each (no source location), naming the option at fault."""
 
     def invoke(self, ctx: click.Context):  # noqa: D102
+        _running.append((self, ctx))
         try:
             return super().invoke(ctx)
         except EmbedgenreError as e:
@@ -106,6 +129,20 @@ class ErrorHandlingGroup(TyperGroup):
                 "[bold red]error:[/] " + safe(message), highlight=False, soft_wrap=True
             )
             raise typer.Exit(code=1) from None
+        finally:
+            _running.pop()
+
+
+# library parameters that a command spells differently (a list in Python, a repeatable option)
+_CLI_NAMES = {
+    "columns": "column",
+    "out_dir": "out",
+    "path": "catalog",
+    "genres": "genre",
+    "exclude_genres": "exclude_genre",
+    "image_encoders": "image_encoder",
+    "text_encoders": "text_encoder",
+}
 
 
 def option_of(group, ctx, param: str | None) -> str | None:
@@ -114,6 +151,7 @@ def option_of(group, ctx, param: str | None) -> str | None:
     commands and parameters are read by their attributes: they are click's, vendored.)"""
     if not param or not ctx.invoked_subcommand:
         return None
+    names = {param, _CLI_NAMES.get(param, param)}
     commands = [group.get_command(ctx, ctx.invoked_subcommand)]
     while commands:
         command = commands.pop()
@@ -121,20 +159,8 @@ def option_of(group, ctx, param: str | None) -> str | None:
             commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
             continue
         for p in getattr(command, "params", []):
-            if p.name == param:
+            if p.name in names:
                 if getattr(p, "param_type_name", "") == "option":
-                    return max(p.opts, key=len)
-                return (p.metavar or p.name).upper()
-    return None
-    commands = [group.get_command(ctx, ctx.invoked_subcommand)]
-    while commands:
-        command = commands.pop()
-        if isinstance(command, click.Group):
-            commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
-            continue
-        for p in getattr(command, "params", []):
-            if p.name == param:
-                if isinstance(p, click.Option):
                     return max(p.opts, key=len)
                 return (p.metavar or p.name).upper()
     return None

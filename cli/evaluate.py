@@ -101,10 +101,7 @@ def evaluate(
         raise EmbedgenreError(f"--thresholds must be per_genre or global, got {thresholds!r}.")
     report = report or Path("reports") / index_dir.resolve().name
     check_report_dir(report, "--report")  # before the work, not after it
-    try:
-        shot_values = () if shots.strip().lower() == "none" else tuple(parse_shots(shots))
-    except ValueError as e:
-        raise EmbedgenreError(str(e)) from None
+    shot_values = () if shots.strip().lower() == "none" else tuple(parse_shots(shots))
     config = EvalConfig(
         test_size=test_size,
         split=read_split(split) if split else None,

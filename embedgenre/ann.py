@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from embedgenre.errors import IndexStoreError
+from embedgenre.errors import FaissGpuError, IndexStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -384,10 +384,12 @@ def _gpu_number(device: str) -> int:
 def _check_device(device: str) -> None:
     _gpu_number(device)
     if device.startswith("cuda") and not gpu_available():
-        raise IndexStoreError(
+        raise FaissGpuError(
             "device 'cuda' was asked for but the installed faiss has no GPU support (or sees no "
-            "GPU). Install the gpu extra (pip install 'embedgenre[gpu]', which brings "
-            "faiss-gpu-cu12) on a machine with an NVIDIA GPU, or use --device cpu."
+            "GPU).",
+            "Install the gpu extra (pip install 'embedgenre[gpu]', which brings faiss-gpu-cu12) "
+            "on a machine with an NVIDIA GPU, or use the cpu device.",
+            param="device",
         )
 
 

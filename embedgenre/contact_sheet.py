@@ -16,7 +16,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from embedgenre.errors import EmbedgenreError, RetrievalError
+from embedgenre.errors import EmbedgenreError, OutputPathError
 from embedgenre.images import load_image
 from embedgenre.retrieval import RetrievalResult
 from embedgenre.store import atomic
@@ -140,8 +140,8 @@ def write_html(result: RetrievalResult, path: str | Path) -> Path:
     """Write :func:`render_html` to ``path`` (parent directories created); returns the path."""
     path = Path(path)
     if path.exists() and path.is_dir():
-        raise RetrievalError(
-            f"--html {path} is a directory; give a file name such as similar.html."
+        raise OutputPathError(
+            f"{path} is a directory;", "give a file name such as similar.html.", param="html"
         )
     atomic.write_text(path, render_html(result))
     return path

@@ -164,8 +164,9 @@ def read_poster_sources(
     if table.columns["poster"] is None:
         raise CatalogError(
             f"{table.source}: no poster URL column (looked for Poster, poster_path, image); "
-            f"columns found: {', '.join(table.header)}. "
-            "Fix: map it with columns={'poster': '<column name>'}."
+            f"columns found: {', '.join(table.header)}.",
+            "Fix: map the field to it: poster=COLUMN.",
+            param="columns",
         )
     problems = list(table.problems)
     rows = read_rows(table, imdb_ids=True, title_years=True, genre_sep=genre_sep, problems=problems)
@@ -207,7 +208,9 @@ def download_posters(
     catalog_path = out_dir / "movies.csv"
     if catalog_path.exists() and catalog_path.resolve() == csv_path.resolve():
         raise PosterError(
-            f"--out {out_dir} would overwrite the source {csv_path}. Fix: choose another --out folder."
+            f"{out_dir} would overwrite the source {csv_path}.",
+            "Fix: choose another output folder.",
+            param="out_dir",
         )
     sources, problems = read_poster_sources(csv_path, columns=columns, encoding=encoding)
     run = _Downloads(csv_path, out_dir, problems, retries, timeout, backoff)

@@ -39,6 +39,15 @@ class EmbedgenreError(Exception):
         super().__init__(what if not fix else f"{what.rstrip()} {fix}")
 
 
+class EmbedgenreWarning(UserWarning):
+    """Base class for warnings about something a user may want to fix; like an error it
+    carries ``what``, ``fix`` and the ``param`` at fault, so each surface can name it."""
+
+    def __init__(self, what: str, fix: str | None = None, *, param: str | None = None):
+        self.what, self.fix, self.param = what, fix, param
+        super().__init__(what if not fix else f"{what.rstrip()} {fix}")
+
+
 class BadInputError(EmbedgenreError):
     """A value that cannot be used as given."""
 
@@ -65,12 +74,24 @@ class UnavailableError(EmbedgenreError):
     server)."""
 
 
+class NoSuchFileError(NotFoundError):
+    """A file or folder named by its path does not exist."""
+
+
 class CatalogError(BadInputError):
     """A catalog cannot be read: missing file or column, bad encoding, empty."""
 
 
+class NoSuchCatalogError(CatalogError, NoSuchFileError):
+    """The catalog's path does not exist."""
+
+
 class PosterError(BadInputError):
     """One poster cannot be used (missing, corrupt, not an image, too large)."""
+
+
+class NoSuchPosterError(PosterError, NoSuchFileError):
+    """A poster file that does not exist."""
 
 
 class NotAnImageError(PosterError, UnsupportedMediaError):
@@ -93,8 +114,20 @@ class IndexStoreError(EmbedgenreError):
     """An index directory is missing, corrupt, or incompatible with the request."""
 
 
+class IndexPlanError(IndexStoreError, BadInputError):
+    """An index cannot be built as asked (a memory budget or FAISS kind that does not fit)."""
+
+
+class FaissGpuError(IndexStoreError, UnavailableError):
+    """A GPU index was asked for, and the installed faiss has no GPU support or sees no GPU."""
+
+
 class IndexLockedError(IndexStoreError, ConflictError):
     """Another process is writing the index; the message names it (pid, host, start time)."""
+
+
+class IndexMismatchError(IndexStoreError, ConflictError):
+    """The request does not fit the index as built (other encoders, dimensions or space)."""
 
 
 class PredictorError(BadInputError):

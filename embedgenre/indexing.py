@@ -31,7 +31,7 @@ from embedgenre import __version__, ivfpq, vocabulary
 from embedgenre.encoders.base import CatalogFittedEncoder
 from embedgenre.encoders.registry import fitted_class
 from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
-from embedgenre.errors import IndexStoreError, PosterError
+from embedgenre.errors import IndexMismatchError, IndexStoreError, PosterError
 from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
 from embedgenre.names import encoder_name_path
 from embedgenre.store import atomic
@@ -182,8 +182,10 @@ def build_index(
         if strict and missing:
             rec = next(iter(missing.values()))
             raise PosterError(
-                f"{rec['path']}: {rec['reason']} ({len(missing)} poster(s) unreadable; --strict "
-                "makes any unreadable poster fatal: fix them, or drop --strict to skip and list them)"
+                f"{rec['path']}: {rec['reason']} ({len(missing)} poster(s) unreadable, and strict "
+                "mode makes any unreadable poster fatal).",
+                "Fix: repair them, or turn strict mode off to skip and list them.",
+                param="strict",
             )
         plot_hash = [sha1_text(it.plot_text) if it.plot_text else None for it in items]
         n_plots = sum(h is not None for h in plot_hash)
@@ -261,8 +263,10 @@ def build_index(
                     for rec in bad:
                         if strict:
                             raise PosterError(
-                                f"{rec['path']}: {rec['reason']} (--strict makes any unreadable "
-                                "poster fatal; drop --strict to skip and list it instead)"
+                                f"{rec['path']}: {rec['reason']} (strict mode makes any "
+                                "unreadable poster fatal).",
+                                "Fix: repair it, or turn strict mode off to skip and list it.",
+                                param="strict",
                             )
                         skipped[rec["id"]] = rec
                         summary.skipped += 1
@@ -449,10 +453,11 @@ def _choose_encoders(
     if new and not add:
         held = ", ".join(f"{m}:{n}" for m, n in existing)
         names = ", ".join(f"{m}:{n}" for m, n in new)
-        raise IndexStoreError(
-            f"index {out} was built with {held}; you asked for {names}. Pass --add to "
-            "encode the same items with it too (one embedding set per encoder), or choose a "
-            "new --out directory to build a separate index."
+        raise IndexMismatchError(
+            f"index {out} was built with {held}; you asked for {names}.",
+            "Fix: add the new encoder(s) to this index (one embedding set per encoder), or "
+            "build a separate index in a new folder.",
+            param="add",
         )
     return existing + new
 
@@ -465,10 +470,12 @@ def _check_compatible(old_entry: SetEntry | None, encoder, out: Path) -> None:
     now = encoder.describe()
     for field_name in ("dim", "space"):
         if was.get(field_name) != now.get(field_name):
-            raise IndexStoreError(
-                f"encoder {encoder.name!r} now gives {field_name}={now.get(field_name)!r} but the "
-                f"index at {out} was built with {field_name}={was.get(field_name)!r}; its "
-                "embeddings cannot be mixed. Build a new index with --out NEW_DIR."
+            raise IndexMismatchError(
+                f"encoder {encoder.name!r} now gives {field_name} {now.get(field_name)!r} but "
+                f"the index at {out} was built with {field_name} {was.get(field_name)!r}; its "
+                "embeddings cannot be mixed.",
+                "Fix: build a new index in a new folder.",
+                param="out",
             )
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from embedgenre import ann
-from embedgenre.errors import IndexStoreError
+from embedgenre.errors import IndexPlanError, IndexStoreError
 from embedgenre.store import atomic
 from embedgenre.store.reader import IVFDATA
 from embedgenre.store.rows import read_row_set, read_rows
@@ -59,14 +59,18 @@ def parse_memory(text: str | int | None) -> int:
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*", str(text), re.IGNORECASE)
         if m is None:
-            raise IndexStoreError(
-                f"--index-memory {text!r} is not a size; write it like 4GB, 512MB or 1.5GiB."
+            raise IndexPlanError(
+                f"The index memory {text!r} is not a size;",
+                "write it like 4GB, 512MB or 1.5GiB.",
+                param="index_memory",
             )
         unit = m.group(2).upper()
         value = int(float(m.group(1)) * (_BINARY[unit] if m.group(3) else _UNITS[unit]))
     if value < 64 * 2**20:
-        raise IndexStoreError(
-            f"--index-memory {text!r} is under 64 MB, too little to train an index; give more."
+        raise IndexPlanError(
+            f"The index memory {text!r} is under 64 MB, too little to train an index;",
+            "give more.",
+            param="index_memory",
         )
     return value
 
@@ -126,10 +130,11 @@ def choose_kind(
             params["opq"] = ann.opq_pays(dim, params["m"], n)
     if base != "flat" and index_bytes(base, n, dim, params) > allowed:
         need = index_bytes(base, n, dim, params) / budget_share
-        raise IndexStoreError(
+        raise IndexPlanError(
             f"a {base} index of {n:,} x {dim} vectors ({ann.format_kind(base, params)}) needs "
-            f"about {need / 1e9:.1f} GB but --index-memory is {memory / 1e9:.1f} GB; raise "
-            "--index-memory, or choose --faiss ivf_pq (smaller codes)."
+            f"about {need / 1e9:.1f} GB but the index memory is {memory / 1e9:.1f} GB;",
+            "give it more memory, or choose the ivf_pq kind (smaller codes).",
+            param="index_memory",
         )
     return ann.format_kind(base, params)
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
-from embedgenre.errors import PosterError, PredictorError
+from embedgenre.errors import NoSuchPosterError, PosterError, PredictorError
 from embedgenre.features import head_input as build_input
 from embedgenre.heads import Head, HeadCache, choose_head, load_head
 from embedgenre.images import check_poster_file, decode_image_bytes
@@ -287,7 +287,9 @@ def query_posters(posters) -> tuple[list, list[str]]:
         else:
             path = Path(p)
             if not path.exists():
-                raise PosterError(f"poster {path}: no such file; check the path.")
+                raise NoSuchPosterError(
+                    f"poster {path}: no such file;", "check the path.", param="posters"
+                )
             check_poster_file(path)
             images.append(str(path))
             labels.append(str(path))

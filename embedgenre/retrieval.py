@@ -46,7 +46,7 @@ from PIL import Image
 from embedgenre import ann
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
-from embedgenre.errors import RetrievalError, UnknownItemError
+from embedgenre.errors import NoSuchPosterError, RetrievalError, UnknownItemError
 from embedgenre.store import GenreIndex, atomic
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def rank(
     near-copies of the query (its ``query`` may be None when the query has no poster).
     """
     if k < 1:
-        raise RetrievalError(f"k must be at least 1, got {k}.")
+        raise RetrievalError(f"k must be at least 1, got {k}.", param="k")
     active = [s for s in sources if s.weight > 0 and len(s.rows)]
     if not active:
         return []
@@ -419,12 +419,14 @@ class Retriever:
             return None
         vocab = {g.lower(): j for j, g in enumerate(self.index.genres)}
 
-        def cols(names):
+        def cols(names, param):
             out = []
             for g in names:
                 if g.lower() not in vocab:
                     raise RetrievalError(
-                        f"unknown genre {g!r}; this index knows: {', '.join(self.index.genres)}."
+                        f"unknown genre {g!r};",
+                        f"this index knows: {', '.join(self.index.genres)}.",
+                        param=param,
                     )
                 out.append(vocab[g.lower()])
             return out
@@ -432,9 +434,9 @@ class Retriever:
         labels = self.index.labels
         keep = np.ones(len(labels), dtype=bool)
         if genres:
-            keep &= labels[:, cols(genres)].any(axis=1)
+            keep &= labels[:, cols(genres, "genres")].any(axis=1)
         if exclude_genres:
-            keep &= ~labels[:, cols(exclude_genres)].any(axis=1)
+            keep &= ~labels[:, cols(exclude_genres, "exclude_genres")].any(axis=1)
         return keep
 
     def _row_of_poster(self, path: Path) -> int | None:
@@ -464,9 +466,15 @@ class Retriever:
         received in memory) and/or a ``plot`` text (with its ``title``) that are not indexed."""
         _check_by(by, plot_weight)
         if (item_id is None) == (poster is None and plot is None):
-            raise RetrievalError("give either a poster file or --id IMDB_ID (exactly one).")
+            raise RetrievalError(
+                "Give exactly one query:", "an indexed movie's id, or a poster and/or a plot."
+            )
         if item_id is not None and plot is not None:
-            raise RetrievalError("an indexed item is compared by its stored plot; drop the plot.")
+            raise RetrievalError(
+                "an indexed item is compared by its stored plot;",
+                "leave the plot out.",
+                param="plot",
+            )
         notes: list[str] = []
         poster_set = self._set("poster", required=by != "plot")
         plot_set = self._set("plot", required=by != "poster")
@@ -486,7 +494,9 @@ class Retriever:
         else:
             path = Path(poster)
             if not path.is_file():
-                raise RetrievalError(f"poster file {path} does not exist; give a JPEG/PNG path.")
+                raise NoSuchPosterError(
+                    f"poster {path}: no such file;", "check the path.", param="poster"
+                )
             row = self._row_of_poster(path)
             query = {"kind": "poster", "path": str(path.resolve())}
             if row is not None:
@@ -505,7 +515,9 @@ class Retriever:
             qplot = self._stored_vector(plot_set, row)
         elif plot_set is not None and plot is not None:
             if not plot.strip():
-                raise RetrievalError("the plot text is empty; give a synopsis or leave it out.")
+                raise RetrievalError(
+                    "the plot text is empty;", "give a synopsis or leave it out.", param="plot"
+                )
             enc = self.encoder_loader(plot_set, device=self.device)
             qplot = enc.encode_texts([plot_text(plot.strip(), title)])[0]
 
@@ -524,12 +536,16 @@ class Retriever:
             if qpost is None:
                 if by == "poster" and item_id is None:
                     raise RetrievalError(
-                        "the query has no poster, so by poster cannot be used; use by plot."
+                        "the query has no poster, so it cannot be ranked by poster;",
+                        "rank by plot instead.",
+                        param="by",
                     )
                 if by == "poster":
                     raise RetrievalError(
                         f"item {item_id} has no poster embedding by {poster_set.encoder} (its "
-                        "poster was missing or unreadable); use --by plot."
+                        "poster was missing or unreadable);",
+                        "rank by plot instead.",
+                        param="by",
                     )
                 notes.append("the query has no poster embedding: ranked by plot alone")
             else:
@@ -538,7 +554,11 @@ class Retriever:
             if qplot is None:
                 if by == "plot":
                     what = f"item {item_id} has no plot" if item_id else "the query has no plot"
-                    raise RetrievalError(f"{what}, so --by plot cannot be used; use --by poster.")
+                    raise RetrievalError(
+                        f"{what}, so it cannot be ranked by plot;",
+                        "rank by poster instead.",
+                        param="by",
+                    )
                 notes.append("the query has no plot: ranked by poster alone")
             else:
                 sources.append(self._source(plot_set, qplot, plot_weight))
@@ -582,7 +602,9 @@ class Retriever:
     ) -> RetrievalResult:
         """Items whose poster (CLIP text tower) or else plot (sentence encoder) matches ``text``."""
         if not text or not text.strip():
-            raise RetrievalError("the search text is empty; give a few words to search for.")
+            raise RetrievalError(
+                "the search text is empty;", "give a few words to search for.", param="text"
+            )
         poster_set = self._set("poster", required=False)
         notes = []
         if poster_set is not None and "text" in poster_set.describe.get("modalities", []):
@@ -789,9 +811,13 @@ class Retriever:
 
 def _check_by(by: str, plot_weight: float) -> None:
     if by not in BY_CHOICES:
-        raise RetrievalError(f"unknown --by {by!r}; expected one of {', '.join(BY_CHOICES)}.")
+        raise RetrievalError(
+            f"unknown ranking {by!r};", f"expected one of {', '.join(BY_CHOICES)}.", param="by"
+        )
     if not 0.0 <= plot_weight <= 1.0:
-        raise RetrievalError(f"plot weight must be within [0, 1], got {plot_weight}.")
+        raise RetrievalError(
+            f"plot weight must be within [0, 1], got {plot_weight}.", param="plot_weight"
+        )
 
 
 @dataclass

@@ -185,7 +185,7 @@ def test_index_checks_a_reduced_precision_on_the_catalogs_own_posters(
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
     assert "precision 'bf16'" in flat and "(on 20 of the catalog's posters)" in flat
-    assert "use --precision fp32" in flat
+    assert "--precision: " in flat and "use precision fp32" in flat
     manifest = json.loads((out / "manifest.json").read_text())  # the items, committed first
     assert manifest["sets"] == [] and not manifest["complete"]
 

@@ -185,14 +185,16 @@ def test_column_mapping_and_separator(tmp_path):
     assert cat.items[0].poster == (tmp_path / "img" / "42.jpg").absolute()
     with pytest.raises(CatalogError, match=r"column 'tag' \(mapped to field 'genres'\) is not in"):
         read_catalog(csv_path, columns={"id": "movie_id", "genres": "tag"})
-    with pytest.raises(CatalogError, match="Unknown field.*colour"):
+    with pytest.raises(CatalogError, match="Unknown field.*colour") as e:
         read_catalog(csv_path, columns={"colour": "x"})
+    assert e.value.param == "columns"
 
 
 def test_wrong_separator_warns(tmp_path):
     csv_path = write(tmp_path / "movies.csv", 'id,genres\na,"Drama, Comedy"\nb,"Action, War"\n')
-    with pytest.warns(CatalogWarning, match="genre_sep=','"):
+    with pytest.warns(CatalogWarning, match="set the genre separator to ','") as rec:
         cat = read_catalog(csv_path)
+    assert rec[0].message.param == "genre_sep"
     assert cat.items[0].genres == ("Drama, Comedy",)
     assert read_catalog(csv_path, genre_sep=",").items[0].genres == ("Drama", "Comedy")
 
@@ -317,7 +319,7 @@ def test_missing_required_column(tmp_path):
     msg = str(e.value)
     assert "movies.csv" in msg and "no 'genres' column" in msg
     assert "columns found: imdb_id, title, tags" in msg
-    assert "columns={'genres': '<column name>'}" in msg
+    assert "map the field to it: genres=COLUMN" in msg and e.value.param == "columns"
     assert read_catalog(tmp_path, columns={"genres": "tags"}).items[0].genres == ("Drama",)
     write(tmp_path / "b" / "movies.csv", "title,genres\nA,Drama\n")
     with pytest.raises(CatalogError, match=r"no 'id' column \(looked for imdb_id, id"):
@@ -359,10 +361,12 @@ def test_bad_paths_and_options(tmp_path):
         CatalogError, match="Unknown catalog layout 'imdb'; choose one of auto, csv"
     ):
         read_catalog(tmp_path / "a.csv", layout="imdb")
-    with pytest.raises(CatalogError, match="rare='keep'"):
+    with pytest.raises(CatalogError, match="Unknown way 'keep' to treat rare genres") as e:
         read_catalog(tmp_path / "a.csv", rare="keep")
-    with pytest.raises(CatalogError, match="top_genres must be a positive integer"):
+    assert e.value.param == "rare"
+    with pytest.raises(CatalogError, match="genre limit must be a positive integer") as e:
         read_catalog(tmp_path / "a.csv", top_genres=0)
+    assert e.value.param == "top_genres"
     assert issubclass(CatalogError, EmbedgenreError)
 
 

@@ -179,7 +179,7 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, fixture_dir,
 
 
 def test_engine_options_are_checked_before_anything_runs():
-    with pytest.raises(EmbedgenreError, match="apply to --engine ray only"):
+    with pytest.raises(EmbedgenreError, match="apply to the ray engine only"):
         make_engine("local", workers=2)
     with pytest.raises(EmbedgenreError, match="unknown engine 'spark'"):
         make_engine("spark")

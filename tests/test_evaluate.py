@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedgenre.errors import PredictorError
+from embedgenre.errors import BadInputError, PredictorError
 from embedgenre.evaluate.data import EmbeddingView, EvalData
 from embedgenre.evaluate.fewshot import parse_shots, sample_k_per_genre
 from embedgenre.evaluate.metrics import mean_average_precision, summary_metrics
@@ -101,9 +101,9 @@ def test_sample_k_per_genre_covers_every_genre():
 
 def test_parse_shots():
     assert parse_shots("8, 1,2,all,2") == [1, 2, 8, None]
-    with pytest.raises(ValueError, match="Bad shot count 'x'"):
+    with pytest.raises(BadInputError, match="Bad shot count 'x'"):
         parse_shots("1,x")
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(BadInputError, match=">= 1"):
         parse_shots("0,1")
 
 

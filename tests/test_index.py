@@ -21,7 +21,7 @@ from _kill import kill_after_chunks
 from PIL import Image
 
 from embedgenre.catalog import read_catalog
-from embedgenre.errors import IndexStoreError, PosterError
+from embedgenre.errors import ConflictError, IndexStoreError, PosterError
 from embedgenre.indexing import build_index
 from embedgenre.store import GenreIndex
 
@@ -212,16 +212,18 @@ def test_bad_posters_are_skipped_listed_and_not_retried(tmp_path):
     build(root, out, again)
     assert again.made == {}, "unreadable posters with unchanged bytes are not retried"
 
-    with pytest.raises(PosterError, match="--strict"):
+    with pytest.raises(PosterError, match="strict mode makes any unreadable poster fatal") as e:
         build(root, tmp_path / "strict", Factory(), strict=True)
+    assert e.value.param == "strict"
 
 
 def test_asking_an_index_for_other_encoders_is_refused_unless_added(small_catalog, tmp_path):
     root, _ = small_catalog
     out = tmp_path / "idx"
     build(root, out, Factory())
-    with pytest.raises(IndexStoreError, match=r"built with poster:fake:a.*--add"):
+    with pytest.raises(IndexStoreError, match=r"built with poster:fake:a.*add the new") as e:
         build(root, out, Factory(), image_encoders=["fake:b"])
+    assert e.value.param == "add" and isinstance(e.value, ConflictError)
     summary = build(root, out, Factory(), image_encoders=["fake:b"], add=True)
     assert {(s.encoder, s.encoded) for s in summary.sets} == {
         ("fake:a", 0),
@@ -239,7 +241,7 @@ def test_changed_encoder_dimension_is_refused(small_catalog, tmp_path):
     build(root, out, Factory())
     rows[0] = {**rows[0], "plot": "a new plot"}
     make_catalog(root, rows)
-    with pytest.raises(IndexStoreError, match=r"dim=16.*dim=8.*new index"):
+    with pytest.raises(IndexStoreError, match=r"dim 16.*dim 8.*new index"):
         build(root, out, Factory(dims={"fake:t": 16}))
     GenreIndex.open(out)  # the refused run left a readable index
 

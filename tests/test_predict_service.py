@@ -52,7 +52,9 @@ def test_predictor_refuses_empty_input_clearly(index_with_head):
     predictor = Predictor.open(index_with_head)
     with pytest.raises(PredictorError, match="No poster and no plot given"):
         predictor.predict()
-    with pytest.raises(PredictorError, match="plot text is empty"):
+    with pytest.raises(PredictorError, match="plot text is empty") as e:
         predictor.predict(plot="   ")
-    with pytest.raises(PredictorError, match="A title goes with a plot"):
+    assert e.value.param == "plot"
+    with pytest.raises(PredictorError, match="A title goes with a plot") as e:
         predictor.predict(title="Heat")
+    assert e.value.param == "title" and "--" not in str(e.value)

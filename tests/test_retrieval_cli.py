@@ -191,10 +191,12 @@ def test_errors_name_the_problem(small):
     assert f"did you mean {small['first']!r}" in fails(small, "similar", "--id", typo)
     with_title = next(it for it in GenreIndex.open(small["index"]).items if it.get("title"))
     assert f"has id {with_title['id']!r}" in fails(small, "similar", "--id", with_title["title"])
-    assert "exactly one" in fails(small, "similar")
+    assert "Give exactly one query" in fails(small, "similar")
     poster = str(small["tmp"] / "elsewhere.jpg")
     Image.new("RGB", (40, 60), "red").save(poster)
-    assert "--by plot cannot be used" in fails(small, "similar", poster, "--by", "plot")
+    assert "--by: the query has no plot, so it cannot be ranked by plot" in fails(
+        small, "similar", poster, "--by", "plot"
+    )
     assert "has no poster embeddings by 'cnn:nope'" in fails(
         small, "similar", "--id", small["first"], "--image-encoder", "cnn:nope"
     )

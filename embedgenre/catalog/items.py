@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from embedgenre.errors import EmbedgenreWarning
 from embedgenre.vocabulary import by_frequency
 
 
-class CatalogWarning(UserWarning):
+class CatalogWarning(EmbedgenreWarning):
     """A catalog was read, but with a fallback the user may want to fix (e.g. not UTF-8)."""
 
 

@@ -68,7 +68,7 @@ def _poster(
         )
         return None
     if cell and not _URL_RE.match(cell):
-        return (root / cell).absolute()
+        return Path(os.path.abspath(root / cell))
     poster = finder.find(row.id)
     if poster is None and kaggle:
         poster = kaggle_poster(root, row.id)
@@ -117,9 +117,11 @@ def _warn_if_separator_looks_wrong(items: list[Item], table: Table, genre_sep: s
     cells = [(row.get(table.columns["genres"]) or "") for _, row in table.rows]
     for other in (",", ";", "|", "/"):
         if other != genre_sep and sum(other in c for c in cells) > len(cells) // 2:
-            message = (
+            message = CatalogWarning(
                 f"{table.source}: no movie has more than one genre, but most genre cells contain "
-                f"{other!r}. Fix: pass genre_sep={other!r}."
+                f"{other!r}.",
+                f"Fix: set the genre separator to {other!r}.",
+                param="genre_sep",
             )
-            warnings.warn(message, CatalogWarning, stacklevel=5)
+            warnings.warn(message, stacklevel=5)
             return

@@ -4,6 +4,7 @@ asked for."""
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
@@ -15,7 +16,7 @@ from embedgenre.catalog.library import read_library
 from embedgenre.catalog.mmimdb import read_mmimdb
 from embedgenre.catalog.movies_csv import read_csv_layout
 from embedgenre.catalog.rows import FIELDS
-from embedgenre.errors import CatalogError
+from embedgenre.errors import CatalogError, NoSuchCatalogError
 from embedgenre.library.nfo import looks_like_library
 from embedgenre.vocabulary import by_frequency
 
@@ -62,10 +63,13 @@ def read_catalog(
     layout = _checked_options(layout, columns, top_genres, min_genre_count, rare, genre_sep)
     path = Path(path)
     if not path.exists():
-        raise CatalogError(
-            f"Catalog {path} does not exist. Fix: pass a folder holding movies.csv (or "
-            "MovieGenre.csv, or MM-IMDb .json files), or a CSV file."
+        raise NoSuchCatalogError(
+            f"Catalog {path} does not exist.",
+            "Fix: give a folder holding movies.csv (or MovieGenre.csv, or MM-IMDb .json files), "
+            "or a CSV file.",
+            param="path",
         )
+    path = Path(os.path.abspath(path))  # every path derived from it is absolute, without ".."
     layout, source = _find_source(path, layout)
     if layout == "mmimdb":
         items, problems = read_mmimdb(source)
@@ -114,23 +118,34 @@ def _checked_options(
     layout = LAYOUT_ALIASES.get(layout, layout)
     if layout not in LAYOUTS:
         raise CatalogError(
-            f"Unknown catalog layout {layout!r}; choose one of {', '.join(LAYOUTS)}."
+            f"Unknown catalog layout {layout!r}; choose one of {', '.join(LAYOUTS)}.",
+            param="layout",
         )
     if rare not in RARE_MODES:
-        raise CatalogError(f"Unknown rare={rare!r}; choose 'drop' (remove rare genres) or 'other'.")
+        raise CatalogError(
+            f"Unknown way {rare!r} to treat rare genres;",
+            "choose 'drop' (remove them) or 'other' (fold them into 'Other').",
+            param="rare",
+        )
     for name, value in (("top_genres", top_genres), ("min_genre_count", min_genre_count)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
-            raise CatalogError(f"{name} must be a positive integer or None, got {value!r}.")
+            raise CatalogError(
+                f"The genre limit must be a positive integer or unset, got {value!r}.", param=name
+            )
     if not genre_sep:
-        raise CatalogError("genre_sep must be a non-empty string such as '|' or ','.")
+        raise CatalogError(
+            "The genre separator is empty;", "give one such as '|' or ','.", param="genre_sep"
+        )
     if columns:
         unknown = sorted(set(columns) - set(FIELDS))
         if unknown:
             raise CatalogError(
-                f"Unknown field(s) in columns: {', '.join(unknown)}; the fields are {', '.join(FIELDS)} "
-                "(map each to a column name, e.g. columns={'genres': 'tags'})."
+                f"Unknown field(s) in the column mapping: {', '.join(unknown)};",
+                f"the fields are {', '.join(FIELDS)} (map each to a column name, e.g. "
+                "genres=tags).",
+                param="columns",
             )
     return layout
 

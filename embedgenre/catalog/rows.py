@@ -64,7 +64,8 @@ def parse_columns(spec: str | Sequence[str] | Mapping[str, str] | None) -> dict[
         if not eq or not key.strip() or not value.strip():
             raise CatalogError(
                 f"Bad column mapping {part!r}: expected FIELD=COLUMN, e.g. 'genres=tags'. "
-                f"Fields: {', '.join(FIELDS)}."
+                f"Fields: {', '.join(FIELDS)}.",
+                param="columns",
             )
         out[key.strip()] = value.strip()
     return out or None
@@ -131,8 +132,10 @@ def _decode(raw: bytes, path: Path, encoding: str | None) -> tuple[str, str]:
             return raw.decode(encoding), encoding
         except (UnicodeDecodeError, LookupError) as e:
             raise CatalogError(
-                f"Cannot decode {path} as {encoding!r} ({e}). Fix: pass the file's real encoding "
-                "(e.g. encoding='latin-1'), or leave it unset to detect UTF-8/cp1252."
+                f"Cannot decode {path} as {encoding!r} ({e}).",
+                "Fix: name the file's real encoding (e.g. latin-1), or leave it unset to detect "
+                "UTF-8/cp1252.",
+                param="encoding",
             ) from e
     try:
         return raw.decode("utf-8-sig"), "utf-8"
@@ -143,12 +146,13 @@ def _decode(raw: bytes, path: Path, encoding: str | None) -> tuple[str, str]:
             text = raw.decode(fallback)
         except UnicodeDecodeError:
             continue
-        message = (
+        message = CatalogWarning(
             f"{path} is not valid UTF-8 (first bad byte at offset {first_bad}); read it as "
-            f"{fallback}. Fix: re-save it as UTF-8, or name its encoding (encoding= or "
-            "--encoding) to silence this warning."
+            f"{fallback}.",
+            "Fix: re-save it as UTF-8, or name its encoding to silence this warning.",
+            param="encoding",
         )
-        warnings.warn(message, CatalogWarning, stacklevel=5)
+        warnings.warn(message, stacklevel=5)
         return text, fallback
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
 
@@ -169,7 +173,9 @@ def match_columns(
             if col is None:
                 raise CatalogError(
                     f"{source}: column {wanted!r} (mapped to field {fld!r}) is not in the file; "
-                    f"columns found: {found}. Fix: correct the mapping in columns=."
+                    f"columns found: {found}.",
+                    f"Fix: map {fld} to one of these columns ({fld}=COLUMN).",
+                    param="columns",
                 )
         else:
             col = next(
@@ -179,8 +185,9 @@ def match_columns(
         if col is None and fld in REQUIRED_FIELDS:
             tried = ", ".join(_DEFAULT_COLUMNS[fld])
             raise CatalogError(
-                f"{source}: no {fld!r} column (looked for {tried}); columns found: {found}. "
-                f"Fix: rename the column, or map it with columns={{'{fld}': '<column name>'}}."
+                f"{source}: no {fld!r} column (looked for {tried}); columns found: {found}.",
+                f"Fix: rename the column, or map the field to it: {fld}=COLUMN.",
+                param="columns",
             )
         mapping[fld] = col
     return mapping

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from embedgenre.distributed.ray_engine import INSTALL_HINT, RayEngine
 from embedgenre.engines import LocalEngine
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import BadInputError
 
 ENGINES = ("local", "ray")
 
@@ -27,11 +27,23 @@ def make_engine(
     """The engine called ``name`` ("local" or "ray"); Ray options are refused for "local"."""
     if name == "local":
         if address is not None or workers is not None or gpus_per_worker:
-            raise EmbedgenreError(
-                "--address, --workers and --gpus-per-worker apply to --engine ray only; "
-                "add --engine ray, or drop them to encode in this process."
+            given = [
+                p
+                for p, v in (
+                    ("address", address),
+                    ("workers", workers),
+                    ("gpus_per_worker", gpus_per_worker),
+                )
+                if v
+            ]
+            raise BadInputError(
+                "A Ray address, worker count and GPUs per worker apply to the ray engine only;",
+                "choose the ray engine, or leave them out to encode in this process.",
+                param=given[0] if given else None,
             )
         return LocalEngine()
     if name == "ray":
         return RayEngine(address=address, workers=workers, gpus_per_worker=gpus_per_worker)
-    raise EmbedgenreError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}.")
+    raise BadInputError(
+        f"unknown engine {name!r};", f"expected one of {', '.join(ENGINES)}.", param="engine"
+    )

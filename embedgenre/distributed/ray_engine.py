@@ -44,7 +44,7 @@ from embedgenre.engines import (
     make_part,
     unreadable,
 )
-from embedgenre.errors import BadInputError, EmbedgenreError, PosterError
+from embedgenre.errors import BadInputError, EmbedgenreError, PosterError, UnavailableError
 from embedgenre.images import load_image, thumbnail_jpeg
 
 logger = logging.getLogger(__name__)
@@ -55,14 +55,15 @@ BLOCK_BATCHES = 4  # batches per input block: blocks small enough to spread over
 
 
 def _import_ray():
-    # Ray is an optional extra and takes seconds to import: only runs with --engine ray load it.
+    # Ray is an optional extra and takes seconds to import: only runs on the ray engine load it.
     try:
         import ray
         import ray.data
     except ImportError as e:
-        raise EmbedgenreError(
-            f"--engine ray needs Ray Data, which is not installed here: {INSTALL_HINT}; "
-            "or drop --engine ray to encode in this process."
+        raise UnavailableError(
+            "The ray engine needs Ray Data, which is not installed here;",
+            f"{INSTALL_HINT}, or use the local engine to encode in this process.",
+            param="engine",
         ) from e
     return ray
 
@@ -89,10 +90,11 @@ def plan_resources(
         fit = int(gpus // gpus_per_worker) if gpus else 0
         n = workers or max(1, fit)
         if n * gpus_per_worker > gpus + 1e-9:
-            raise EmbedgenreError(
+            raise UnavailableError(
                 f"{n} worker(s) x {gpus_per_worker} GPU each need {n * gpus_per_worker:g} GPUs but "
-                f"the Ray cluster has {gpus:g}; use fewer --workers, a smaller --gpus-per-worker, "
-                "or drop --gpus-per-worker to encode on CPUs."
+                f"the Ray cluster has {gpus:g};",
+                "use fewer workers or fewer GPUs per worker, or none to encode on CPUs.",
+                param="gpus_per_worker",
             )
         # a GPU actor needs one CPU to feed it; the rest of the CPUs decode
         per = 1.0 if cpus - n >= 1 else max(0.1, cpus / (2 * n))
@@ -143,14 +145,19 @@ class RayEngine:
                 param="input_pipeline",
             )
         if workers is not None and workers < 1:
-            raise EmbedgenreError(f"--workers must be at least 1, got {workers}.")
+            raise BadInputError(
+                f"The number of workers must be at least 1, got {workers}.", param="workers"
+            )
         if gpus_per_worker < 0:
-            raise EmbedgenreError(
-                f"--gpus-per-worker must be 0 or more (fractions allowed), got {gpus_per_worker}."
+            raise BadInputError(
+                f"GPUs per worker must be 0 or more (fractions allowed), got {gpus_per_worker}.",
+                param="gpus_per_worker",
             )
         if address is not None and not (address == "auto" or "://" in address or ":" in address):
-            raise EmbedgenreError(
-                f"--address {address!r}: expected auto, ray://HOST:PORT or HOST:PORT."
+            raise BadInputError(
+                f"Ray address {address!r}:",
+                "expected auto, ray://HOST:PORT or HOST:PORT.",
+                param="address",
             )
         _import_ray()  # a missing extra is reported before the run touches the index
         self.address = address
@@ -176,9 +183,11 @@ class RayEngine:
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = self.address or "a new local cluster"
-            raise EmbedgenreError(
-                f"cannot start or join Ray at {where} ({str(e).splitlines()[0]}); start a cluster "
-                "with `ray start --head` and pass --address auto, or give its ray://HOST:PORT."
+            raise UnavailableError(
+                f"cannot start or join Ray at {where} ({str(e).splitlines()[0]});",
+                "start a cluster with `ray start --head` and give the address auto, or give its "
+                "ray://HOST:PORT.",
+                param="address",
             ) from e
         return ray
 
@@ -255,9 +264,11 @@ class RayEngine:
         if task.modality == "poster":
             transform = getattr(encoder, "transform", None)
             if not isinstance(transform, ImageTransform):
-                raise EmbedgenreError(
+                raise BadInputError(
                     f"encoder {task.encoder_name!r} has no ImageTransform to preprocess posters "
-                    "in Ray decode tasks; index it with the local engine (drop --engine ray)."
+                    "in Ray decode tasks;",
+                    "index it with the local engine.",
+                    param="engine",
                 )
             tensor = self.input_pipeline == "tensor" or (
                 self.input_pipeline == "auto" and bool(res.gpus_per_worker)

@@ -17,7 +17,7 @@ import platform
 from dataclasses import dataclass
 from functools import lru_cache
 
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import BadInputError, UnavailableError
 
 # Features that decide which kernels ONNX Runtime and PyTorch (oneDNN) pick for fp32/bf16/int8.
 KERNEL_FEATURES = (
@@ -109,24 +109,29 @@ def check_precision(precision: str | None, device: str = "cpu", cpu: CpuInfo | N
     """
     precision = (precision or "fp32").strip().lower()
     if precision not in PRECISIONS:
-        raise EmbedgenreError(
-            f"unknown precision '{precision}': expected one of {', '.join(PRECISIONS)}"
+        raise BadInputError(
+            f"unknown precision '{precision}':",
+            f"expected one of {', '.join(PRECISIONS)}.",
+            param="precision",
         )
     if precision == "fp32":
         return precision
     if device != "cpu":
         if precision == "bf16":  # the model in bfloat16 instead of float16, checked the same way
             return precision
-        raise EmbedgenreError(
+        raise BadInputError(
             f"precision '{precision}' is a CPU option; on '{device}' the model runs in fp16 "
-            "(or bf16). Drop --precision, or use --device cpu"
+            "(or bf16).",
+            "Leave the precision at fp32, or use the cpu device.",
+            param="precision",
         )
     cpu = cpu or cpu_info()
     if not precision_units(precision, cpu):
-        raise EmbedgenreError(
+        raise UnavailableError(
             f"precision '{precision}' needs a CPU with {precision} matrix units "
             f"({' or '.join(_UNITS[precision])}), and this CPU ({cpu.model}) has none "
-            f"(it has: {', '.join(cpu.kernel_features) or 'no vector extensions detected'}); "
-            "use --precision fp32 here"
+            f"(it has: {', '.join(cpu.kernel_features) or 'no vector extensions detected'});",
+            "use precision fp32 here.",
+            param="precision",
         )
     return precision

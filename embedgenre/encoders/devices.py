@@ -15,7 +15,7 @@ import logging
 from embedgenre.encoders import calibration
 from embedgenre.encoders.cpu import check_precision, precision_units
 from embedgenre.encoders.onnx_runtime import load_or_export, ort_threads, quantized_runner
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import BadInputError, EmbedgenreError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,17 @@ def resolve_device(device: str | None) -> str:
         import torch
 
         if not torch.cuda.is_available():
-            raise EmbedgenreError(
+            raise UnavailableError(
                 f"device '{device}' was asked for but no CUDA GPU is available to PyTorch "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu, "
-                "or install a CUDA build of torch on a machine with an NVIDIA GPU"
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda});",
+                "use the cpu device, or install a CUDA build of torch on a machine with an "
+                "NVIDIA GPU.",
+                param="device",
             )
         return device
-    raise EmbedgenreError(f"unknown device '{device}': expected 'cpu', 'cuda' or 'cuda:N'")
+    raise BadInputError(
+        f"unknown device '{device}':", "expected 'cpu', 'cuda' or 'cuda:N'.", param="device"
+    )
 
 
 def resolve_backend(
@@ -327,9 +331,11 @@ def check_fidelity(reference, candidate, example, what: str) -> float:
     cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     worst = float(cos.min())
     if worst < MIN_COSINE:
-        raise EmbedgenreError(
+        raise BadInputError(
             f"{what} changes the embeddings too much: cosine to fp32 as low as {worst:.5f} "
-            f"(at least {MIN_COSINE} is needed); use --precision fp32 for this encoder"
+            f"(at least {MIN_COSINE} is needed);",
+            "use precision fp32 for this encoder.",
+            param="precision",
         )
     return worst
 
@@ -377,9 +383,10 @@ def _reduced_precision_runner(
     check_precision(precision, device)
     wanted = {"bf16": "torch", "int8": "onnx"}[precision]
     if backend not in ("auto", wanted):
-        raise EmbedgenreError(
-            f"precision '{precision}' runs on backend '{wanted}', not '{backend}'; "
-            f"use --backend {wanted} or --backend auto"
+        raise BadInputError(
+            f"precision '{precision}' runs on backend '{wanted}', not '{backend}';",
+            f"use backend {wanted} or auto.",
+            param="backend",
         )
     example = probe_pixels(8, *shape, seed=1)
     if precision == "bf16":

@@ -21,7 +21,7 @@ from embedgenre.encoders.base import CatalogFittedEncoder, Encoder
 from embedgenre.encoders.cpu import check_precision, precision_units
 from embedgenre.encoders.devices import resolve_device
 from embedgenre.encoders.weights import Located, imported_names, read_state_dict, write_import
-from embedgenre.errors import EmbedgenreError, UnknownEncoderError
+from embedgenre.errors import BadInputError, EmbedgenreError, UnknownEncoderError
 from embedgenre.names import encoder_name_path
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ class Family:
         """Check that ``path`` holds weights for ``name`` (raise EmbedgenreError otherwise);
         return extra files to store beside it (destination name -> source path)."""
         if config is not None:
-            raise EmbedgenreError(f"--config is only used by clip encoders, not '{name}'")
+            raise BadInputError(
+                f"a model config is only used by clip encoders, not '{name}'.", param="config"
+            )
         try:
             read_state_dict(path)
         except Exception as e:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import BadInputError, EmbedgenreError
 from embedgenre.evaluate.metrics import summary_metrics
 from embedgenre.evaluate.scoring import Output
 from embedgenre.names import TRAINABLE
@@ -50,13 +50,15 @@ def parse_shots(text: str) -> list[int | None]:
         try:
             k = int(part)
         except ValueError:
-            raise ValueError(
-                f"Bad shot count {part!r} in --shots {text!r}; use positive integers and 'all', "
-                "e.g. --shots 1,2,4,8,16,32,all."
+            raise BadInputError(
+                f"Bad shot count {part!r} in {text!r};",
+                "use positive integers and 'all', e.g. 1,2,4,8,16,32,all.",
+                param="shots",
             ) from None
         if k < 1:
-            raise ValueError(
-                f"Shot counts must be >= 1 (k = 0 is zero-shot, drawn anyway); got {k}."
+            raise BadInputError(
+                f"Shot counts must be >= 1 (k = 0 is zero-shot, drawn anyway); got {k}.",
+                param="shots",
             )
         values.append(k)
     ints = sorted({v for v in values if v is not None})
@@ -142,9 +144,7 @@ def fewshot_curve(
             for s in range(n_seeds):
                 spec = spec_of(method, s)
                 sample = pool[sample_k_per_genre(Y[pool], k, seed=spec.seed)]
-                log(
-                    f"few-shot {method} · {view.modality} · k={k} seed {s} ({len(sample)} items)"
-                )
+                log(f"few-shot {method} · {view.modality} · k={k} seed {s} ({len(sample)} items)")
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)

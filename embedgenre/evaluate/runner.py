@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import BadInputError, EmbedgenreError
 from embedgenre.evaluate.data import EmbeddingView, EvalData
 from embedgenre.evaluate.fewshot import fewshot_curve
 from embedgenre.evaluate.pixels import load_poster_pixels
@@ -78,17 +78,28 @@ class EvalConfig:
             )
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad:
-            raise EmbedgenreError(
-                f"unknown modality(ies) {', '.join(bad)}; choose from {', '.join(MODALITIES)}."
+            raise BadInputError(
+                f"unknown modality(ies) {', '.join(bad)};",
+                f"choose from {', '.join(MODALITIES)}.",
+                param="modalities",
             )
         if not 0.0 < self.test_size < 1.0:
-            raise EmbedgenreError(f"--test-size must be in (0, 1), got {self.test_size}.")
+            raise BadInputError(
+                f"The test share must be in (0, 1), got {self.test_size}.", param="test_size"
+            )
         if self.fewshot_seeds < 1:
-            raise EmbedgenreError(f"few-shot seeds must be >= 1, got {self.fewshot_seeds}.")
+            raise BadInputError(
+                f"few-shot seeds must be >= 1, got {self.fewshot_seeds}.", param="fewshot_seeds"
+            )
         if self.folds is not None and self.folds < 2:
-            raise EmbedgenreError(f"--folds must be >= 2 (or 0 for one split), got {self.folds}.")
+            raise BadInputError(
+                f"The number of folds must be >= 2 (or 0 for one split), got {self.folds}.",
+                param="folds",
+            )
         if self.cnn_epochs < 1:
-            raise EmbedgenreError(f"--cnn-epochs must be >= 1, got {self.cnn_epochs}.")
+            raise BadInputError(
+                f"The CNN's epochs must be >= 1, got {self.cnn_epochs}.", param="cnn_epochs"
+            )
 
 
 @dataclass

@@ -109,8 +109,9 @@ def choose_head(
         if not needed <= set(head.encoders):
             raise PredictorError(
                 f"Head {name!r} uses {', '.join(head.encoders)} embeddings; it cannot score "
-                f"{' and '.join(sorted(needed))} input. Choose another head or give the "
-                f"{' and '.join(head.encoders)} input."
+                f"{' and '.join(sorted(needed))} input.",
+                f"Choose another head or give the {' and '.join(head.encoders)} input.",
+                param="head",
             )
         return head
     given = {m for m, ok in (("poster", has_poster), ("plot", has_plot)) if ok}

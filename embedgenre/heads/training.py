@@ -110,7 +110,9 @@ def train_head(
     name = name or spec.name
     if not NAME_RE.match(name):
         raise PredictorError(
-            f"Head name {name!r} is not allowed; use letters, digits, '.', '_' or '-' (max 64)."
+            f"Head name {name!r} is not allowed;",
+            "use letters, digits, '.', '_' or '-' (max 64).",
+            param="name",
         )
     genres, prompts, fingerprints = _spec_genres(index, spec, sets)
     X, Y, rows = set_input(index.labels, sets)
@@ -123,8 +125,10 @@ def train_head(
     if not labelled.any():
         if spec.method != "zeroshot":
             raise PredictorError(
-                f"Index {index.path} has no genre labels, so {spec.method} cannot be trained; "
-                "only --method zeroshot works without labels (or re-index a catalog with genres)."
+                f"Index {index.path} has no genre labels, so {spec.method} cannot be trained;",
+                "only the zeroshot method works without labels (or re-index a catalog with "
+                "genres).",
+                param="method",
             )
         predictor = spec.estimator(len(X), dims, prompts).fit(X[keep], None, classes=genres)
         metrics, n_items, refit = {}, int(keep.sum()), False

@@ -94,8 +94,9 @@ class FusionPredictor(GenrePredictor):
         extra = self.poster_params if which == "poster" else self.plot_params
         if which == "joint" and self.base == "zeroshot":
             raise PredictorError(
-                "Early fusion concatenates embeddings, which has no text side; use "
-                "--fusion late with zero-shot, or a trained method with --fusion early."
+                "Early fusion concatenates embeddings, which has no text side;",
+                "use late fusion with zero-shot, or a trained method with early fusion.",
+                param="fusion",
             )
         params = dict(self.params or {})
         if which != "joint":

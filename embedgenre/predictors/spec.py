@@ -39,25 +39,35 @@ class HeadSpec:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise PredictorError(
-                f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}."
+                f"Unknown method {self.method!r};",
+                f"choose one of {', '.join(METHODS)}.",
+                param="method",
             )
         if self.modality not in HEAD_MODALITIES:
             raise PredictorError(
-                f"Unknown modality {self.modality!r}; choose one of {', '.join(HEAD_MODALITIES)}."
+                f"Unknown modality {self.modality!r};",
+                f"choose one of {', '.join(HEAD_MODALITIES)}.",
+                param="modality",
             )
         if self.modality == "both":
             if self.fusion is None:
                 object.__setattr__(self, "fusion", "late")
             if self.fusion not in FUSIONS:
                 raise PredictorError(
-                    f"Unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}."
+                    f"Unknown fusion {self.fusion!r};",
+                    f"choose one of {', '.join(FUSIONS)}.",
+                    param="fusion",
                 )
             if self.method == "zeroshot" and self.fusion == "early":
                 raise PredictorError(
-                    "Zero-shot fuses poster and plot late only; use --fusion late."
+                    "Zero-shot fuses poster and plot late only;", "use late fusion.", param="fusion"
                 )
         elif self.fusion is not None:
-            raise PredictorError("--fusion applies to --modality both only.")
+            raise PredictorError(
+                "A fusion applies to the modality 'both' only;",
+                "leave it unset for one modality.",
+                param="fusion",
+            )
 
     @property
     def name(self) -> str:
@@ -115,8 +125,9 @@ class HeadSpec:
         if self.folds is not None and validation is None:
             if len(X) < 2 * self.folds:
                 raise PredictorError(
-                    f"{len(X)} labelled items are too few for {self.folds} folds; use --folds "
-                    f"{max(2, len(X) // 2)} or fewer, or label more items."
+                    f"{len(X)} labelled items are too few for {self.folds} folds;",
+                    f"use {max(2, len(X) // 2)} folds or fewer, or label more items.",
+                    param="folds",
                 )
         tuner = self.tuner(len(X), dims, prompts, refit)
         return tuner.fit(X, Y, classes=classes, validation=validation)
@@ -139,6 +150,8 @@ def _need_prompts(spec: HeadSpec, prompts: dict | None) -> list[str]:
     if missing:
         raise PredictorError(
             f"Zero-shot needs the genre prompts embedded in the {' and '.join(missing)} "
-            "embedding space; give prompts={modality: matrix}."
+            "embedding space;",
+            "give a prompt matrix for each modality.",
+            param="prompts",
         )
     return wanted

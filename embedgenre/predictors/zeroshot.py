@@ -33,8 +33,9 @@ def require_text_side(encoder, set_name: str | None = None) -> None:
         raise PredictorError(
             f"Zero-shot needs a text side in the same space as the embeddings, but {what} "
             f"(encoder {name}) has none (modalities: {', '.join(modalities) or 'none'}). "
-            "Use a trained method instead: --method knn, mlknn, linear or mlp; or index the "
-            "posters with a CLIP encoder."
+            "Use a trained method instead (knn, mlknn, linear or mlp), or index the "
+            "posters with a CLIP encoder.",
+            param="method",
         )
 
 
@@ -103,8 +104,9 @@ class ZeroShotPredictor(GenrePredictor):
 
             return prompt_matrix(create_encoder(self.encoder), self.classes_, self.modality)
         raise PredictorError(
-            "Zero-shot needs prompts=<prompt matrix> or encoder=<registry name of an encoder "
-            f"with a text side>, got encoder={self.encoder!r}."
+            "Zero-shot needs a prompt matrix, or the registry name of an encoder with a text "
+            f"side, got encoder {self.encoder!r}.",
+            param="prompts",
         )
 
     def fit(self, X, Y=None, classes=None, X_val=None, Y_val=None) -> ZeroShotPredictor:
@@ -113,7 +115,9 @@ class ZeroShotPredictor(GenrePredictor):
         classes = classes if classes is not None else self.classes
         if Y is None and classes is None:
             raise PredictorError(
-                "Zero-shot without labels needs the genre names: pass classes=[...]."
+                "Zero-shot without labels needs the genre names;",
+                "give the list of genres.",
+                param="classes",
             )
         if self.temperature <= 0:
             raise PredictorError(f"temperature must be > 0, got {self.temperature}.")

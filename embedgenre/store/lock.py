@@ -54,7 +54,9 @@ class WriterLock:
         except OSError as e:
             raise atomic.write_error(self.path, e) from e
         if not self.path.is_dir():
-            raise IndexStoreError(f"{self.path} is not a directory; choose another --out.")
+            raise IndexStoreError(
+                f"{self.path} is not a directory;", "choose another folder.", param="out"
+            )
         lock = FileLock(str(self.path / LOCK_FILE))
         timeout = -1 if self.wait is None else max(0.0, float(self.wait))
         try:

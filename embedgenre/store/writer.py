@@ -27,7 +27,7 @@ import re
 import shutil
 from pathlib import Path
 
-from embedgenre.errors import IndexStoreError, ReadOnlyError
+from embedgenre.errors import IndexMismatchError, IndexStoreError, ReadOnlyError
 from embedgenre.store import atomic
 from embedgenre.store.lock import HOLDER_FILE, LOCK_FILE, WriterLock
 from embedgenre.store.reader import INDEX_PREFIXES, is_index_entry, now_iso, read_manifest
@@ -79,9 +79,10 @@ class IndexWriter:
             if not self.new:
                 read_manifest(self.path)  # raises with the right message
             if self.path.exists() and not is_index_in_progress(self.path):
-                raise IndexStoreError(
-                    f"{self.path} exists and is not an embedgenre index; choose a new --out "
-                    "directory or empty this one."
+                raise IndexMismatchError(
+                    f"{self.path} exists and is not an embedgenre index;",
+                    "choose a new folder, or empty this one.",
+                    param="out",
                 )
         try:
             self._lock.__enter__()
