@@ -55,7 +55,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON
 def similar(
     poster: Annotated[
         Path | None,
-        typer.Argument(help="Poster image to find look-alikes of (or use --id).", dir_okay=False),
+        typer.Argument(
+            help="Poster image to find look-alikes of (or use --id or --plot).", dir_okay=False
+        ),
     ] = None,
     index: IndexOpt = ...,
     item_id: Annotated[
@@ -75,6 +77,16 @@ def similar(
             help="--all: write the neighbours here, .csv (id,neighbour_id,rank,score) or .json.",
             dir_okay=False,
         ),
+    ] = None,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            help="A synopsis to compare with the indexed plots (--by plot or both), alone or "
+            "beside a poster file."
+        ),
+    ] = None,
+    title: Annotated[
+        str | None, typer.Option(help="The movie's title; it goes with --plot.")
     ] = None,
     k: KOpt = 10,
     by: Annotated[
@@ -104,7 +116,7 @@ def similar(
     open_page: OpenOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Movies most like a poster file or an indexed movie (never the query itself)."""
+    """Movies most like a poster file, a plot, or an indexed movie (never the query itself)."""
     from embedgenre.retrieval import open_retriever
 
     if every or out is not None:
@@ -121,6 +133,8 @@ def similar(
     result = retriever.similar(
         item_id=item_id,
         poster=poster,
+        plot=plot,
+        title=title,
         k=k,
         by=by,
         genres=genre or (),
@@ -223,6 +237,7 @@ def _show(result, html: Path | None, open_page: bool, as_json: bool) -> None:
         what = {
             "item": lambda: f"{q['id']} {q.get('title') or ''}".strip(),
             "poster": lambda: q["path"],
+            "upload": lambda: "plot " + repr((q.get("plot") or "")[:60]),
             "text": lambda: repr(q["text"]),
         }[q["kind"]]()
         encoders = ", ".join(f"{m}: {name}" for m, name in result.encoders.items())

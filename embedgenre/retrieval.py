@@ -469,6 +469,12 @@ class Retriever:
             raise RetrievalError(
                 "Give exactly one query:", "an indexed movie's id, or a poster and/or a plot."
             )
+        if title is not None and plot is None:
+            raise RetrievalError(
+                "A title goes with a plot (the index embeds a title with its synopsis);",
+                "add the plot, or leave the title out.",
+                param="title",
+            )
         if item_id is not None and plot is not None:
             raise RetrievalError(
                 "an indexed item is compared by its stored plot;",

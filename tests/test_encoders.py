@@ -134,10 +134,18 @@ def test_missing_weights_error_names_places_and_fix():
         create_encoder("cnn:efficientnet-lite0@/no/such/w.pth")
 
 
-def test_default_names_fall_back_loudly(caplog):
-    with caplog.at_level(logging.WARNING, logger="embedgenre"):
+def test_default_names_fall_back_loudly(caplog, monkeypatch):
+    from embedgenre.encoders import defaults
+
+    monkeypatch.setattr(defaults, "_told_clip_missing", [])
+    with caplog.at_level(logging.DEBUG, logger="embedgenre"):
         assert default_image_encoder_name() == LITE0
-    assert "CLIP weights" in caplog.text and "models import" in caplog.text
+        assert default_image_encoder_name() == LITE0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # one short line, once per process; how to add CLIP at debug level
+    assert warned == [f"no CLIP weights: posters use {LITE0} (`embedgenre models`)"]
+    assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in caplog.text
+    caplog.clear()
     assert default_text_encoder_name() == "hybrid:all-MiniLM-L6-v2"
     assert default_text_encoder_name(plots=500) == "hybrid:all-MiniLM-L6-v2"
     caplog.clear()

@@ -294,7 +294,10 @@ def test_genre_without_positive_examples_warns(data):
 
 def test_k_larger_than_the_index(data):
     msg = fails("train", str(data["index"]), "--method", "knn", "--k", "500")
-    assert "k=500 is larger than the" in msg
+    labelled = sum(1 for it in GenreIndex.open(data["index"]).items if it.get("genres"))
+    # the labelled items of the whole index, and the part of them each fit sees
+    assert msg.startswith("error: --k: k=500 neighbours is more than a fit can draw on: ")
+    assert f"{labelled} labelled items with poster embeddings, of which each fit sees" in msg
 
 
 def test_option_for_another_method(data):

@@ -65,9 +65,9 @@ def test_self_excluded_even_with_duplicates():
 
 def test_k_larger_than_index():
     X, Y, _ = synthetic(n=20)
-    with pytest.raises(PredictorError, match=r"k=20 is larger than the 19 training items"):
+    with pytest.raises(PredictorError, match=r"k=20 is larger than the 19 items this fit holds"):
         MLKNNPredictor(k=20).fit(X, Y)
-    with pytest.raises(PredictorError, match=r"k=50 is larger than the 20 indexed items"):
+    with pytest.raises(PredictorError, match=r"k=50 is larger than the 20 items this fit holds"):
         make_predictor("knn", k=50).fit(X, Y)
 
 
@@ -225,7 +225,7 @@ def test_zeroshot_refuses_an_encoder_without_text_side():
     enc.modalities = ("image",)
     enc.name = "cnn:efficientnet-lite0"
     with pytest.raises(
-        PredictorError, match=r"no text side|has none.*--method knn, mlknn, linear or mlp"
+        PredictorError, match=r"no text side|has none.*\(knn, mlknn, linear or mlp\)"
     ):
         prompt_matrix(enc, list("abcdef"), "poster")
 
@@ -460,3 +460,20 @@ def test_a_catalog_fitted_encoder_has_no_dimension_until_fitted():
     with pytest.raises(EmbedgenreError, match="not fitted yet"):
         _ = enc.dim
     assert "unfitted" in repr(enc)
+
+
+def test_a_neighbour_count_over_the_fit_names_the_counts_it_met():
+    from embedgenre.predictors.spec import HeadSpec
+
+    X, Y, _ = synthetic(n=50)
+    genres = [f"g{j}" for j in range(Y.shape[1])]
+    spec = HeadSpec("knn", "poster", params={"k": 5000}, folds=5)
+    with pytest.raises(PredictorError) as e:
+        spec.fit(X, Y, genres)
+    msg = str(e.value)
+    assert "50 labelled items with poster embeddings, of which each fit sees 40" in msg
+    assert "one of 5 folds held out" in msg and "k <= 40" in msg and e.value.param == "k"
+    spec = HeadSpec("mlknn", "poster", params={"k": 40}, folds=None, val_size=0.2)
+    with pytest.raises(PredictorError, match=r"each fit sees 40 \(10 held out.*k <= 39"):
+        spec.fit(X, Y, genres)
+    HeadSpec("knn", "poster", params={"k": 30}, folds=5).fit(X, Y, genres)

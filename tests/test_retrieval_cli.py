@@ -261,3 +261,24 @@ def test_html_page_renders_in_chromium_with_every_thumbnail(small, tmp_path):
     background = np.abs(pixels - [250, 250, 250]).sum(axis=2) < 10
     assert background.mean() < 0.8  # posters cover a good part of the page
     assert pixels.std() > 30
+
+
+def test_similar_takes_a_plot_and_title_like_predict(small):
+    idx = GenreIndex.open(small["index"])
+    row = next(it for it in idx.items if it["id"] == small["first"])
+    by_id = similar(small, "--id", small["first"], "--by", "plot", "-k", "5")
+    text = similar(small, "--plot", row["plot"], "--title", row["title"], "--by", "plot", "-k", "6")
+    # the indexed movie's own plot and title find that movie first, then its neighbours
+    assert text["neighbours"][0]["id"] == small["first"]
+    assert text["neighbours"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [n["id"] for n in text["neighbours"][1:]] == [n["id"] for n in by_id["neighbours"]]
+    shown = runner.invoke(
+        app, ["similar", "--plot", row["plot"], "--by", "plot", "--index", str(small["index"])]
+    )
+    assert shown.exit_code == 0 and "plot '" in shown.stdout
+    assert fails(small, "similar", "--title", "Heat", "--by", "plot").startswith(
+        "error: --title: A title goes with a plot"
+    )
+    assert fails(small, "similar", "--id", small["first"], "--plot", "x").startswith(
+        "error: --plot: an indexed item is compared by its stored plot"
+    )

@@ -22,22 +22,28 @@ SENTENCE_TEXT = "st:all-MiniLM-L6-v2"  # the default for catalogs with few plots
 def default_image_encoder_name() -> str:
     """CLIP ViT-B/32 (LAION-2B) when its weights are here, else the packaged EfficientNet-Lite0.
 
-    The choice is logged as a warning when CLIP is missing, with how to get it.
+    When CLIP is missing the choice is a one-line warning, once per process (``embedgenre
+    models`` and the encoders reference say how to add CLIP); the details are logged at debug.
     """
     spec = encoder_spec(DEFAULT_CLIP)
     if spec.available:
         logger.info("default image encoder: %s (weights from %s)", DEFAULT_CLIP, spec.source)
         return DEFAULT_CLIP
-    logger.warning(
+    if not _told_clip_missing:
+        _told_clip_missing.append(True)
+        logger.warning("no CLIP weights: posters use %s (`embedgenre models`)", FALLBACK_IMAGE)
+    logger.debug(
         "CLIP weights for %s are not on this machine: using %s (ImageNet CNN features, weaker for "
         "genres; no zero-shot). To use CLIP, download open_clip_pytorch_model.bin from the Hugging "
-        "Face repo laion/CLIP-ViT-B-32-laion2B-s34B-b79K and run "
-        "`embedgenre models import open_clip_pytorch_model.bin --as %s`",
+        "Face repo laion/CLIP-ViT-B-32-laion2B-s34B-b79K and import it as %s",
         DEFAULT_CLIP,
         FALLBACK_IMAGE,
         DEFAULT_CLIP,
     )
     return FALLBACK_IMAGE
+
+
+_told_clip_missing: list[bool] = []  # the missing-CLIP warning is given once per process
 
 
 def default_text_encoder_name(plots: int | None = None) -> str:

@@ -22,12 +22,17 @@ logger = logging.getLogger(__name__)
 
 def _check_k(k, n_available: int, during_fit: bool) -> int:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise PredictorError(f"k must be a positive integer, got {k!r}.")
+        raise PredictorError(f"k must be a positive integer, got {k!r}.", param="k")
     if k > n_available:
-        where = "training items other than the item itself" if during_fit else "indexed items"
+        where = (
+            "items this fit holds other than the item itself"
+            if during_fit
+            else "items this fit holds"
+        )
         raise PredictorError(
-            f"k={k} is larger than the {n_available} {where}; choose k <= {n_available} "
-            "or add more items to the index."
+            f"k={k} is larger than the {n_available} {where};",
+            f"choose k <= {n_available}, or label more items.",
+            param="k",
         )
     return int(k)
 

@@ -129,8 +129,30 @@ class HeadSpec:
                     f"use {max(2, len(X) // 2)} folds or fewer, or label more items.",
                     param="folds",
                 )
+        self._check_neighbours(len(X), validation)
         tuner = self.tuner(len(X), dims, prompts, refit)
         return tuner.fit(X, Y, classes=classes, validation=validation)
+
+    def _check_neighbours(self, n: int, validation: np.ndarray | None) -> None:
+        """A neighbour count no fit can meet is refused up front, with the counts it met: the
+        labelled items, and the part of them each fit sees (the rest tunes the thresholds)."""
+        k = self.params.get("k")
+        if self.method not in ("knn", "mlknn") or not isinstance(k, (int, np.integer)):
+            return
+        fit = n - len(validation) if validation is not None else self.smallest_fit(n)
+        most = fit - 1 if self.method == "mlknn" else fit  # ML-kNN leaves each item out
+        if k > most:
+            held = (
+                f"{n - fit} held out for validation"
+                if validation is not None or not self.folds
+                else f"one of {self.folds} folds held out to tune the thresholds"
+            )
+            raise PredictorError(
+                f"k={k} neighbours is more than a fit can draw on: {n} labelled items with "
+                f"{self.modality} embeddings, of which each fit sees {fit} ({held}).",
+                f"Choose k <= {most}.",
+                param="k",
+            )
 
 
 def _sized_defaults(method: str, n_fit: int, seed: int) -> dict:
