@@ -116,7 +116,12 @@ _running: list[tuple[Any, Any]] = []
 
 class ErrorHandlingGroup(TyperGroup):
     """Root command group: a user-fixable error prints one line to stderr and exits 1; the
-    library's warnings print one line each (no source location), naming the option at fault."""
+    library's warnings print one line each (no source location), naming the option at fault.
+    Help shows no value placeholder for on/off flags (they take no value)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # noqa: D102
+        _hide_flag_metavars(self)
+        return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context):  # noqa: D102
         _running.append((self, ctx))
@@ -131,6 +136,20 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(code=1) from None
         finally:
             _running.pop()
+
+
+def _hide_flag_metavars(group) -> None:
+    """Give every flag of every command (``--json``, ``--help``) an empty placeholder, which
+    help then leaves blank instead of printing ``<bool>``."""
+    ctx = group.context_class(group)
+    commands = [group]
+    while commands:
+        command = commands.pop()
+        if hasattr(command, "list_commands"):  # a group
+            commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
+        for p in [*command.params, command.get_help_option(ctx)]:
+            if p is not None and getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
 
 
 # library parameters that a command spells differently (a list in Python, a repeatable option)

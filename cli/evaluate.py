@@ -25,24 +25,32 @@ def evaluate(
     methods: Annotated[
         list[str] | None,
         typer.Option(
-            "--methods", help="Comma-separated: zeroshot,knn,mlknn,linear,mlp (default all)."
+            "--methods",
+            metavar="NAMES",
+            help="Any of zeroshot, knn, mlknn, linear, mlp, comma-separated (default: all).",
         ),
     ] = None,
     modalities: Annotated[
         list[str] | None,
         typer.Option(
             "--modalities",
-            help="Comma-separated: poster,plot,early_fusion,late_fusion (default all).",
+            metavar="NAMES",
+            help="Any of poster, plot, early_fusion, late_fusion, comma-separated (default: all).",
         ),
     ] = None,
     image_encoders: Annotated[
         list[str] | None,
-        typer.Option("--image-encoders", help="Poster embedding sets to compare (default: all)."),
+        typer.Option(
+            "--image-encoders",
+            metavar="NAMES",
+            help="Poster embedding sets to compare (default: all).",
+        ),
     ] = None,
     text_encoders: Annotated[
         list[str] | None,
         typer.Option(
             "--text-encoders",
+            metavar="NAMES",
             help="Plot embedding sets to compare (default: all); fusion uses the index's default "
             "plot set, or the first one named.",
         ),
@@ -61,8 +69,9 @@ def evaluate(
     shots: Annotated[
         str,
         typer.Option(
+            metavar="LIST",
             help="Few-shot curves: k labelled movies per genre, e.g. 1,2,4,8,16,32,all "
-            "(each k fits every method again); 'none' (the default) skips them."
+            "(each k fits every method again); 'none' (the default) skips them.",
         ),
     ] = "none",
     fewshot_seeds: Annotated[int, typer.Option(min=1, help="Few-shot repeats per k.")] = 3,

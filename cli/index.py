@@ -195,9 +195,17 @@ def index(
     if as_json:
         emit_json(summary.to_dict())
         return
+    print_summary(summary)
+
+
+def print_summary(summary) -> None:
+    """The index run in a few lines: counts, one row per embedding set, the posters skipped
+    (each with its path once and why), the catalog's problems."""
+    skipped = f" ({len(summary.skipped)} skipped)" if summary.skipped else ""
     console.print(
-        f"[bold]{esc(summary.path)}[/]: {summary.items} items, {summary.with_poster} posters, "
-        f"{summary.with_plot} plots, {len(summary.genres) - len(summary.retired_genres)} genres "
+        f"[bold]{esc(summary.path)}[/]: {summary.items} items, {summary.with_poster} posters"
+        f"{skipped}, {summary.with_plot} plots, "
+        f"{len(summary.genres) - len(summary.retired_genres)} genres "
         f"({summary.seconds:.1f} s)"
     )
     table = Table("embedding set", "encoder", "dim", "rows", "encoded", "reused", "skipped", "s")

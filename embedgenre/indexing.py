@@ -65,7 +65,7 @@ class SetSummary:
     encoded: int = 0  # newly encoded in this run
     resumed: int = 0  # taken from an interrupted run's chunks
     reused: int = 0  # unchanged rows carried over
-    skipped: int = 0  # posters that could not be read
+    skipped: int = 0  # the catalog's posters left out of this set: missing or unreadable
     seconds: float = 0.0
     faiss: dict = field(default_factory=dict)
 
@@ -259,6 +259,7 @@ def build_index(
                 )
                 if modality == "poster" and precision != "fp32":
                     _check_precision(encoder, name, task.sources, precision, device)
+                failed = 0
                 for chunk, bad in engine.encode(task, encoder):
                     for rec in bad:
                         if strict:
@@ -268,11 +269,19 @@ def build_index(
                                 "Fix: repair it, or turn strict mode off to skip and list it.",
                                 param="strict",
                             )
+                        rec = {**rec, "reason": _reason_text(rec["reason"], rec["path"])}
                         skipped[rec["id"]] = rec
-                        summary.skipped += 1
+                        failed += 1
                     if len(chunk.ids):  # on disk first; the run keeps only its ids
                         job.parts.append(_save_chunk(writer, key, chunk))
                     summary.encoded += len(chunk.ids)
+                if failed:
+                    logger.info(
+                        "%s: %d of the %d posters could not be read and were skipped",
+                        key,
+                        failed,
+                        len(job.todo),
+                    )
             dtype = vector_dtype or (job.old_entry.dtype if job.old_entry else "float32")
             entry = _consolidate(
                 writer, job, items, gen, encoder, modality, key, faiss_kind, memory, dtype
@@ -283,6 +292,7 @@ def build_index(
             sets.append(entry)
             summary.dim = entry.encoder.dim
             summary.count = entry.count
+            summary.skipped = len(skipped) if modality == "poster" else 0
             summary.reused, summary.resumed = job.reused, job.resumed
             summary.seconds = round(time.perf_counter() - t_set, 3)
             summary.faiss = dict(entry.faiss)
@@ -657,7 +667,11 @@ def _hash_posters(items) -> tuple[list[str | None], dict[str, dict]]:
 
 def _reason(e: PosterError, path: Path) -> str:
     """The part of a PosterError after ``poster PATH:``, as skipped.json lists reasons."""
-    text = str(e)
+    return _reason_text(str(e), path)
+
+
+def _reason_text(text: str, path: str | Path) -> str:
+    """``text`` without a leading ``poster PATH:`` (the skip list names the path beside it)."""
     prefix = f"poster {path}: "
     return text[len(prefix) :] if text.startswith(prefix) else text
 

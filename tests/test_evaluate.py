@@ -484,3 +484,17 @@ def test_progress_counts_every_fit_against_a_total_known_up_front(synthetic):
     assert calls[-1][0] == calls[-1][1] == len(fits)
     # few-shot curves are asked for, not made by default
     assert EvalConfig().shots == ()
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["similar"], []])
+def test_help_shows_every_value_and_no_placeholder_for_flags(command):
+    from typer.testing import CliRunner
+
+    from embedgenre.cli.app import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output and "…" not in result.output
+    if command == ["evaluate"]:
+        for value in ("zeroshot", "mlp", "early_fusion", "late_fusion"):
+            assert value in result.output

@@ -432,3 +432,38 @@ def test_clip_checkpoint_imported_then_used_to_index(small_catalog, tmp_path, mo
     scores, rows = poster.search(text, k=3)
     assert rows.shape == (1, 3) and (rows >= 0).all() and np.isfinite(scores).all()
     assert idx.manifest.sets[0].encoder.extra["family"] == "clip"
+
+
+def test_the_skip_summary_agrees_with_itself_and_names_each_path_once(tmp_path, capsys, caplog):
+    from embedgenre.cli.index import print_summary
+
+    root = tmp_path / "cat"
+    (root / "posters").mkdir(parents=True)
+    expected = _write_bad_posters(root)
+    ext = {"tt9000008": "png", "tt9000009": "png", "tt9000010": "png"}
+    rows = [
+        {"imdb_id": i, "title": i, "genres": "Drama", "plot": f"plot {i}"}
+        | {"poster": f"posters/{i}.{ext.get(i, 'jpg')}"}
+        for i in expected
+    ]
+    make_catalog(root, rows)
+    with caplog.at_level("INFO", logger="embedgenre"):
+        summary = build(root, tmp_path / "idx", Factory())
+    bad = sum(e == "skip" for e in expected.values())
+    poster = next(s for s in summary.sets if s.modality == "poster")
+    # every count says the same: rows + skipped = the catalog's posters
+    assert poster.skipped == len(summary.skipped) == bad
+    assert poster.count == summary.with_poster == len(expected) - bad
+    # the log says how many of those it tried to encode could not be read
+    encoding = next(r.getMessage() for r in caplog.records if "encoding" in r.getMessage())
+    failed = next(r.getMessage() for r in caplog.records if "could not be read" in r.getMessage())
+    tried = int(encoding.split("encoding ")[1].split()[0])
+    assert f"of the {tried} posters could not be read" in failed
+    assert int(failed.split(": ")[1].split()[0]) == tried - poster.count
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert f"{len(expected) - bad} posters ({bad} skipped)" in out
+    assert f"{bad} poster(s) skipped" in out
+    for rec in summary.skipped:
+        line = next(x for x in out.splitlines() if rec["id"] in x and rec["path"][-12:] in x)
+        assert line.count("tt9000") == 2  # the id, and the path once (not again in the reason)
