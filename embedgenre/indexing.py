@@ -31,7 +31,7 @@ from embedgenre import __version__, ivfpq, vocabulary
 from embedgenre.encoders.base import CatalogFittedEncoder
 from embedgenre.encoders.registry import fitted_class
 from embedgenre.engines import EncodeTask, Engine, LocalEngine, Part
-from embedgenre.errors import IndexMismatchError, IndexStoreError, PosterError
+from embedgenre.errors import EmbedgenreError, IndexMismatchError, IndexStoreError, PosterError
 from embedgenre.images import check_poster_file, load_image, open_regular, thumbnail_jpeg
 from embedgenre.names import encoder_name_path
 from embedgenre.store import atomic
@@ -170,6 +170,8 @@ def build_index(
     memory = ivfpq.parse_memory(index_memory)
     ivfpq.check_kind(faiss_kind)  # a bad kind fails before anything is encoded
     _check_dtype(vector_dtype)
+    if encoder_factory is None:
+        _check_weights(registry, image_encoders, text_encoders, factory)
     items = catalog.items
     if not items:
         raise IndexStoreError(f"catalog {catalog.root} has no items; nothing to index.")
@@ -663,6 +665,20 @@ def _hash_posters(items) -> tuple[list[str | None], dict[str, dict]]:
             hashes.append(None)
             missing[it.id] = {"id": it.id, "path": str(path), "reason": f"cannot read: {e}"}
     return hashes, missing
+
+
+def _check_weights(registry, image_encoders, text_encoders, factory) -> None:
+    """Encoders named for this run whose weights are not on this machine are created now, before
+    any folder or file is written: offline that fails at once with where it looked (the hub is
+    not tried); with the hub allowed it downloads them, or fails here, not half-way."""
+    for param, names in (("image_encoders", image_encoders), ("text_encoders", text_encoders)):
+        for name in names or ():
+            try:
+                if not registry.encoder_spec(name).available:
+                    factory(name)
+            except EmbedgenreError as e:
+                e.param = e.param or param
+                raise
 
 
 def _reason(e: PosterError, path: Path) -> str:

@@ -465,15 +465,15 @@ class Retriever:
         """Items most like an indexed item (``item_id``), or a poster (a file, or an image
         received in memory) and/or a ``plot`` text (with its ``title``) that are not indexed."""
         _check_by(by, plot_weight)
-        if (item_id is None) == (poster is None and plot is None):
-            raise RetrievalError(
-                "Give exactly one query:", "an indexed movie's id, or a poster and/or a plot."
-            )
         if title is not None and plot is None:
             raise RetrievalError(
                 "A title goes with a plot (the index embeds a title with its synopsis);",
                 "add the plot, or leave the title out.",
                 param="title",
+            )
+        if (item_id is None) == (poster is None and plot is None):
+            raise RetrievalError(
+                "Give exactly one query:", "an indexed movie's id, or a poster and/or a plot."
             )
         if item_id is not None and plot is not None:
             raise RetrievalError(

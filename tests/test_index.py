@@ -467,3 +467,18 @@ def test_the_skip_summary_agrees_with_itself_and_names_each_path_once(tmp_path, 
     for rec in summary.skipped:
         line = next(x for x in out.splitlines() if rec["id"] in x and rec["path"][-12:] in x)
         assert line.count("tt9000") == 2  # the id, and the path once (not again in the reason)
+
+
+def test_an_encoder_whose_weights_are_missing_fails_before_anything_is_written(
+    small_catalog, tmp_path, monkeypatch
+):
+    from embedgenre.errors import WeightsNotFoundError
+
+    root, _ = small_catalog
+    monkeypatch.setenv("EMBEDGENRE_OFFLINE", "1")
+    monkeypatch.setenv("EMBEDGENRE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "idx"
+    with pytest.raises(WeightsNotFoundError, match="hub: not tried") as e:
+        build_index(read_catalog(root), out, image_encoders=["clip:ViT-B-16@openai"])
+    assert e.value.param == "image_encoders"
+    assert not out.exists()  # no half-built index
