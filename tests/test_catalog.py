@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from embedgenre.catalog import (
     Catalog,
@@ -383,3 +384,22 @@ def test_plot_text_puts_the_title_before_the_synopsis():
     assert plot_text("  A heist goes wrong. ", None) == "A heist goes wrong."
     assert plot_text(None, "Heat") is None and plot_text("   ", "Heat") is None
     assert Item("tt1", title="Heat", plot="A heist.").plot_text == "Heat. A heist."
+
+
+def test_paths_from_a_catalog_are_absolute_and_normalised(tmp_path, monkeypatch):
+    (tmp_path / "cat" / "posters").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    Image.new("RGB", (8, 12)).save(tmp_path / "cat" / "posters" / "tt0000001.jpg")
+    Image.new("RGB", (8, 12)).save(tmp_path / "cat" / "tt0000002.jpg")
+    write(
+        tmp_path / "cat" / "movies.csv",
+        "imdb_id,title,genres,poster\ntt0000001,A,Drama,\ntt0000002,B,Drama,posters/../tt0000002.jpg\n",
+    )
+    monkeypatch.chdir(tmp_path / "other")
+    cat = read_catalog("../other/../cat")
+    posters = [it.poster for it in cat.items]
+    assert posters == [
+        tmp_path / "cat" / "posters" / "tt0000001.jpg",
+        tmp_path / "cat" / "tt0000002.jpg",
+    ]
+    assert all(p.is_absolute() and ".." not in p.parts for p in [*posters, cat.root, cat.source])
