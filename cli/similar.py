@@ -74,7 +74,7 @@ def similar(
         typer.Option(
             "--out",
             "-o",
-            help="--all: write the neighbours here, .csv (id,neighbour_id,rank,score) or .json.",
+            help="--all: write the neighbours here, .csv (id, neighbour_id, rank, score) or .json.",
             dir_okay=False,
         ),
     ] = None,

@@ -471,15 +471,15 @@ class Retriever:
                 "add the plot, or leave the title out.",
                 param="title",
             )
-        if (item_id is None) == (poster is None and plot is None):
-            raise RetrievalError(
-                "Give exactly one query:", "an indexed movie's id, or a poster and/or a plot."
-            )
         if item_id is not None and plot is not None:
             raise RetrievalError(
                 "an indexed item is compared by its stored plot;",
                 "leave the plot out.",
                 param="plot",
+            )
+        if (item_id is None) == (poster is None and plot is None):
+            raise RetrievalError(
+                "Give exactly one query:", "an indexed movie's id, or a poster and/or a plot."
             )
         notes: list[str] = []
         poster_set = self._set("poster", required=by != "plot")
