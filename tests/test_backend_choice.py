@@ -68,8 +68,9 @@ def test_precision_needs_matrix_units():
     assert cpu.check_precision(None) == "fp32"
     with pytest.raises(EmbedgenreError, match=r"unknown precision 'fp16'.*fp32, bf16, int8"):
         cpu.check_precision("fp16")
-    with pytest.raises(EmbedgenreError, match=r"CPU option.*--device cpu"):
+    with pytest.raises(EmbedgenreError, match=r"CPU option.*use the cpu device") as e:
         cpu.check_precision("int8", device="cuda", cpu=WITH_UNITS)
+    assert e.value.param == "precision"
     # a GPU runs the model in bfloat16 instead of float16, whatever the CPU
     assert cpu.check_precision("bf16", device="cuda", cpu=AVX2_ONLY) == "bf16"
     assert cpu.precision_units("int8", WITH_UNITS) == ["amx_int8"]

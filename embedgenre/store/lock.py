@@ -62,7 +62,11 @@ class WriterLock:
         try:
             lock.acquire(timeout=timeout, poll_interval=0.2)
         except Timeout:
-            raise IndexLockedError(self._busy_message()) from None
+            raise IndexLockedError(
+                self._busy_message(),
+                "Fix: wait for it to finish, or ask to wait for it (queue behind it).",
+                param="wait",
+            ) from None
         except OSError as e:
             raise atomic.write_error(self.path / LOCK_FILE, e) from e
         self._lock = lock
@@ -93,7 +97,4 @@ class WriterLock:
             f"{who.get('started', '?')} ({who.get('command', 'unknown command')})"
         )
         waited = "" if not self.wait else f" after waiting {self.wait:g} s"
-        return (
-            f"index {self.path} is being written by another process: {desc}{waited}. "
-            "Wait for it to finish, or pass --wait to queue behind it."
-        )
+        return f"index {self.path} is being written by another process: {desc}{waited}."
