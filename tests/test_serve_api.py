@@ -24,6 +24,8 @@ from embedgenre.cli.app import app as cli
 from embedgenre.serve import create_app
 from embedgenre.serve.models import HeadInfo, PredictResponse
 
+ROOT = Path(__file__).resolve().parents[1]
+
 PLOT = "A detective hunts a serial killer through the rainy city."
 LOCAL = "http://localhost"  # the test client's base URL: a Host the server trusts
 ERROR_STATUSES = {"400", "401", "408", "431", "503", "504"}  # every route can answer these
@@ -204,6 +206,7 @@ def _generator() -> str | None:
     PATH (it pins older typer and httpx than embedgenre's, so it may live in its own venv)."""
     for candidate in (
         os.environ.get("OPENAPI_PYTHON_CLIENT"),
+        str(ROOT / ".tools" / "bin" / "openapi-python-client"),  # made by `make test`
         str(Path(sys.executable).with_name("openapi-python-client")),
         shutil.which("openapi-python-client"),
     ):
