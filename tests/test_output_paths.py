@@ -121,7 +121,9 @@ def test_write_report_turns_disk_full_into_a_clear_error(tmp_path, monkeypatch, 
     _disk_full_for(monkeypatch, suffix)
     with pytest.raises(
         OutputPathError,
-        match=r"Cannot write the report: cannot write .*" + suffix + r": No space left on device; the disk is full",
+        match=r"Cannot write the report: cannot write .*"
+        + suffix
+        + r": No space left on device; the disk is full",
     ):
         write_report(_minimal_result(), tmp_path / "report")
 
