@@ -143,7 +143,7 @@ def test_default_names_fall_back_loudly(caplog, monkeypatch):
         assert default_image_encoder_name() == LITE0
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # one short line, once per process; how to add CLIP at debug level
-    assert warned == [f"no CLIP weights: posters use {LITE0} (`embedgenre models`)"]
+    assert warned == [f"CLIP absent: posters use {LITE0} (`embedgenre models`)"]
     assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in caplog.text
     caplog.clear()
     assert default_text_encoder_name() == "hybrid:all-MiniLM-L6-v2"

@@ -31,7 +31,7 @@ def default_image_encoder_name() -> str:
         return DEFAULT_CLIP
     if not _told_clip_missing:
         _told_clip_missing.append(True)
-        logger.warning("no CLIP weights: posters use %s (`embedgenre models`)", FALLBACK_IMAGE)
+        logger.warning("CLIP absent: posters use %s (`embedgenre models`)", FALLBACK_IMAGE)
     logger.debug(
         "CLIP weights for %s are not on this machine: using %s (ImageNet CNN features, weaker for "
         "genres; no zero-shot). To use CLIP, download open_clip_pytorch_model.bin from the Hugging "
