@@ -109,6 +109,7 @@ def build_faiss_index(
     device: str = "cpu",
     flat_max_rows: int = FLAT_MAX_ROWS,
     seed: int = 0,
+    train_device: str = "cpu",
 ):
     """Build a FAISS index over ``vectors`` (n, d) float32, L2-normalised; ids are row positions.
 
@@ -117,6 +118,8 @@ def build_faiss_index(
     ``M``, ``ef_construction``, ``ef_search``). ``device="cuda"`` builds flat and IVF indexes on the
     GPU with faiss-gpu (:class:`IndexStoreError` when faiss has no GPU support); the returned index
     then lives on the GPU, and :func:`save_faiss_index` copies it back to the CPU.
+    ``train_device`` runs only the IVF k-means on a GPU (:func:`gpu_kmeans`), the index staying
+    on the CPU.
     Returns ``(index, kind_string)`` where the kind string records the kind and its parameters.
     """
     import faiss
@@ -176,6 +179,8 @@ def build_faiss_index(
     if not index.is_trained:
         train = _training_sample(vectors, p.get("nlist", 0), seed)
         logger.info("Training %s on %d of %d vectors", kind, len(train), n)
+        if not device.startswith("cuda"):
+            gpu_kmeans(index, train_device)
         index.train(train)
     index.add(vectors)
     kind_string = format_kind(kind, p)
@@ -369,6 +374,137 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ids = ids.astype(np.int64, copy=False)
     scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
     return scores, ids
+
+
+# The most bytes of scores one step of :func:`torch_search` holds (queries x base vectors x 4).
+SEARCH_MEMORY = 256 << 20
+
+
+def torch_search(
+    vectors, queries: np.ndarray, k: int, *, device: str = "cpu", memory: int = SEARCH_MEMORY
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products of ``queries`` (q, d) against ``vectors`` (n, d) as torch
+    matrix products + top-k on ``device``, best first: (scores (q, k) float32, ids (q, k) int64),
+    padded with -inf / -1 when ``k`` > n, as FAISS's flat search answers.
+
+    ``vectors`` may be a torch tensor already on ``device`` (kept there between calls, as
+    :class:`TorchFlatIndex` does). Memory is bounded: queries are taken in batches and the
+    vectors in blocks so that one step's score matrix stays under ``memory`` bytes; each block's
+    top-k is merged into the batch's running top-k."""
+    import torch
+
+    base = (
+        vectors
+        if isinstance(vectors, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
+    )
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    n, q = base.shape[0], len(queries)
+    take = min(k, n)
+    scores = np.full((q, k), -np.inf, np.float32)
+    ids = np.full((q, k), -1, np.int64)
+    if take == 0 or q == 0:
+        return scores, ids
+    cells = max(1, memory // 4)
+    block = max(1, min(n, cells // 256))  # vectors per step: room for at least 256 queries
+    batch = max(1, min(q, cells // block))
+    with torch.inference_mode():
+        for start in range(0, q, batch):
+            x = torch.from_numpy(queries[start : start + batch]).to(device)
+            best_s = torch.full((len(x), take), -torch.inf, device=device)
+            best_i = torch.full((len(x), take), -1, dtype=torch.int64, device=device)
+            for b0 in range(0, n, block):
+                part = x @ base[b0 : b0 + block].T
+                s, i = torch.topk(part, min(take, part.shape[1]), dim=1)
+                merged_s = torch.cat([best_s, s], dim=1)
+                merged_i = torch.cat([best_i, i + b0], dim=1)
+                best_s, at = torch.topk(merged_s, take, dim=1)
+                best_i = torch.gather(merged_i, 1, at)
+            scores[start : start + len(x), :take] = best_s.float().cpu().numpy()
+            ids[start : start + len(x), :take] = best_i.cpu().numpy()
+    return scores, ids
+
+
+class TorchFlatIndex:
+    """An exact inner-product index whose vectors are held by torch on ``device`` (a CUDA GPU
+    where faiss has no GPU support); ``d``, ``ntotal`` and ``search`` answer as a FAISS flat
+    index does, so :func:`search` takes it."""
+
+    def __init__(self, vectors: np.ndarray, device: str, memory: int = SEARCH_MEMORY):
+        import torch
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.device = device
+        self.memory = memory
+        self.ntotal, self.d = vectors.shape
+        self.vectors = torch.from_numpy(vectors).to(device)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return torch_search(self.vectors, queries, k, device=self.device, memory=self.memory)
+
+
+def search_backend(device: str) -> str:
+    """What searches and trains on ``device``: ``"faiss"`` on the CPU; on a CUDA device
+    ``"faiss-gpu"`` when faiss has GPU support and sees a GPU (the gpu extra), else ``"torch"``
+    (exact search as torch matrix products on the GPU; IVF k-means stays on the CPU).
+    IndexStoreError when torch sees no CUDA device either."""
+    _gpu_number(device)
+    if device == "cpu":
+        return "faiss"
+    if gpu_available():
+        return "faiss-gpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise IndexStoreError(
+            f"device {device!r} was asked for but neither faiss nor torch sees a CUDA GPU here; "
+            "use --device cpu, or run on a machine with an NVIDIA GPU and its driver."
+        )
+    return "torch"
+
+
+def device_index(index, device: str, vectors: np.ndarray | None = None):
+    """``index`` made ready to search on ``device``: itself on the CPU; a faiss-gpu copy where
+    faiss has GPU support; else, for an exact (flat) index, a :class:`TorchFlatIndex` over its
+    vectors (``vectors``, or those the flat index holds). Approximate indexes without faiss-gpu
+    stay with CPU FAISS (logged)."""
+    backend = search_backend(device)
+    if backend == "faiss":
+        return index
+    if backend == "faiss-gpu":
+        return to_device(index, device)
+    held = _flat_vectors(index) if vectors is None else vectors
+    if held is None:
+        logger.warning(
+            "faiss has no GPU support here (pip install 'embedgenre[gpu]'): the approximate "
+            "%s index is searched by FAISS on the CPU.",
+            type(index).__name__,
+        )
+        return index
+    return TorchFlatIndex(held, device)
+
+
+def gpu_kmeans(index, device: str) -> bool:
+    """Have an untrained IVF ``index`` run its coarse k-means on ``device`` with faiss-gpu (the
+    cells are the same kind of result; the index itself stays on the CPU). True when it will;
+    False, with a log line, on the CPU or where faiss has no GPU support (CPU k-means then)."""
+    if device == "cpu":
+        return False
+    _gpu_number(device)
+    ivf = _ivf_of(index)
+    if ivf is None:
+        return False
+    if not gpu_available():
+        logger.info("faiss has no GPU support here: IVF k-means runs on the CPU.")
+        return False
+    import faiss
+
+    inner = faiss.IndexFlatIP(ivf.d) if ivf.metric_type == faiss.METRIC_INNER_PRODUCT else None
+    inner = inner if inner is not None else faiss.IndexFlatL2(ivf.d)
+    on_gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), _gpu_number(device), inner)
+    ivf.clustering_index = on_gpu
+    index.gpu_clustering = on_gpu  # faiss does not own it: the caller's index keeps it alive
+    return True
 
 
 def _gpu_number(device: str) -> int:

@@ -286,7 +286,17 @@ def build_index(
                     )
             dtype = vector_dtype or (job.old_entry.dtype if job.old_entry else "float32")
             entry = _consolidate(
-                writer, job, items, gen, encoder, modality, key, faiss_kind, memory, dtype
+                writer,
+                job,
+                items,
+                gen,
+                encoder,
+                modality,
+                key,
+                faiss_kind,
+                memory,
+                dtype,
+                device=device,
             )
             if entry is None:  # e.g. a catalog without plots: no set to write
                 logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
@@ -744,6 +754,7 @@ def _consolidate(
     faiss_kind,
     index_memory,
     dtype="float32",
+    device="cpu",
 ):
     """Write the set in item order, its vectors as ``dtype``, to a new generation folder and
     return its entry; the old entry when nothing changed; None when the set has no rows and
@@ -775,7 +786,7 @@ def _consolidate(
     faiss_meta = {"kind": "flat"}
     if count:  # the index is built from the file: large sets are read shard by shard
         stored = np.load(d / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        faiss_meta = ivfpq.write_set_index(stored, d, faiss_kind, index_memory)
+        faiss_meta = ivfpq.write_set_index(stored, d, faiss_kind, index_memory, device=device)
     _keep_fit(writer, job, encoder, d)
     return SetEntry(
         key=key,

@@ -161,11 +161,13 @@ def write_set_index(
     memory: int | str | None = None,
     *,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict:
     """Build the FAISS index of ``vectors`` (n, d) float32 (a memory map is fine) and write it in
     ``directory``; returns what the manifest records about it: ``kind`` (kind string), ``sha256``
     of ``faiss.index``, and for on-disk indexes the size of ``faiss.ivfdata``. A ``flat`` index is
-    not written (it is rebuilt from the vectors when opened)."""
+    not written (it is rebuilt from the vectors when opened). ``device``: where IVF k-means runs
+    (:func:`ann.gpu_kmeans`: a CUDA GPU with faiss-gpu, else the CPU)."""
     memory = parse_memory(memory)
     n, dim = vectors.shape
     chosen = choose_kind(n, dim, memory, kind)
@@ -175,10 +177,12 @@ def write_set_index(
         return meta
     path = Path(directory) / INDEX_FILE
     if base == "ivf_pq":
-        build_ivfpq_on_disk(vectors, path, params, memory, seed=seed)
+        build_ivfpq_on_disk(vectors, path, params, memory, seed=seed, device=device)
         meta["ivfdata_bytes"] = (path.parent / IVFDATA).stat().st_size
     else:
-        index, chosen = ann.build_faiss_index(np.asarray(vectors), kind=chosen, seed=seed)
+        index, chosen = ann.build_faiss_index(
+            np.asarray(vectors), kind=chosen, seed=seed, train_device=device
+        )
         with atomic.open_for_write(path, "wb") as f:
             ann.save_faiss_index(index, f)
     with open(path, "rb") as f:  # checked before FAISS parses the file
@@ -187,11 +191,13 @@ def write_set_index(
     return meta
 
 
-def train_ivfpq(vectors: np.ndarray, params: dict[str, int], *, seed: int = 0):
+def train_ivfpq(vectors: np.ndarray, params: dict[str, int], *, seed: int = 0, device: str = "cpu"):
     """An empty ``ivf_pq`` index trained on a seeded sample of ``vectors`` (rows read in order,
-    so a memory map is read once): ~40 points per cell, at least 20,000 (PQ needs 256 x 39)."""
+    so a memory map is read once): ~40 points per cell, at least 20,000 (PQ needs 256 x 39).
+    ``device``: where the coarse k-means runs (:func:`ann.gpu_kmeans`)."""
     n, dim = vectors.shape
     index = ann.empty_ivfpq(dim, n, params)
+    ann.gpu_kmeans(index, device)
     size = min(n, max(20_000, 40 * params["nlist"]))
     rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
     sample = read_row_set(vectors, rows)
@@ -215,6 +221,7 @@ def build_ivfpq_on_disk(
     seed: int = 0,
     rows_per_shard: int | None = None,
     trained=None,
+    device: str = "cpu",
 ) -> None:
     """Write an ``ivf_pq`` index of ``vectors`` to ``path`` with its inverted lists in
     ``faiss.ivfdata`` beside it; ids are row positions. Shards of ``rows_per_shard`` vectors
@@ -226,7 +233,8 @@ def build_ivfpq_on_disk(
 
     path = Path(path)
     n, dim = vectors.shape
-    trained = trained if trained is not None else train_ivfpq(vectors, params, seed=seed)
+    if trained is None:
+        trained = train_ivfpq(vectors, params, seed=seed, device=device)
     step = rows_per_shard or shard_rows(dim, memory)
     shards_dir = Path(tempfile.mkdtemp(prefix=".shards-", dir=path.parent))
     try:

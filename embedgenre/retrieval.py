@@ -322,7 +322,8 @@ class Retriever:
     """Answers similarity and text queries over one index.
 
     ``image_encoder`` picks the poster embedding set (None: the index default); ``device`` is used
-    for query encoders and, when "cuda", for FAISS (faiss-gpu); ``nprobe`` / ``ef_search`` tune
+    for query encoders and, when "cuda", for search (:func:`ann.device_index`: faiss-gpu, else an
+    exact torch search on the GPU for flat indexes); ``nprobe`` / ``ef_search`` tune
     approximate indexes (ignored for flat ones). ``encoder_loader``: (embedding set, device) ->
     its query encoder (default ``load_set_encoder``; a service passes one that keeps them).
     ``thumbnails``: attach the stored thumbnails of the query and the neighbours to each result
@@ -370,8 +371,8 @@ class Retriever:
     def _search_fn(self, emb):
 
         if self.device.startswith("cuda"):
-            if emb.key not in self._gpu:
-                self._gpu[emb.key] = ann.to_device(emb.faiss_index, self.device)
+            if emb.key not in self._gpu:  # faiss-gpu, else exact torch search on the GPU
+                self._gpu[emb.key] = ann.device_index(emb.faiss_index, self.device)
             index = self._gpu[emb.key]
         else:
             index = emb.faiss_index
