@@ -285,19 +285,8 @@ def build_index(
                         len(job.todo),
                     )
             dtype = vector_dtype or (job.old_entry.dtype if job.old_entry else "float32")
-            entry = _consolidate(
-                writer,
-                job,
-                items,
-                gen,
-                encoder,
-                modality,
-                key,
-                faiss_kind,
-                memory,
-                dtype,
-                device=device,
-            )
+            at = (modality, key, faiss_kind, memory)  # the set, its index kind and budget
+            entry = _consolidate(writer, job, items, gen, encoder, *at, dtype, device=device)
             if entry is None:  # e.g. a catalog without plots: no set to write
                 logger.info("%s: no %ss in the catalog; no embedding set written", key, modality)
                 continue
