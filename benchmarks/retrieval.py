@@ -141,7 +141,7 @@ def latency_catalog(index_dir: Path, n_queries: int, seed: int, table: Table) ->
         q = vecs[rng.choice(len(vecs), size=n_queries, replace=True)]
         index = s.faiss_index
         ms = latencies(lambda x, index=index: ann.search(index, x, 10), q)
-        info = ann.describe_index(index)
+        info = ann.describe_faiss(index)
         table.add_row(
             f"{s.modality} {s.encoder}",
             f"{len(vecs):,} x {s.dim}",
@@ -222,7 +222,7 @@ def latency_synthetic(
         index, _ = ann.build_faiss_index(base, kind)
         build_s = time.perf_counter() - t
         rss = rss_bytes() - rss0
-        info = ann.describe_index(index)
+        info = ann.describe_faiss(index)
         settings = [None] if not probes else probes
         for p in settings:
             if p is not None:
@@ -230,7 +230,7 @@ def latency_synthetic(
                     ann.set_search_params(index, nprobe=p)
                 else:
                     ann.set_search_params(index, ef_search=p)
-            ks = ann.describe_index(index)["kind_string"]
+            ks = ann.describe_faiss(index)["kind_string"]
             _, got = ann.search(index, queries[:gt_queries], 10)
             ms = latencies(lambda x, index=index: ann.search(index, x, 10), queries)
             table.add_row(

@@ -11,28 +11,16 @@ from typing import Annotated
 import typer
 
 from embedgenre.cli.common import WAIT_HELP, console, emit_json, err_console, plain, safe
+from embedgenre.names import FUSIONS, HEAD_MODALITIES, METHODS
 from embedgenre.predictors.tuning import DEFAULT_FOLDS
 
 app = typer.Typer()
 
 
-class Method(str, Enum):
-    zeroshot = "zeroshot"
-    knn = "knn"
-    mlknn = "mlknn"
-    linear = "linear"
-    mlp = "mlp"
-
-
-class Modality(str, Enum):
-    poster = "poster"
-    plot = "plot"
-    both = "both"
-
-
-class Fusion(str, Enum):
-    early = "early"
-    late = "late"
+# The choices of --method, --modality and --fusion: the vocabularies of embedgenre.names.
+Method = Enum("Method", {m: m for m in METHODS}, type=str)
+Modality = Enum("Modality", {m: m for m in HEAD_MODALITIES}, type=str)
+Fusion = Enum("Fusion", {f: f for f in FUSIONS}, type=str)
 
 
 class ThresholdMode(str, Enum):
@@ -75,7 +63,6 @@ def _show_warnings():
 
 
 def _hyperparams(method: str, given: dict) -> dict:
-    from embedgenre.names import METHODS
     from embedgenre.predictors.registry import predictor_class
 
     takes = lambda m: set(predictor_class(m)().get_params(deep=False))  # noqa: E731

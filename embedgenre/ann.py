@@ -17,7 +17,7 @@ Which index, by size (``kind="auto"``):
   inverted lists in shards merged on disk.
 
 The kind string returned by :func:`build_faiss_index` names the kind and its parameters, e.g.
-``"ivf_sq8:nlist=2048,nprobe=32"``; :func:`describe_index` reads the same from a loaded index.
+``"ivf_sq8:nlist=2048,nprobe=32"``; :func:`describe_faiss` reads the same from a loaded index.
 Search-time parameters (``nprobe``, ``ef_search``) are stored in the index file and can be changed
 with :func:`set_search_params`.
 
@@ -48,7 +48,7 @@ KINDS = ("auto", "flat", "ivf_sq8", "hnsw_sq8", "ivf_pq")
 DEVICES = ("cpu", "cuda")  # "cuda:N" picks GPU N
 
 
-def choose_kind(n: int, flat_max_rows: int = FLAT_MAX_ROWS) -> str:
+def auto_kind(n: int, flat_max_rows: int = FLAT_MAX_ROWS) -> str:
     """The kind ``auto`` picks for ``n`` vectors."""
     return "flat" if n < flat_max_rows else "ivf_sq8"
 
@@ -138,9 +138,9 @@ def build_faiss_index(
             "expected (n, dim) with n >= 1."
         )
     n, d = vectors.shape
-    valid = set(default_params(choose_kind(n, flat_max_rows) if kind == "auto" else kind, 10**6, d))
+    valid = set(default_params(auto_kind(n, flat_max_rows) if kind == "auto" else kind, 10**6, d))
     if kind == "auto":  # parameters meant for the kind auto did not pick do not apply
-        kind = choose_kind(n, flat_max_rows)
+        kind = auto_kind(n, flat_max_rows)
         params = {key: v for key, v in params.items() if key in valid}
     p = {**default_params(kind, n, d), **params}
     unknown = set(params) - valid
@@ -249,7 +249,7 @@ def parse_kind(kind_string: str) -> tuple[str, dict[str, int]]:
     return kind, params
 
 
-def describe_index(index) -> dict[str, Any]:
+def describe_faiss(index) -> dict[str, Any]:
     """Kind, parameters, size and serialised bytes of a (CPU) FAISS index."""
     import faiss
 

@@ -6,16 +6,30 @@
 - :data:`HEAD_MODALITIES`: what a head scores (``--modality``): one set, or ``both`` fused.
 - :data:`FUSIONS`: how ``both`` combines them.
 - :data:`EVAL_MODALITIES`: the rows of an evaluation report.
+- :data:`BY_CHOICES`: what a similar-movie search compares (``--by``; ``by`` on the HTTP API).
+
+Each vocabulary is declared once, as a ``Literal`` type (:data:`MethodName`, :data:`SetModality`,
+:data:`HeadModality`, :data:`FusionName`, :data:`SearchBy`); the tuples are read from it, the
+service's models use the types and the CLI's choices are made from the tuples.
 - :func:`encoder_name_path`: the file or folder an encoder name points at, if any.
 """
 
 from __future__ import annotations
 
-METHODS: tuple[str, ...] = ("zeroshot", "knn", "mlknn", "linear", "mlp")
-TRAINABLE: tuple[str, ...] = ("knn", "mlknn", "linear", "mlp")
-SET_MODALITIES: tuple[str, ...] = ("poster", "plot")
-HEAD_MODALITIES: tuple[str, ...] = ("poster", "plot", "both")
-FUSIONS: tuple[str, ...] = ("early", "late")
+from typing import Literal, get_args
+
+MethodName = Literal["zeroshot", "knn", "mlknn", "linear", "mlp"]
+SetModality = Literal["poster", "plot"]
+HeadModality = Literal["poster", "plot", "both"]
+FusionName = Literal["early", "late"]
+SearchBy = Literal["poster", "plot", "both"]
+
+METHODS: tuple[str, ...] = get_args(MethodName)
+TRAINABLE: tuple[str, ...] = tuple(m for m in METHODS if m != "zeroshot")
+SET_MODALITIES: tuple[str, ...] = get_args(SetModality)
+HEAD_MODALITIES: tuple[str, ...] = get_args(HeadModality)
+FUSIONS: tuple[str, ...] = get_args(FusionName)
+BY_CHOICES: tuple[str, ...] = get_args(SearchBy)
 EVAL_MODALITIES: tuple[str, ...] = ("poster", "plot", "early_fusion", "late_fusion")
 
 # Encoder families whose ``@`` part is always a weights file (``cnn:efficientnet-lite0@/w.pth``).

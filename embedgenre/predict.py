@@ -23,7 +23,7 @@ from PIL import Image
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import NoSuchPosterError, PosterError, PredictorError
-from embedgenre.features import head_input as build_input
+from embedgenre.features import head_input
 from embedgenre.heads import Head, HeadCache, choose_head, load_head
 from embedgenre.images import check_poster_file, decode_image_bytes
 from embedgenre.predictors.thresholds import apply_thresholds
@@ -263,11 +263,13 @@ def load_query_encoders(index, head: Head, loader: Callable | None = None) -> Qu
     return q
 
 
-def head_input(head: Head, poster_vecs: np.ndarray | None, plot_vecs: np.ndarray | None, n: int):
+def inputs_for_head(
+    head: Head, poster_vecs: np.ndarray | None, plot_vecs: np.ndarray | None, n: int
+):
     """The (n, d) input of ``head`` from per-item poster / plot vectors (None = missing)."""
     dims = {m: e["dim"] for m, e in head.encoders.items()}
     try:
-        return build_input(head.modality, dims, poster_vecs, plot_vecs, n)
+        return head_input(head.modality, dims, poster_vecs, plot_vecs, n)
     except PredictorError:
         raise PredictorError(f"Head {head.name!r} needs a {head.modality} input.") from None
 
@@ -314,7 +316,7 @@ def check_plot(plot: str | None) -> str | None:
     return plot.strip()
 
 
-def rank(head: Head, P: np.ndarray, top: int | None = None) -> list[list[dict]]:
+def ranked_genres(head: Head, P: np.ndarray, top: int | None = None) -> list[list[dict]]:
     """Per row: genres best first as {genre, score, threshold, predicted} (top ``top`` if given)."""
     pred = head.predictor
     D = apply_thresholds(P, pred.thresholds_, pred.at_least_one_)
@@ -388,8 +390,8 @@ def score_inputs(
     top: int | None = None,
 ) -> list[dict]:
     """One dict per row of the query vectors (``labels`` name the rows): input, genres, ranking."""
-    P = head.predictor.predict_proba(head_input(head, pv, tv, len(labels)))
-    ranking, genres = rank(head, P, top), predicted_genres(head, P)
+    P = head.predictor.predict_proba(inputs_for_head(head, pv, tv, len(labels)))
+    ranking, genres = ranked_genres(head, P, top), predicted_genres(head, P)
     return [
         {"input": lab, "genres": g, "ranking": rk} for lab, g, rk in zip(labels, genres, ranking)
     ]
@@ -445,11 +447,11 @@ def predict_catalog(q: QueryEncoders, catalog, batch_size: int = 64, top: int | 
         ok = np.flatnonzero(has)
         P = np.zeros((n, len(head.genres)), np.float32)
         if len(ok):
-            X = head_input(
+            X = inputs_for_head(
                 head, None if pv is None else pv[ok], None if tv is None else tv[ok], len(ok)
             )
             P[ok] = head.predictor.predict_proba(X)
-        ranking, genres = rank(head, P, top), predicted_genres(head, P)
+        ranking, genres = ranked_genres(head, P, top), predicted_genres(head, P)
         for i, it in enumerate(batch):
             if not has[i]:
                 need = {"poster": "a readable poster", "plot": "a plot"}.get(

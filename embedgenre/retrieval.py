@@ -47,11 +47,11 @@ from embedgenre import ann
 from embedgenre.catalog import plot_text
 from embedgenre.encoders import load_set_encoder
 from embedgenre.errors import NoSuchPosterError, RetrievalError, UnknownItemError
+from embedgenre.names import BY_CHOICES
 from embedgenre.store import GenreIndex, atomic
 
 logger = logging.getLogger(__name__)
 
-BY_CHOICES = ("poster", "plot", "both")
 # Poster cosine at or above which two posters count as the same image. Measured with
 # EfficientNet-Lite0 on the shared posters: JPEG re-encodes score >= 0.99 (quality 95), >= 0.96
 # (quality 85), 0.92-0.99 (quality 75, 93% above 0.95); the closest two distinct posters of 6,274

@@ -75,7 +75,7 @@ def test_more_probes_find_more(data):
     index, _ = ann.build_faiss_index(base, "ivf_sq8", params={"nlist": 256, "nprobe": 1})
     low = recall_at_10(index, base, queries)
     ann.set_search_params(index, nprobe=32)
-    assert ann.describe_index(index)["params"]["nprobe"] == 32
+    assert ann.describe_faiss(index)["params"]["nprobe"] == 32
     assert recall_at_10(index, base, queries) > low
 
 
@@ -86,7 +86,7 @@ def test_auto_chooses_by_size(data):
     assert small == "flat"
     kind, params = ann.parse_kind(large)
     assert kind == "ivf_sq8" and params["nlist"] == 256 and params["nprobe"] >= 16
-    assert ann.choose_kind(49_999) == "flat" and ann.choose_kind(50_000) == "ivf_sq8"
+    assert ann.auto_kind(49_999) == "flat" and ann.auto_kind(50_000) == "ivf_sq8"
 
 
 def test_kind_string_rebuilds_and_save_load_keeps_params(data, tmp_path):
@@ -97,7 +97,7 @@ def test_kind_string_rebuilds_and_save_load_keeps_params(data, tmp_path):
     assert kind2 == kind
     ann.save_faiss_index(index, tmp_path / "f.index")
     loaded = ann.load_faiss_index(tmp_path / "f.index")
-    info = ann.describe_index(loaded)
+    info = ann.describe_faiss(loaded)
     assert info["kind_string"] == kind and info["ntotal"] == len(base) and info["dim"] == 64
     np.testing.assert_array_equal(
         ann.search(loaded, queries, 10)[1], ann.search(index, queries, 10)[1]
@@ -111,7 +111,7 @@ def test_hnsw_params_recorded(data):
     index, kind = ann.build_faiss_index(base[:3000], "hnsw_sq8", params={"M": 16, "ef_search": 50})
     assert ann.parse_kind(kind) == ("hnsw_sq8", {"M": 16, "ef_construction": 40, "ef_search": 50})
     ann.set_search_params(index, ef_search=77)
-    assert ann.describe_index(index)["params"]["ef_search"] == 77
+    assert ann.describe_faiss(index)["params"]["ef_search"] == 77
 
 
 def test_bad_requests_name_the_problem(data, tmp_path):

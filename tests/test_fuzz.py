@@ -39,7 +39,7 @@ from embedgenre.cli.app import app
 from embedgenre.errors import EmbedgenreError
 from embedgenre.heads import list_heads, load_head, train_head
 from embedgenre.indexing import build_index
-from embedgenre.predict import rank
+from embedgenre.predict import ranked_genres
 from embedgenre.predictors import HeadSpec
 from embedgenre.predictors.registry import predictor_class
 from embedgenre.store import GenreIndex, describe_index
@@ -973,7 +973,7 @@ def exercise_head(copy: Path, rng: np.random.Generator) -> None:
         X = rng.standard_normal((m, d)).astype(np.float32)
         P = np.asarray(head.predictor.predict_proba(X))
         assert P.shape == (m, len(head.genres)), f"{P.shape} scores for {head.genres}"
-        ranking = rank(head, P, top=2)
+        ranking = ranked_genres(head, P, top=2)
         assert len(ranking) == m and all(r["genre"] in head.genres for r in ranking[0])
 
 

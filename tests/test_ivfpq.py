@@ -78,7 +78,7 @@ def test_ivfpq_recall_at_the_chosen_parameters(clustered, trained, tmp_path):
         base, tmp_path / "faiss.index", params, rows_per_shard=6_000, trained=empty
     )
     index = ann.load_faiss_index(tmp_path / "faiss.index")
-    assert ann.describe_index(index)["kind_string"] == kind
+    assert ann.describe_faiss(index)["kind_string"] == kind
     _, truth = ivfpq.exact_top_k(base, queries, 10, step=7_000)
     _, found = index.search(queries, 100)
     raw = ivfpq.recall_at_k(found[:, :10], truth)

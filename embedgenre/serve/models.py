@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from embedgenre.names import FusionName, HeadModality, MethodName, SearchBy, SetModality
 from embedgenre.predict import Prediction
-from embedgenre.retrieval import BY_CHOICES, Neighbour
+from embedgenre.retrieval import Neighbour
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_TEXT_CHARS = 64 * 1024  # a plot, a title (uploads.py caps each field at 64 kB too)
@@ -21,7 +22,7 @@ MAX_LIST = 32  # values of a repeated field
 
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 GenreName = Annotated[str, StringConstraints(max_length=64)]
-By = Literal[BY_CHOICES]  # type: ignore[valid-type]
+By = SearchBy
 
 
 class Problem(BaseModel):
@@ -85,7 +86,7 @@ class Ready(BaseModel):
 
 
 class EmbeddingSet(BaseModel):
-    modality: str
+    modality: SetModality
     encoder: str
     count: int
 
@@ -122,9 +123,9 @@ class ItemPage(BaseModel):
 
 class HeadInfo(BaseModel):
     name: str
-    method: str
-    modality: str
-    fusion: str | None = None
+    method: MethodName
+    modality: HeadModality
+    fusion: FusionName | None = None
     encoders: dict[str, str]
     validation: dict[str, Any] | None = None
     saved: bool = Field(description="Whether the head is saved in the index (else fitted now).")
