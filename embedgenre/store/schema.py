@@ -288,6 +288,37 @@ MIGRATIONS: dict[int, Callable[[dict, Path], dict]] = {1: _v1_to_v2, 2: _v2_to_v
 
 def parse_manifest(doc: Any, root: Path) -> Manifest:
     """Validate a manifest JSON document (any supported version) into a :class:`Manifest`."""
+    f = _Fields(_migrated(doc, root), "manifest", root)
+    genres, genre_counts, counts = _parse_genres(f, root)
+    items_file, skipped_file = _parse_files(f, root)
+    sets = [SetEntry.parse(e, i, root) for i, e in enumerate(f.get("sets", list, []))]
+    keys = [s.key for s in sets]
+    if len(set(keys)) != len(keys):
+        raise _bad(root, "manifest.sets", "embedding sets with distinct keys", keys)
+    heads = [HeadRecord.parse(e, i, root) for i, e in enumerate(f.get("heads", list, []))]
+    defaults, encoders = _parse_encoders(f, root)
+    return Manifest(
+        generation=f.count("generation", 0),
+        items_file=items_file,
+        genres=genres,
+        genre_counts=genre_counts,
+        counts=counts,
+        sets=sets,
+        heads=heads,
+        skipped_file=skipped_file,
+        defaults=defaults,
+        encoders=encoders,
+        complete=f.get("complete", bool, False),
+        created=f.get("created", str, None),
+        updated=f.get("updated", str, None),
+        embedgenre_version=f.get("embedgenre_version", str, None),
+        catalog=f.get("catalog", dict, {}),
+        items_digest=f.get("items_digest", str, None),
+    )
+
+
+def _migrated(doc: Any, root: Path) -> dict:
+    """The manifest document brought to :data:`FORMAT_VERSION` through :data:`MIGRATIONS`."""
     f = _Fields(doc, "manifest", root)
     if doc.get("format") != FORMAT:
         raise IndexStoreError(
@@ -307,8 +338,11 @@ def parse_manifest(doc: Any, root: Path) -> Manifest:
             )
         doc = MIGRATIONS[version](doc, root)
         version = doc["format_version"]
-    f = _Fields(doc, "manifest", root)
+    return doc
 
+
+def _parse_genres(f: _Fields, root: Path) -> tuple[list[str], dict[str, int], dict[str, int]]:
+    """(genres in their kept order, movies per genre, the item counts by name)."""
     genres = f.strings("genres")
     if len(set(genres)) != len(genres):
         raise _bad(root, "manifest.genres", "a list of distinct genre names", genres)
@@ -322,16 +356,21 @@ def parse_manifest(doc: Any, root: Path) -> Manifest:
     counts = f.get("counts", dict, {})
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
         raise _bad(root, "manifest.counts", "name -> integer count", counts)
+    return genres, {g: genre_counts[g] for g in genres}, dict(counts)
+
+
+def _parse_files(f: _Fields, root: Path) -> tuple[str, str | None]:
+    """(the item table, the skip list or None): paths inside the index."""
     items_file = f.get("items_file", str)
     inside(root, items_file, "manifest.items_file")
     skipped_file = f.get("skipped_file", str, None)
     if skipped_file is not None:
         inside(root, skipped_file, "manifest.skipped_file")
-    sets = [SetEntry.parse(e, i, root) for i, e in enumerate(f.get("sets", list, []))]
-    keys = [s.key for s in sets]
-    if len(set(keys)) != len(keys):
-        raise _bad(root, "manifest.sets", "embedding sets with distinct keys", keys)
-    heads = [HeadRecord.parse(e, i, root) for i, e in enumerate(f.get("heads", list, []))]
+    return items_file, skipped_file
+
+
+def _parse_encoders(f: _Fields, root: Path) -> tuple[dict[str, str], list[dict]]:
+    """(the default set key per modality, the encoders asked for as [{modality, name}])."""
     defaults = f.get("defaults", dict, {})
     if not all(isinstance(v, str) for v in defaults.values()):
         raise _bad(root, "manifest.defaults", "modality -> set key", defaults)
@@ -345,22 +384,4 @@ def parse_manifest(doc: Any, root: Path) -> Manifest:
         raise _bad(root, "manifest.encoders", "a list of {modality, name}", encoders)
     for i, e in enumerate(encoders):
         _check_encoder_name(root, f"encoders[{i}].name", e["name"])
-    generation = f.count("generation", 0)
-    return Manifest(
-        generation=generation,
-        items_file=items_file,
-        genres=genres,
-        genre_counts={g: genre_counts[g] for g in genres},
-        counts=dict(counts),
-        sets=sets,
-        heads=heads,
-        skipped_file=skipped_file,
-        defaults=dict(defaults),
-        encoders=[{"modality": e["modality"], "name": e["name"]} for e in encoders],
-        complete=f.get("complete", bool, False),
-        created=f.get("created", str, None),
-        updated=f.get("updated", str, None),
-        embedgenre_version=f.get("embedgenre_version", str, None),
-        catalog=f.get("catalog", dict, {}),
-        items_digest=f.get("items_digest", str, None),
-    )
+    return dict(defaults), [{"modality": e["modality"], "name": e["name"]} for e in encoders]
