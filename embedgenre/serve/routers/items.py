@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
-from embedgenre.retrieval import BY_CHOICES
+from embedgenre.names import BY_CHOICES
 from embedgenre.serve.models import ID_PATTERN, IndexSummary, Item, ItemPage, errors
 from embedgenre.serve.problems import ApiError
 from embedgenre.serve.routers.common import answer, generation, thumb_url
