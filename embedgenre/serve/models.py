@@ -91,13 +91,21 @@ class EmbeddingSet(BaseModel):
     count: int
 
 
+class HeadBrief(BaseModel):
+    name: str
+    method: str | None = Field(description="How the head predicts (linear, mlp, knn, ...).")
+    modality: str | None = Field(description="What it scores: poster, plot or both.")
+
+
 class IndexSummary(BaseModel):
     name: str
     generation: int
+    updated: str | None = Field(description="When the index last changed (ISO 8601, UTC).")
     items: int
     genres: dict[str, int] = Field(description="Movies per genre.")
     sets: list[EmbeddingSet]
     heads: list[str]
+    head_details: list[HeadBrief] = Field(description="Each saved head's method and modality.")
     default_head: str | None
     by: list[str]
 

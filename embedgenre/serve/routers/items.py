@@ -49,6 +49,7 @@ async def index_summary(gen: Gen):
     doc = {
         "name": gen.index.path.name,
         "generation": gen.number,
+        "updated": m.updated or m.created,
         "items": len(gen.index.ids),
         "genres": dict(m.genre_counts),
         "sets": [
@@ -56,6 +57,10 @@ async def index_summary(gen: Gen):
             for s in gen.index.sets
         ],
         "heads": sorted(h.name for h in m.heads),
+        "head_details": [
+            {"name": h.name, "method": h.method, "modality": h.modality}
+            for h in sorted(m.heads, key=lambda h: h.name)
+        ],
         "default_head": gen.default_head,
         "by": list(BY_CHOICES),
     }

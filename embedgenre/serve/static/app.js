@@ -50,13 +50,64 @@
       .then((b) => { if (b) img.src = URL.createObjectURL(b); });
   }
 
+  // -- words for what the API names: heads and scores -------------------------------------
+
+  const METHOD_WORDS = {
+    linear: "linear classifier", mlp: "small neural network", knn: "vote of the nearest movies",
+    mlknn: "vote of the nearest movies (ML-kNN)", zeroshot: "match with the genre names (zero-shot)",
+  };
+  const MODALITY_WORDS = { poster: "poster", plot: "plot", both: "poster + plot" };
+
+  // "linear classifier on poster + plot" from {name, method, modality}; the name alone is parsed
+  // when the index does not record the method ("linear-both-late").
+  function headWords(h) {
+    if (!h) return "";
+    const parts = String(h.name || "").split("-");
+    const method = h.method || (METHOD_WORDS[parts[0]] ? parts[0] : null);
+    const modality = h.modality || (MODALITY_WORDS[parts[1]] ? parts[1] : null);
+    if (!method) return h.name || "";
+    return (METHOD_WORDS[method] || method) + (modality ? " on " + (MODALITY_WORDS[modality] || modality) : "");
+  }
+  function headTitle(h) { return h ? "head " + h.name + (h.fusion ? " (" + h.fusion + " fusion)" : "") : ""; }
+  function showHead(target, h) {
+    $(target).textContent = h ? "by a " + headWords(h) : "";
+    $(target).title = headTitle(h);
+  }
+
+  function when(iso) {
+    const d = new Date(iso || "");
+    if (isNaN(d)) return "";
+    const p = (v) => String(v).padStart(2, "0");
+    return d.getUTCFullYear() + "-" + p(d.getUTCMonth() + 1) + "-" + p(d.getUTCDate()) + " " + p(d.getUTCHours()) + ":" + p(d.getUTCMinutes());
+  }
+
+  const COSINE_NOTE = "Similarity: the cosine of the two movies' embeddings, from 0 (unrelated) to 1 (the same).";
+  const MATCH_NOTE = "Match: poster and plot similarity combined, each measured against a typical movie of the catalog " +
+    "(standardised: 0 is typical, 3 or more is unusually close).";
+
+  // A result's score labelled by what it is: a cosine ("similarity 0.71") or, when poster and plot
+  // are combined, a standardised match ("match 5.8"); the title says more.
+  function scoreLabel(doc, n) {
+    const fused = /^standardised/.test(doc.scoring || "");
+    if (!fused) return el("span", { class: "muted score-label", title: COSINE_NOTE, text: "similarity " + n.score.toFixed(2) });
+    const cos = Object.entries(n.cosines || {}).map(([m, v]) => m + " similarity " + v.toFixed(2)).join(", ");
+    return el("span", { class: "muted score-label", title: MATCH_NOTE + (cos ? " " + cos + "." : ""),
+      text: "match " + n.score.toFixed(1) + " (poster + plot, standardised)" });
+  }
+  function scoreLegend(doc) {
+    return /^standardised/.test(doc.scoring || "") ? MATCH_NOTE : COSINE_NOTE;
+  }
+
   async function loadIndex() {
     try {
       const info = await api("/v1/index");
-      $("index-info").textContent = info.name + " · " + info.items + " movies · generation " + info.generation;
+      const updated = when(info.updated);
+      $("index-info").textContent = info.items + " movies" + (updated ? " · updated " + updated : "");
+      $("index-info").title = "index " + info.name;
       const sel = $("head");
       sel.replaceChildren(el("option", { value: "", text: "best for the input" }));
-      for (const h of info.heads) sel.append(el("option", { value: h, text: h }));
+      const details = info.head_details || info.heads.map((name) => ({ name: name }));
+      for (const h of details) sel.append(el("option", { value: h.name, text: headWords(h), title: headTitle(h) }));
       genreChips(Object.keys(info.genres || {}));
     } catch (e) { $("index-info").textContent = "index unavailable"; showError(e.error, e.fix); }
   }
@@ -100,39 +151,22 @@
       for (const n of items) {
         const img = el("img", { alt: n.title || n.id });
         thumb(img, "/v1/thumbnails/" + encodeURIComponent(n.id));
-        row.append(el("figure", {}, img, el("figcaption", { text: (n.title || n.id) + " · " + n.score.toFixed(2) })));
+        const link = el("a", { href: "#/movie/" + encodeURIComponent(n.id), "data-id": n.id }, img);
+        row.append(el("figure", {}, link, el("figcaption", {}, el("span", { text: n.title || n.id }), el("br"),
+          el("span", { class: "muted", title: COSINE_NOTE, text: "similarity " + n.score.toFixed(2) }))));
       }
-      box.append(el("div", { class: "why-genre" }, el("b", { text: genre }), items.length ? row : el("span", { class: "muted", text: " none nearby" })));
+      box.append(el("div", { class: "why-genre", "data-genre": genre }, el("b", { text: genre }), items.length ? row : el("span", { class: "muted", text: "none nearby" })));
     }
   }
 
   function grid(doc, title) {
     $("results").hidden = false;
     $("results-title").textContent = title;
-    $("results-note").textContent = (doc.notes || []).join(" · ");
+    $("results-note").textContent = [scoreLegend(doc)].concat(doc.notes || []).join(" · ");
     const box = $("grid");
     box.replaceChildren();
-    for (const n of doc.neighbours) {
-      const img = el("img", { alt: n.title || n.id });
-      thumb(img, n.poster);
-      const tile = el("button", { class: "tile", type: "button", "data-id": n.id, title: "More like this" }, img,
-        el("span", { class: "meta" },
-          el("span", { class: "t", text: (n.title || n.id) + (n.year ? " (" + n.year + ")" : "") }),
-          el("span", { text: n.genres.join(", ") }), el("br"),
-          el("span", { class: "muted", text: "score " + n.score.toFixed(3) })));
-      tile.addEventListener("click", () => moreLike(n));
-      box.append(tile);
-    }
+    for (const n of doc.neighbours) box.append(movieTile(n, scoreLabel(doc, n)));
     if (!doc.neighbours.length) box.append(el("p", { class: "muted", text: "Nothing matches." }));
-  }
-
-  async function moreLike(n) {
-    clearError();
-    try {
-      const doc = await api("/v1/similar?k=12&id=" + encodeURIComponent(n.id));
-      grid(doc, "More like " + (n.title || n.id));
-      $("results").scrollIntoView({ behavior: "smooth" });
-    } catch (e) { showError(e.error, e.fix); }
   }
 
   async function predict(ev) {
@@ -153,7 +187,7 @@
       const doc = await api("/v1/predict", { method: "POST", body: form });
       const result = doc.results[0];
       $("prediction").hidden = false;
-      $("head-name").textContent = "head " + doc.head.name + " (" + doc.head.method + ", " + doc.head.modality + ")";
+      showHead("head-name", doc.head);
       bars(result);
       why(result);
       const sim = new FormData();
@@ -186,7 +220,7 @@
       el("span", { class: "meta" },
         el("span", { class: "t", text: (n.title || n.id) + (n.year ? " (" + n.year + ")" : "") }),
         el("span", { text: (n.genres || []).join(", ") }),
-        extra ? el("br") : null, extra ? el("span", { class: "muted", text: extra }) : null));
+        extra ? el("br") : null, extra || null));
   }
 
   function genreChips(genres) {
@@ -220,7 +254,7 @@
 
   async function showMovie(id) {
     clearError();
-    for (const t of ["movie-title", "movie-plot", "movie-note", "movie-head"]) $(t).textContent = "";
+    for (const t of ["movie-title", "movie-plot", "movie-note", "movie-head", "movie-similar-note"]) $(t).textContent = "";
     for (const t of ["movie-labelled", "movie-predicted", "movie-bars", "movie-why", "movie-similar"]) $(t).replaceChildren();
     $("movie-title").textContent = "Loading…";
     try {
@@ -242,11 +276,12 @@
       }
       if (!doc.predicted.length) $("movie-predicted").append(el("span", { class: "muted", text: "none" }));
       $("movie-note").textContent = "✗ labelled but not predicted · + predicted but not labelled. " + doc.note + ".";
-      $("movie-head").textContent = "head " + doc.head.name + " (" + doc.head.method + ", " + doc.head.modality + ")";
+      showHead("movie-head", doc.head);
       bars(doc, "movie-bars");
       why({ neighbours: doc.why }, "movie-why");
       const sim = await api("/v1/similar?k=12&id=" + encodeURIComponent(id));
-      for (const n of sim.neighbours) $("movie-similar").append(movieTile(n, "score " + n.score.toFixed(3)));
+      $("movie-similar-note").textContent = scoreLegend(sim);
+      for (const n of sim.neighbours) $("movie-similar").append(movieTile(n, scoreLabel(sim, n)));
     } catch (e) { $("movie-title").textContent = id; showError(e.error, e.fix); }
   }
 
