@@ -4,9 +4,9 @@ scores labelled by what they are, "Why" across the width, and every similar movi
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
+from _chromium import NO_BROWSER, browser, chrome
 from _serving import ServerThread, index_with_heads
 
 from embedgenre.serve import create_app
@@ -19,35 +19,12 @@ def index_dir(fixture_index_dir, tmp_path_factory):
     return index_with_heads(fixture_index_dir, tmp_path_factory.mktemp("page") / "index")
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
-
-
-@pytest.mark.skipif(
-    _browser() is None,
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-)
+@pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
 def test_page_speaks_of_movies_and_similar_results_have_urls(service, client, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     index = service.current.index
-    chromium, chromedriver = _browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(arg)
     css = By.CSS_SELECTOR
     info = client.get("/v1/index").json()
 
@@ -61,7 +38,7 @@ def test_page_speaks_of_movies_and_similar_results_have_urls(service, client, tm
         return d.execute_script("return location.hash")
 
     with ServerThread(create_app(service.config, service), service.config) as server:
-        driver = webdriver.Chrome(service=DriverService(chromedriver), options=options)
+        driver = chrome(tmp_path / "profile")
         try:
             wait = WebDriverWait(driver, 60)
             driver.get(server.url + "/")

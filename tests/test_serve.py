@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -708,7 +709,7 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
         try:
             wait = WebDriverWait(driver, 60)
             driver.get(server.url + "/")
-            wait.until(lambda d: "generation" in d.find_element(By.ID, "index-info").text)
+            wait.until(lambda d: "110 movies" in d.find_element(By.ID, "index-info").text)
             driver.find_element(By.ID, "poster").send_keys(str(poster[0]))
             driver.find_element(By.ID, "plot").send_keys(PLOT)
             driver.find_element(By.ID, "predict-btn").click()
@@ -717,7 +718,14 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
             )
             bars = driver.find_elements(css, "#bars li")
             assert len(driver.find_elements(css, "#bars .tick")) == len(bars) == 23
-            assert "linear-poster" in driver.find_element(By.ID, "head-name").text
+            head = driver.find_element(By.ID, "head-name")
+            assert head.text == "by a linear classifier on poster"
+            assert head.get_attribute("title") == "head linear-poster"
+            labels = [s.text for s in driver.find_elements(css, "#grid .score-label")]
+            assert len(labels) == 12 and all(
+                re.fullmatch(r"match -?\d+\.\d \(poster \+ plot, standardised\)", s) for s in labels
+            ), labels
+            assert driver.find_element(By.ID, "results-note").text.startswith("Match: poster and")
             predicted = [
                 b.get_attribute("data-genre") for b in driver.find_elements(css, "#bars li.yes")
             ]
@@ -729,12 +737,12 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
 
             tile = driver.find_elements(css, "#grid .tile")[0]
             clicked = tile.get_attribute("data-id")
-            tile.click()
-            wait.until(
-                lambda d: d.find_element(By.ID, "results-title").text.startswith("More like")
-            )
-            shown = [t.get_attribute("data-id") for t in driver.find_elements(css, "#grid .tile")]
-            assert len(shown) == 12 and clicked not in shown
+            tile.click()  # a similar movie opens its own page; Back returns to the results
+            wait.until(lambda d: d.execute_script("return location.hash") == f"#/movie/{clicked}")
+            wait.until(lambda d: len(d.find_elements(css, "#movie-similar .tile")) == 12)
+            driver.back()
+            wait.until(lambda d: d.find_element(By.ID, "view-home").is_displayed())
+            assert driver.find_element(By.ID, "results-title").text == "Similar movies"
 
             driver.find_element(By.ID, "search").send_keys("a haunted house")
             driver.find_element(By.ID, "search-btn").click()
