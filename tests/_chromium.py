@@ -13,7 +13,9 @@ def browser() -> tuple[str, str] | None:
     return (chromium, driver) if chromium and driver else None
 
 
-NO_BROWSER = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+NO_BROWSER = (
+    "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+)
 
 
 def chrome(profile: Path, size: str = "1200,1000"):
