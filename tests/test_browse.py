@@ -3,10 +3,10 @@ labelled vs predicted genres, the label audit; its routes, and the page driven i
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
+from _chromium import NO_BROWSER, browser, chrome
 from _serving import ServerThread, index_with_heads
 from fastapi.testclient import TestClient
 
@@ -80,36 +80,13 @@ def test_audit_route_runs_once_in_the_background(client):
     assert client.get("/v1/audit?k=0").status_code == 400
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
-
-
-@pytest.mark.skipif(
-    _browser() is None,
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-)
+@pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
 def test_browse_page_in_chromium(service, client, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     index = service.current.index
-    chromium, chromedriver = _browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(arg)
     css = By.CSS_SELECTOR
     audit_doc = _audit(client)  # the page then shows the finished audit at once
 
@@ -117,7 +94,7 @@ def test_browse_page_in_chromium(service, client, tmp_path):
         return [t.get_attribute("data-id") for t in d.find_elements(css, where + " .tile")]
 
     with ServerThread(create_app(service.config, service), service.config) as server:
-        driver = webdriver.Chrome(service=DriverService(chromedriver), options=options)
+        driver = chrome(tmp_path / "profile")
         try:
             wait = WebDriverWait(driver, 60)
             # the catalog grid, a page at a time

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _catalogs import png_header_only
+from _chromium import NO_BROWSER, browser, chrome
 from _serving import ServerThread, index_with_heads
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -660,41 +660,17 @@ def test_concurrent_predicts_are_batched(client, service, fixture_dir, monkeypat
 # ----------------------------------------------------------------------------- the web page
 
 
-def _browser() -> tuple[str, str] | None:
-    """(chromium, chromedriver) from the system (Debian: chromium, chromium-driver)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
-
-
 def _not_blank(png: Path) -> None:
     pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
     assert pixels.std() > 25, "the screenshot is blank"
     assert len(np.unique(pixels.reshape(-1, 3)[::97], axis=0)) > 50  # posters, text, bars
 
 
-@pytest.mark.skipif(
-    _browser() is None,
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-)
+@pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
 def test_web_page_in_a_real_browser(service, poster, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    chromium, chromedriver = _browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(arg)
     css = By.CSS_SELECTOR
 
     def all_images_loaded(d, where: str) -> bool:
@@ -705,7 +681,7 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
         return d.execute_script(script)
 
     with ServerThread(create_app(service.config, service), service.config) as server:
-        driver = webdriver.Chrome(service=DriverService(chromedriver), options=options)
+        driver = chrome(tmp_path / "profile")
         try:
             wait = WebDriverWait(driver, 60)
             driver.get(server.url + "/")
