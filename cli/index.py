@@ -228,7 +228,7 @@ def print_summary(summary) -> None:
             f"[yellow]{len(summary.skipped)} poster(s) skipped[/] (listed in the index's skip list):"
         )
         for rec in summary.skipped[:10]:
-            console.print(plain(f"  {rec['id']}: {rec['path']}: {rec['reason']}"), markup=False)
+            console.print(plain(f"  {rec.id}: {rec.path}: {rec.reason}"), markup=False)
         if len(summary.skipped) > 10:
             console.print(f"  ... and {len(summary.skipped) - 10} more")
     if summary.new_genres:

@@ -1,6 +1,6 @@
 """Encoding engines: what turns the items an index run must encode into chunks of vectors.
 
-:func:`embedgenre.indexing.build_index` plans a run (what is reused, what must be encoded),
+:class:`embedgenre.indexing.IndexRun` plans a run (what is reused, what must be encoded),
 hands each embedding set's work to an engine as one :class:`EncodeTask`, saves every chunk the
 engine yields in ``.partial/`` and commits once. The engine only encodes: it never reads or
 writes the index, so every engine gives the same index and the same crash safety.
@@ -11,7 +11,7 @@ writes the index, so every engine gives the same index and the same crash safety
 
 An engine is any object with ``name`` and ``encode(task, encoder)``, which yields
 ``(Part, unreadable)`` pairs: a :class:`Part` of at most ``task.chunk_size`` encoded rows and the
-posters that could not be read since the previous pair (dicts with id, path, reason, hash).
+posters that could not be read since the previous pair (:class:`Skip` records).
 """
 
 from __future__ import annotations
@@ -53,6 +53,36 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Skip:
+    """A poster that could not be read: the item, its file, why, and the hash of its bytes
+    (None when they could not be read at all). A skip with a hash is not retried while the
+    poster's bytes keep that hash."""
+
+    id: str
+    path: str
+    reason: str
+    hash: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        """The record as the skip list and ``index --json`` write it (no hash when unknown)."""
+        doc = {"id": self.id, "path": self.path, "reason": self.reason}
+        if self.hash is not None:
+            doc["hash"] = self.hash
+        return doc
+
+    @classmethod
+    def of(cls, doc: dict) -> Skip:
+        """A record read back from an index's skip list (checked there to have a str id)."""
+        h = doc.get("hash")
+        return cls(
+            id=str(doc["id"]),
+            path=str(doc.get("path", "")),
+            reason=str(doc.get("reason", "")),
+            hash=h if isinstance(h, str) else None,
+        )
+
+
+@dataclass(frozen=True)
 class EncodeTask:
     """The rows of one embedding set that must be encoded in this run.
 
@@ -83,17 +113,12 @@ class EncodeTask:
 class Engine(Protocol):
     name: str
 
-    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[dict]]]: ...
+    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[Skip]]]: ...
 
 
-def unreadable(task: EncodeTask, i: int, reason: str) -> dict:
-    """The skip-list record of row ``i`` of ``task`` (a poster that could not be read)."""
-    return {
-        "id": task.ids[i],
-        "path": str(task.sources[i]),
-        "reason": reason,
-        "hash": task.hashes[i],
-    }
+def unreadable(task: EncodeTask, i: int, reason: str) -> Skip:
+    """The skip record of row ``i`` of ``task`` (a poster that could not be read)."""
+    return Skip(id=task.ids[i], path=str(task.sources[i]), reason=reason, hash=task.hashes[i])
 
 
 def make_part(task: EncodeTask, rows: list[int], vectors: list[np.ndarray], dim: int, thumbs=None):
@@ -128,7 +153,7 @@ class LocalEngine:
             )
         self.input_pipeline = input_pipeline
 
-    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[dict]]]:
+    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[Skip]]]:
         bar = progress_bar(len(task), f"{task.modality}s", task.progress)
         made: dict[int, bytes] | None = {} if task.modality == "poster" else None
         if task.modality == "plot":
@@ -139,7 +164,7 @@ class LocalEngine:
             batches = _poster_batches(encoder, task, made)
         vecs: list[np.ndarray] = []
         ok: list[int] = []
-        bad: list[dict] = []
+        bad: list[Skip] = []
         for batch_vecs, batch_ok, batch_bad in batches:
             vecs.append(batch_vecs)
             ok.extend(batch_ok)

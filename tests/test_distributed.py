@@ -216,7 +216,7 @@ def test_actors_that_decode_on_their_device_build_the_same_index(cluster, fixtur
     for kind in ("pil", "tensor"):
         engine = RayEngine(workers=1, input_pipeline=kind)
         summary = build_index(read_catalog(cat), tmp_path / kind, [POSTERS], [], engine=engine)
-        skipped[kind] = [(s["id"], s["reason"]) for s in summary.skipped]
+        skipped[kind] = [(s.id, s.reason) for s in summary.skipped]
         out[kind] = GenreIndex.open(tmp_path / kind).get_set("poster")
     assert skipped["pil"] == skipped["tensor"]
     assert [i for i, _ in skipped["tensor"]] == [rows[3]["imdb_id"]]

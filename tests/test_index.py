@@ -22,8 +22,11 @@ from PIL import Image
 
 from embedgenre.catalog import read_catalog
 from embedgenre.errors import ConflictError, IndexStoreError, PosterError
-from embedgenre.indexing import build_index
+from embedgenre.indexing import IndexOptions, Skip, build_index
+from embedgenre.indexing.plan import Contents
+from embedgenre.indexing.write import next_manifest
 from embedgenre.store import GenreIndex
+from embedgenre.vocabulary import extend
 
 
 def test_build_writes_a_self_describing_index(small_catalog, tmp_path):
@@ -179,8 +182,8 @@ def _write_bad_posters(root: Path) -> dict[str, str]:
     }
 
 
-def test_bad_posters_are_skipped_listed_and_not_retried(tmp_path):
-    root = tmp_path / "cat"
+def _bad_poster_catalog(root: Path) -> dict[str, str]:
+    """A catalog at ``root`` of the posters of :func:`_write_bad_posters`, each with a plot."""
     (root / "posters").mkdir(parents=True)
     expected = _write_bad_posters(root)
     ext = {"tt9000008": "png", "tt9000009": "png", "tt9000010": "png"}
@@ -195,11 +198,17 @@ def test_bad_posters_are_skipped_listed_and_not_retried(tmp_path):
         for i in expected
     ]
     make_catalog(root, rows)
+    return expected
+
+
+def test_bad_posters_are_skipped_listed_and_not_retried(tmp_path):
+    root = tmp_path / "cat"
+    expected = _bad_poster_catalog(root)
     out = tmp_path / "idx"
     summary = build(root, out, Factory())
-    skipped = {r["id"] for r in summary.skipped}
+    skipped = {r.id for r in summary.skipped}
     assert skipped == {i for i, e in expected.items() if e == "skip"}
-    reasons = {r["id"]: r["reason"] for r in summary.skipped}
+    reasons = {r.id: r.reason for r in summary.skipped}
     assert "not found" in reasons["tt9000005"]
     assert "decompression" in reasons["tt9000010"].lower() or "pixels" in reasons["tt9000010"]
     idx = GenreIndex.open(out)
@@ -215,6 +224,68 @@ def test_bad_posters_are_skipped_listed_and_not_retried(tmp_path):
     with pytest.raises(PosterError, match="strict mode makes any unreadable poster fatal") as e:
         build(root, tmp_path / "strict", Factory(), strict=True)
     assert e.value.param == "strict"
+
+
+def test_skips_are_typed_and_written_as_the_skip_list_and_json_summary(tmp_path):
+    root = tmp_path / "cat"
+    _bad_poster_catalog(root)
+    out = tmp_path / "idx"
+    summary = build(root, out, Factory())
+    assert summary.skipped and all(isinstance(s, Skip) for s in summary.skipped)
+    by_id = {s.id: s for s in summary.skipped}
+    assert by_id["tt9000005"].hash is None  # never read: no hash, so retried once it appears
+    assert any(s.hash for s in summary.skipped)  # read but not decodable: hashed, not retried
+    idx = GenreIndex.open(out)
+    on_disk = json.loads((out / idx.manifest.skipped_file).read_text())
+    doc = json.loads(json.dumps(summary.to_dict()))
+    assert doc["skipped"] == on_disk == idx.skipped
+    assert "hash" not in on_disk[[r["id"] for r in on_disk].index("tt9000005")]
+    assert [Skip.of(r) for r in on_disk] == summary.skipped
+
+
+def test_index_options_are_checked_before_the_index_is_touched(small_catalog, tmp_path):
+    root, _ = small_catalog
+    with pytest.raises(IndexStoreError, match="unknown vector dtype 'float8'.*float16"):
+        IndexOptions(vector_dtype="float8")
+    out = tmp_path / "idx"
+    with pytest.raises(IndexStoreError, match="unknown vector dtype"):
+        build(root, out, Factory(), vector_dtype="float8")
+    assert not out.exists()
+    options = IndexOptions(image_encoders=["fake:a"], text_encoders=[], index_memory="1GiB")
+    assert options.image_encoders == ("fake:a",) and options.text_encoders == ()
+    assert options.memory == 1 << 30
+
+
+def test_the_next_manifest_is_built_without_writing_a_file(small_catalog, tmp_path):
+    root, rows = small_catalog
+    out = tmp_path / "idx"
+    build(root, out, Factory())
+    idx = GenreIndex.open(out)
+    files = sorted(p.relative_to(out) for p in out.rglob("*"))
+    wanted = [(e["modality"], e["name"]) for e in idx.manifest.encoders]
+    sets = list(idx.manifest.sets)
+    gen = idx.manifest.generation + 1
+
+    def manifest_for(catalog_root):
+        catalog = read_catalog(catalog_root)
+        return next_manifest(
+            idx.manifest,
+            gen,
+            Contents.of(catalog),
+            wanted,
+            sets,
+            vocabulary=extend(
+                idx.manifest.genres, catalog.genre_counts(), catalog.genres
+            ).vocabulary,
+            skips=[],
+            old_skips=[],
+        )
+
+    assert manifest_for(root) is None  # the index already says exactly this
+    make_catalog(root, rows[:-1])
+    changed = manifest_for(root)
+    assert changed.items_file == f"items-{gen}.parquet" and changed.counts["items"] == 19
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == files
 
 
 def test_asking_an_index_for_other_encoders_is_refused_unless_added(small_catalog, tmp_path):
@@ -438,15 +509,7 @@ def test_the_skip_summary_agrees_with_itself_and_names_each_path_once(tmp_path, 
     from embedgenre.cli.index import print_summary
 
     root = tmp_path / "cat"
-    (root / "posters").mkdir(parents=True)
-    expected = _write_bad_posters(root)
-    ext = {"tt9000008": "png", "tt9000009": "png", "tt9000010": "png"}
-    rows = [
-        {"imdb_id": i, "title": i, "genres": "Drama", "plot": f"plot {i}"}
-        | {"poster": f"posters/{i}.{ext.get(i, 'jpg')}"}
-        for i in expected
-    ]
-    make_catalog(root, rows)
+    expected = _bad_poster_catalog(root)
     with caplog.at_level("INFO", logger="embedgenre"):
         summary = build(root, tmp_path / "idx", Factory())
     bad = sum(e == "skip" for e in expected.values())
@@ -465,7 +528,7 @@ def test_the_skip_summary_agrees_with_itself_and_names_each_path_once(tmp_path, 
     assert f"{len(expected) - bad} posters ({bad} skipped)" in out
     assert f"{bad} poster(s) skipped" in out
     for rec in summary.skipped:
-        line = next(x for x in out.splitlines() if rec["id"] in x and rec["path"][-12:] in x)
+        line = next(x for x in out.splitlines() if rec.id in x and rec.path[-12:] in x)
         assert line.count("tt9000") == 2  # the id, and the path once (not again in the reason)
 
 

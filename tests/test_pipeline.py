@@ -213,7 +213,7 @@ def test_index_through_the_tensor_pipeline_matches_the_pillow_path(fixture_dir, 
             read_catalog(root), tmp_path / kind, image_encoders=[name], text_encoders=[],
             backend="torch", batch_size=8, engine=LocalEngine(input_pipeline=kind),
         )  # fmt: skip
-        assert [s["id"] for s in summary.skipped] == [rows[3]["imdb_id"]]
+        assert [s.id for s in summary.skipped] == [rows[3]["imdb_id"]]
         out[kind] = GenreIndex.open(tmp_path / kind)
     a_set, b_set = (next(s for s in out[k].sets if s.modality == "poster") for k in out)
     a, b = (np.asarray(s.vectors, np.float32) for s in (a_set, b_set))

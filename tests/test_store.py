@@ -387,7 +387,7 @@ def test_hostile_poster_files_are_refused_unread(tmp_path):
     (p / "tt9000003.jpg").symlink_to(secret)  # not an image: never hashed
     out = tmp_path / "idx"
     summary = build(root, out, Factory())
-    reasons = {r["id"]: r["reason"] for r in summary.skipped}
+    reasons = {r.id: r.reason for r in summary.skipped}
     assert "not a regular file" in reasons["tt9000000"]
     assert "not a regular file" in reasons["tt9000001"]
     assert "over the" in reasons["tt9000002"]

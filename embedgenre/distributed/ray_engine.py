@@ -41,6 +41,7 @@ from embedgenre.engines import (
     TEXT_BATCH,
     EncodeTask,
     Part,
+    Skip,
     make_part,
     unreadable,
 )
@@ -199,7 +200,7 @@ class RayEngine:
             self.gpus_per_worker,
         )  # fmt: skip
 
-    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[dict]]]:
+    def encode(self, task: EncodeTask, encoder) -> Iterator[tuple[Part, list[Skip]]]:
         ray = self.connect()
         res = self.resources()
         t0 = time.perf_counter()
@@ -211,7 +212,7 @@ class RayEngine:
         rows: list[int] = []
         vecs: list[np.ndarray] = []
         thumbs: list[bytes | None] = []
-        bad: list[dict] = []
+        bad: list[Skip] = []
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 ok = batch["ok"]

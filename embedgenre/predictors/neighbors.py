@@ -37,7 +37,7 @@ def _check_k(k, n_available: int, during_fit: bool) -> int:
     return int(k)
 
 
-def build_index(X: np.ndarray):
+def flat_ip_index(X: np.ndarray):
     """A flat FAISS inner-product index over ``X`` float32 (n, d)."""
     import faiss
 
@@ -72,7 +72,7 @@ class _NeighbourBase(GenrePredictor):
         self.empty_genres_ = warn_empty_genres(Y, self.classes_)
         self.X_ = X
         self.Y_ = Y
-        self.index_ = build_index(X)
+        self.index_ = flat_ip_index(X)
         return X, Y
 
     def _neighbours(self, X):
@@ -99,7 +99,7 @@ class _NeighbourBase(GenrePredictor):
         self.X_ = np.ascontiguousarray(arrays["X"], dtype=np.float32)
         self.Y_ = arrays["Y"].astype(np.uint8)
         self.empty_genres_ = self.Y_.sum(axis=0) == 0
-        self.index_ = build_index(self.X_)
+        self.index_ = flat_ip_index(self.X_)
 
 
 @register
