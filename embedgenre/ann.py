@@ -647,3 +647,13 @@ def synthetic_chunks(
         which = rng.integers(0, n_clusters, m)
         scatter = (rng.standard_normal((m, dim), dtype=np.float32) * spectrum) @ rotation
         yield unit(centres[which] + scatter).astype(np.float32, copy=False)
+
+
+def is_exact(index) -> bool:
+    """Whether ``index`` (on the CPU or a GPU) answers exactly: a flat index, which returns the
+    true nearest neighbours where an approximate one may miss some."""
+    import faiss
+
+    if "Gpu" in type(index).__name__:
+        return "Flat" in type(index).__name__
+    return isinstance(index, faiss.IndexFlat)

@@ -242,6 +242,110 @@ def _accept(cand, score, cos, order, k, bound, excluded, dedup, dpos, threshold)
     return hits
 
 
+def rank_all_exact(
+    source: Source,
+    queries: np.ndarray,
+    n_items: int,
+    k: int,
+    *,
+    dedup: Source | None = None,
+    dedup_threshold: float = DEFAULT_DEDUP_THRESHOLD,
+    batch_size: int = 2048,
+) -> tuple[list[list[Hit]], int]:
+    """:func:`rank` for many queries of one source whose ``search`` is exact (a flat index),
+    with no filters: each query is the stored vector of its item row in ``queries``, which is
+    excluded from its own answer. Gives the hits :func:`rank` gives, query by query.
+
+    ``dedup`` is None (no poster set) or ``source`` itself (ranking by poster). Every source's
+    candidates are fetched in batches of ``batch_size`` and re-scored exactly as :func:`rank`
+    does; the walk is then short: an item whose poster has no other poster within reach of
+    ``dedup_threshold`` can neither be a copy of the query nor fold into another hit, so a query
+    whose first ``k`` candidates (and itself) have none is answered by them in score order. Any
+    other query, and any whose answer the fetched candidates do not settle, goes through
+    :func:`rank`. Returns the hits per query and how many queries went through :func:`rank`.
+    """
+    if k < 1:
+        raise RetrievalError(f"k must be at least 1, got {k}.")
+    if dedup is not None and dedup.name != source.name:
+        raise RetrievalError("rank_all_exact folds duplicates only by the set it ranks.")
+    if dedup is not None and len(queries) != len(source.rows):
+        raise RetrievalError("rank_all_exact folds duplicates only when every item is a query.")
+    pos = source.position_of(n_items)
+    at = pos[queries]
+    fetch = min(len(source.rows), max(2 * k + 1 + 8, 32))  # what rank() fetches first
+    scores = np.empty((len(queries), fetch), np.float32)
+    rows = np.empty((len(queries), fetch), np.int64)
+    for start in range(0, len(queries), batch_size):
+        part = slice(start, start + batch_size)
+        batch = np.asarray(source.vectors[at[part]], dtype=np.float32)
+        scores[part], rows[part] = source.search(batch, fetch)
+    # exact cosines of each query's candidates, computed as rank() computes them (same rows in
+    # the same order), and which items have a poster close enough to another to be folded
+    margin = 1e-4  # room for FAISS's float32 scores next to the float64 cosines
+    near = np.zeros(n_items, dtype=bool)
+    cands, cosines, bounds = [], [], []
+    for i, row in enumerate(queries.tolist()):
+        valid = rows[i] >= 0
+        cand = np.unique(rows[i][valid])
+        query = np.asarray(source.vectors[at[i]], dtype=np.float32).astype(np.float64)
+        cos = np.asarray(source.vectors[pos[cand]], dtype=np.float64) @ query
+        open_ = fetch < len(source.rows) and bool(valid.all())
+        bound = float(scores[i][valid][-1]) if open_ else -np.inf
+        if dedup is not None:
+            close = (cos >= dedup_threshold - margin) & (cand != row)
+            near[row] = bool(close.any()) or bound >= dedup_threshold - margin
+        cands.append(cand)
+        cosines.append(cos)
+        bounds.append(bound)
+    out: list[list[Hit]] = []
+    slow = 0
+    for i, row in enumerate(queries.tolist()):
+        cand, cos, bound = cands[i], cosines[i], bounds[i]
+        order = np.lexsort((cand, -cos))[: k + 1]
+        picked = order[cand[order] != row][:k]
+        if (
+            len(picked) == k
+            and cos[picked[-1]] >= bound
+            and not (near[row] or near[cand[picked]].any())
+        ):
+            out.append(
+                [Hit(int(cand[j]), float(cos[j]), {source.name: float(cos[j])}) for j in picked]
+            )
+            continue
+        slow += 1
+        one = Source(
+            name=source.name,
+            rows=source.rows,
+            vectors=source.vectors,
+            search=_first_answer(source.search, scores[i : i + 1], rows[i : i + 1]),
+            query=np.asarray(source.vectors[at[i]], dtype=np.float32),
+            positions=pos,
+        )
+        out.append(
+            rank(
+                [one],
+                n_items,
+                k,
+                exclude=[row],
+                dedup=one if dedup is not None else None,
+                dedup_threshold=dedup_threshold,
+            )
+        )
+    return out, slow
+
+
+def _first_answer(search, scores: np.ndarray, rows: np.ndarray):
+    """``search`` that answers from ``scores``/``rows`` (one query's, already fetched) while they
+    hold as many candidates as asked, and searches again for more."""
+
+    def answer(queries: np.ndarray, want: int):
+        if want <= scores.shape[1]:
+            return scores[:, :want], rows[:, :want]
+        return search(queries, want)
+
+    return answer
+
+
 def pair_statistics(vectors: np.ndarray, sample: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Mean and standard deviation of the cosine between distinct random pairs of ``vectors``."""
     n = len(vectors)
@@ -689,7 +793,27 @@ class Retriever:
         fetch = max(2 * k + 1 + 8, 32)
         queries = np.flatnonzero(ask)
         out_rows: list[list[Hit]] = []
-        for start in range(0, len(queries), batch_size):
+        one = wanted[0] if len(wanted) == 1 and wanted[0] in base else None
+        batched = (
+            keep is None
+            and one is not None
+            and (one == "poster" or "poster" not in base)
+            and ann.is_exact(self._set(one).faiss_index)
+        )
+        if batched:
+            # the common case, one flat set and no filters: rank() batched
+            src = replace(base[one], weight=1.0)
+            out_rows, slow = rank_all_exact(
+                src,
+                queries,
+                n,
+                k,
+                dedup=src if one == "poster" else None,
+                dedup_threshold=dedup_threshold,
+                batch_size=batch_size,
+            )
+            logger.debug("similar --all: %d of %d items ranked one by one", slow, len(queries))
+        for start in range(0, 0 if batched else len(queries), batch_size):
             part = queries[start : start + batch_size]
             found = {}
             for m in wanted:
