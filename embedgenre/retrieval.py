@@ -279,37 +279,51 @@ def rank_all_exact(
         part = slice(start, start + batch_size)
         batch = np.asarray(source.vectors[at[part]], dtype=np.float32)
         scores[part], rows[part] = source.search(batch, fetch)
-    # exact cosines of each query's candidates, computed as rank() computes them (same rows in
-    # the same order), and which items have a poster close enough to another to be folded
+    # exact cosines of each query's candidates, computed as rank() computes them (its rows
+    # sorted, in float64, one matrix-vector product per query), and which items have a poster
+    # close enough to another poster to be folded
     margin = 1e-4  # room for FAISS's float32 scores next to the float64 cosines
+    complete = (rows >= 0).all(axis=1)
+    cand = np.sort(np.where(complete[:, None], rows, -1), axis=1)
+    cos = np.full(cand.shape, -np.inf)
+    step = max(1, min(batch_size, 2**24 // max(1, fetch * source.vectors.shape[1])))
+    for start in range(0, len(queries), step):
+        part = slice(start, start + step)
+        got = np.asarray(source.vectors[pos[np.clip(cand[part], 0, None)]], dtype=np.float64)
+        query = np.asarray(source.vectors[at[part]], dtype=np.float32).astype(np.float64)
+        cos[part] = (got @ query[:, :, None])[:, :, 0]
+    cos[~complete] = -np.inf
+    bound = np.full(len(queries), -np.inf)
+    if fetch < len(source.rows):
+        bound[complete] = scores[complete, -1]
     near = np.zeros(n_items, dtype=bool)
-    cands, cosines, bounds = [], [], []
-    for i, row in enumerate(queries.tolist()):
-        valid = rows[i] >= 0
-        cand = np.unique(rows[i][valid])
-        query = np.asarray(source.vectors[at[i]], dtype=np.float32).astype(np.float64)
-        cos = np.asarray(source.vectors[pos[cand]], dtype=np.float64) @ query
-        open_ = fetch < len(source.rows) and bool(valid.all())
-        bound = float(scores[i][valid][-1]) if open_ else -np.inf
-        if dedup is not None:
-            close = (cos >= dedup_threshold - margin) & (cand != row)
-            near[row] = bool(close.any()) or bound >= dedup_threshold - margin
-        cands.append(cand)
-        cosines.append(cos)
-        bounds.append(bound)
+    if dedup is not None:
+        close = (cos >= dedup_threshold - margin) & (cand != queries[:, None])
+        near[queries] = close.any(axis=1) | (bound >= dedup_threshold - margin)
+    # the walk: the first k candidates in score order (ties by row) other than the query
+    order = np.lexsort((cand, -cos), axis=1)[:, : k + 1]
+    first = np.take_along_axis(cand, order, axis=1)
+    first_cos = np.take_along_axis(cos, order, axis=1)
+    is_query = first == queries[:, None]
+    drop = np.where(is_query.any(axis=1), is_query.argmax(axis=1), min(k, first.shape[1] - 1))
+    keep = np.ones(first.shape, dtype=bool)
+    keep[np.arange(len(queries)), drop] = False
+    picked = first[keep].reshape(len(queries), -1)[:, :k]
+    picked_cos = first_cos[keep].reshape(len(queries), -1)[:, :k]
+    fast = np.zeros(len(queries), dtype=bool)
+    if first.shape[1] > k:  # else fewer candidates than k + 1 in all: rank() answers
+        fast = complete & ~near[queries] & (picked_cos[:, -1] >= bound)
+        fast &= ~near[np.clip(picked, 0, None)].any(axis=1)
     out: list[list[Hit]] = []
     slow = 0
+    name = source.name
     for i, row in enumerate(queries.tolist()):
-        cand, cos, bound = cands[i], cosines[i], bounds[i]
-        order = np.lexsort((cand, -cos))[: k + 1]
-        picked = order[cand[order] != row][:k]
-        if (
-            len(picked) == k
-            and cos[picked[-1]] >= bound
-            and not (near[row] or near[cand[picked]].any())
-        ):
+        if fast[i]:
             out.append(
-                [Hit(int(cand[j]), float(cos[j]), {source.name: float(cos[j])}) for j in picked]
+                [
+                    Hit(r, c, {name: c})
+                    for r, c in zip(picked[i].tolist(), picked_cos[i].tolist(), strict=True)
+                ]
             )
             continue
         slow += 1
