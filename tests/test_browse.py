@@ -3,30 +3,21 @@ labelled vs predicted genres, the label audit; its routes, and the page driven i
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
 from _chromium import NO_BROWSER, browser, chrome
-from _serving import ServerThread, index_with_heads
+from _serving import ServerThread, index_with_heads, running_service
 from fastapi.testclient import TestClient
 
-from embedgenre.serve import ServeConfig, create_app
-from embedgenre.serve.service import Service
+from embedgenre.serve import create_app
 
 
 @pytest.fixture(scope="module")
-def service(fixture_index_dir, tmp_path_factory):
-    index_dir = index_with_heads(fixture_index_dir, tmp_path_factory.mktemp("browse") / "index")
-    svc = Service(ServeConfig(index_dir=index_dir))
-    svc.start()
-    yield svc
-    svc.close()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    with TestClient(create_app(service.config, service), base_url="http://127.0.0.1") as c:
-        yield c
+def index_dir(fixture_index_dir, tmp_path_factory):
+    """A copy of the fixture index with trained heads (the service and client of conftest)."""
+    return index_with_heads(fixture_index_dir, tmp_path_factory.mktemp("browse") / "index")
 
 
 def _audit(client, k=50, deadline_s=300) -> dict:
@@ -182,5 +173,57 @@ def test_browse_page_in_chromium(service, client, tmp_path):
             driver.back()
             wait.until(lambda d: d.find_element(By.ID, "view-audit").is_displayed())
             driver.save_screenshot(str(tmp_path / "audit.png"))
+        finally:
+            driver.quit()
+
+
+@pytest.fixture(scope="module")
+def headless_service(fixture_index_dir, tmp_path_factory):
+    """A service over a copy of the fixture index as built: no trained head, and posters by
+    EfficientNet (no CLIP, so no zero-shot either)."""
+    index_dir = tmp_path_factory.mktemp("no-head") / "index"
+    shutil.copytree(fixture_index_dir, index_dir)
+    with running_service(index_dir) as svc:
+        yield svc
+
+
+def test_movie_without_a_head_shows_its_labels_and_what_predictions_need(headless_service):
+    svc = headless_service
+    item = next(it for it in svc.current.index.items if it.get("genres"))
+    with TestClient(create_app(svc.config, svc), base_url="http://localhost") as client:
+        r = client.get(f"/v1/items/{item['id']}/genres")
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["title"] == item["title"] and doc["labelled"] == item["genres"]
+        assert doc["head"] is None and doc["predicted"] == [] and doc["why"] == {}
+        assert "embedgenre train" in doc["no_predictions"]
+        sim = client.get(f"/v1/similar?k=5&id={item['id']}")
+        assert sim.status_code == 200 and len(sim.json()["neighbours"]) == 5
+        # a head asked for by name that is not there is still an error
+        assert client.get(f"/v1/items/{item['id']}/genres?head=nope").status_code == 404
+
+
+@pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
+def test_movie_page_without_a_head_in_chromium(headless_service, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    svc = headless_service
+    item = next(it for it in svc.current.index.items if it.get("genres") and it.get("title"))
+    with ServerThread(create_app(svc.config, svc), svc.config) as server:
+        driver = chrome(tmp_path / "profile")
+        try:
+            wait = WebDriverWait(driver, 60)
+            driver.get(server.url + f"/#/movie/{item['id']}")
+            want_title = item["title"] + (f" ({item['year']})" if item.get("year") else "")
+            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
+            wait.until(
+                lambda d: len(d.find_elements(By.CSS_SELECTOR, "#movie-similar .tile")) == 12
+            )
+            chips = driver.find_elements(By.CSS_SELECTOR, "#movie-labelled .chip")
+            assert [c.text for c in chips] == item["genres"]
+            assert "trained head" in driver.find_element(By.ID, "movie-predicted").text
+            assert "embedgenre train" in driver.find_element(By.ID, "movie-note").text
+            assert not driver.find_element(By.ID, "error").is_displayed()
         finally:
             driver.quit()

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from embedgenre.audit import DEFAULT_K, audit
-from embedgenre.errors import EmbedgenreError
+from embedgenre.errors import EmbedgenreError, PredictorError
 from embedgenre.predict import score_inputs, voting_neighbours
 from embedgenre.serve.models import ID_PATTERN, errors
 from embedgenre.serve.problems import ApiError
@@ -53,7 +53,12 @@ def _movie_genres(gen: Generation, row: int, head: str | None) -> dict:
     has = {
         s.modality for s in gen.index.sets if len(s.rows) and (s.rows == row).any()
     }  # the modalities this movie has a stored vector of
-    q = gen.predictor(head).query_encoders("poster" in has, "plot" in has)
+    try:
+        q = gen.predictor(head).query_encoders("poster" in has, "plot" in has)
+    except PredictorError as e:
+        if head is not None:  # the head asked for: its own error
+            raise
+        return _without_predictions(gen, item, str(e))
     h = q.head
     pv = (
         _stored(gen, "poster", h.encoders["poster"]["encoder"], row)
@@ -88,6 +93,27 @@ def _movie_genres(gen: Generation, row: int, head: str | None) -> dict:
         "why": why,
         "note": "scored by a head trained on the index's labels, this movie's included; "
         "the audit scores each movie with a model that never saw it",
+    }
+
+
+def _without_predictions(gen: Generation, item: dict, why_not: str) -> dict:
+    """The movie and its labelled genres where no head can score it (none trained, and
+    zero-shot needs CLIP embeddings): ``head`` is None and ``no_predictions`` says why."""
+    return {
+        "id": item["id"],
+        "title": item.get("title"),
+        "year": item.get("year"),
+        "plot": item.get("plot"),
+        "thumbnail": thumb_url(gen, item["id"]),
+        "head": None,
+        "labelled": list(item.get("genres") or []),
+        "predicted": [],
+        "ranking": [],
+        "labelled_not_predicted": [],
+        "predicted_not_labelled": [],
+        "why": {},
+        "no_predictions": why_not,
+        "note": "predicted genres need a trained head",
     }
 
 

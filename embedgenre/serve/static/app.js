@@ -265,20 +265,28 @@
       $("movie-plot").textContent = doc.plot || "";
       const img = $("movie-poster"); img.removeAttribute("src"); img.alt = doc.title || doc.id;
       thumb(img, doc.thumbnail);
-      for (const g of doc.labelled) {
+      if (!doc.head) {  // nothing can predict here: the labels, and what predictions need
+        for (const g of doc.labelled) $("movie-labelled").append(chip(g, "", "labelled"));
+        if (!doc.labelled.length) $("movie-labelled").append(el("span", { class: "muted", text: "none" }));
+        $("movie-predicted").append(el("span", { class: "muted", text: "no predictions: they need a trained head" }));
+        $("movie-note").textContent = doc.no_predictions;
+      }
+      for (const g of (doc.head ? doc.labelled : [])) {
         const ok = doc.predicted.includes(g);
         $("movie-labelled").append(chip(g + (ok ? " ✓" : " ✗"), ok ? "agree" : "disagree", ok ? "also predicted" : "labelled, not predicted"));
       }
-      if (!doc.labelled.length) $("movie-labelled").append(el("span", { class: "muted", text: "none" }));
+      if (doc.head && !doc.labelled.length) $("movie-labelled").append(el("span", { class: "muted", text: "none" }));
       for (const g of doc.predicted) {
         const ok = doc.labelled.includes(g);
         $("movie-predicted").append(chip(g + (ok ? " ✓" : " +"), ok ? "agree" : "disagree", ok ? "also labelled" : "predicted, not labelled"));
       }
-      if (!doc.predicted.length) $("movie-predicted").append(el("span", { class: "muted", text: "none" }));
-      $("movie-note").textContent = "✗ labelled but not predicted · + predicted but not labelled. " + doc.note + ".";
-      showHead("movie-head", doc.head);
-      bars(doc, "movie-bars");
-      why({ neighbours: doc.why }, "movie-why");
+      if (doc.head) {
+        if (!doc.predicted.length) $("movie-predicted").append(el("span", { class: "muted", text: "none" }));
+        $("movie-note").textContent = "✗ labelled but not predicted · + predicted but not labelled. " + doc.note + ".";
+        showHead("movie-head", doc.head);
+        bars(doc, "movie-bars");
+        why({ neighbours: doc.why }, "movie-why");
+      }
       const sim = await api("/v1/similar?k=12&id=" + encodeURIComponent(id));
       $("movie-similar-note").textContent = scoreLegend(sim);
       for (const n of sim.neighbours) $("movie-similar").append(movieTile(n, scoreLabel(sim, n)));
