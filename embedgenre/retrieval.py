@@ -265,11 +265,13 @@ def rank_all_exact(
     :func:`rank`. Returns the hits per query and how many queries went through :func:`rank`.
     """
     if k < 1:
-        raise RetrievalError(f"k must be at least 1, got {k}.")
-    if dedup is not None and dedup.name != source.name:
-        raise RetrievalError("rank_all_exact folds duplicates only by the set it ranks.")
-    if dedup is not None and len(queries) != len(source.rows):
-        raise RetrievalError("rank_all_exact folds duplicates only when every item is a query.")
+        raise RetrievalError(f"k must be at least 1, got {k}.", param="k")
+    if dedup is not None and (dedup.name != source.name or len(queries) != len(source.rows)):
+        raise RetrievalError(
+            "rank_all_exact folds duplicates only by the set it ranks, every item a query.",
+            "Use rank() for other queries.",
+            param="dedup",
+        )
     pos = source.position_of(n_items)
     at = pos[queries]
     fetch = min(len(source.rows), max(2 * k + 1 + 8, 32))  # what rank() fetches first
@@ -785,7 +787,8 @@ class Retriever:
         (same sources, weights, filters, duplicate folding and :func:`rank`), with each
         modality's FAISS index asked for the first candidates of ``batch_size`` items at once.
         Items that cannot be asked ``by`` this way (no poster for ``by="poster"``, no plot for
-        ``by="plot"``) are left out and counted in the notes."""
+        ``by="plot"``) are left out and counted in the notes. One flat set and no filters (the
+        common case) is ranked for a whole batch at once by :func:`rank_all_exact`."""
         _check_by(by, plot_weight)
         if k < 1:
             raise RetrievalError(f"k must be at least 1, got {k}.")
