@@ -79,11 +79,7 @@ def _movie_genres(gen: Generation, row: int, head: str | None) -> dict:
     )
     why = {g: [n for n in found if n["id"] != item["id"]] for g, found in why.items()}
     return {
-        "id": item["id"],
-        "title": item.get("title"),
-        "year": item.get("year"),
-        "plot": item.get("plot"),
-        "thumbnail": thumb_url(gen, item["id"]),
+        **_movie(gen, item),
         "head": h.describe(),
         "labelled": labelled,
         "predicted": predicted,
@@ -96,15 +92,22 @@ def _movie_genres(gen: Generation, row: int, head: str | None) -> dict:
     }
 
 
-def _without_predictions(gen: Generation, item: dict, why_not: str) -> dict:
-    """The movie and its labelled genres where no head can score it (none trained, and
-    zero-shot needs CLIP embeddings): ``head`` is None and ``no_predictions`` says why."""
+def _movie(gen: Generation, item: dict) -> dict:
+    """What the movie page shows of a movie whatever can be predicted."""
     return {
         "id": item["id"],
         "title": item.get("title"),
         "year": item.get("year"),
         "plot": item.get("plot"),
         "thumbnail": thumb_url(gen, item["id"]),
+    }
+
+
+def _without_predictions(gen: Generation, item: dict, why_not: str) -> dict:
+    """The movie and its labelled genres where no head can score it (none trained, and
+    zero-shot needs CLIP embeddings): ``head`` is None and ``no_predictions`` says why."""
+    return {
+        **_movie(gen, item),
         "head": None,
         "labelled": list(item.get("genres") or []),
         "predicted": [],
