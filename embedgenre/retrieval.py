@@ -282,19 +282,16 @@ def rank_all_exact(
         batch = np.asarray(source.vectors[at[part]], dtype=np.float32)
         scores[part], rows[part] = source.search(batch, fetch)
     # exact cosines of each query's candidates, computed as rank() computes them (its rows
-    # sorted, in float64, one matrix-vector product per query), and which items have a poster
-    # close enough to another poster to be folded
+    # sorted, in float64, one matrix-vector product per query: numpy's stacked product is
+    # many times slower), and which items have a poster close enough to another to be folded
     margin = 1e-4  # room for FAISS's float32 scores next to the float64 cosines
     complete = (rows >= 0).all(axis=1)
     cand = np.sort(np.where(complete[:, None], rows, -1), axis=1)
     cos = np.full(cand.shape, -np.inf)
-    step = max(1, min(batch_size, 2**24 // max(1, fetch * source.vectors.shape[1])))
-    for start in range(0, len(queries), step):
-        part = slice(start, start + step)
-        got = np.asarray(source.vectors[pos[np.clip(cand[part], 0, None)]], dtype=np.float64)
-        query = np.asarray(source.vectors[at[part]], dtype=np.float32).astype(np.float64)
-        cos[part] = (got @ query[:, :, None])[:, :, 0]
-    cos[~complete] = -np.inf
+    vectors = source.vectors
+    for i in np.flatnonzero(complete).tolist():
+        query = np.asarray(vectors[at[i]], dtype=np.float32).astype(np.float64)
+        cos[i] = np.asarray(vectors[pos[cand[i]]], dtype=np.float64) @ query
     bound = np.full(len(queries), -np.inf)
     if fetch < len(source.rows):
         bound[complete] = scores[complete, -1]
