@@ -272,6 +272,8 @@ def rank_all_exact(
             "Use rank() for other queries.",
             param="dedup",
         )
+    if not len(queries):
+        return [], 0
     pos = source.position_of(n_items)
     at = pos[queries]
     fetch = min(len(source.rows), max(2 * k + 1 + 8, 32))  # what rank() fetches first
