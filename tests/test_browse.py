@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from embedgenre.serve import create_app
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 
 @pytest.fixture(scope="module")
 def index_dir(fixture_index_dir, tmp_path_factory):

@@ -26,6 +26,8 @@ from embedgenre.encoders.clip_tokenizer import VOCAB_FILE, ClipBpeTokenizer
 from embedgenre.encoders.weights import cache_dir
 from embedgenre.errors import EmbedgenreError
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 runner = CliRunner()
 HEAVY = ("torch", "open_clip", "transformers", "torchvision", "sentence_transformers", "timm")
 

@@ -30,6 +30,8 @@ from embedgenre.errors import EmbedgenreError
 from embedgenre.indexing import build_index
 from embedgenre.store import GenreIndex
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray[data] (the dev extra has it)")
 
 POSTERS = "cnn:efficientnet-lite0"

@@ -56,6 +56,8 @@ FUZZ = settings(
     ],
 )
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 
 class Hang(BaseException):
     """A case ran past CASE_SECONDS (a BaseException, so no ``except Exception`` hides it)."""

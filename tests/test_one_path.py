@@ -23,6 +23,8 @@ from embedgenre.cli.app import app
 from embedgenre.evaluate import EvalConfig, evaluate_index
 from embedgenre.evaluate.metrics import summary_metrics
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 METHODS = ("knn", "mlknn", "linear", "mlp")
 FOLDS = "3"  # fewer fits than the default 5: the same protocol, a faster test
 # evaluate row -> train options, and the test subset a head of that row scores every item of

@@ -11,6 +11,8 @@ from _serving import ServerThread, index_with_heads
 
 from embedgenre.serve import create_app
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 SCORE = re.compile(r"^(similarity \d\.\d\d|match -?\d+\.\d \(poster \+ plot, standardised\))$")
 
 

@@ -358,6 +358,8 @@ def test_bad_requests_get_json_errors(client, name, method, url, kwargs, status,
         "long search": "q",
         "page 0": "page",
         "odd id": "item_id",
+        "unknown genre": "genre",
+        "similar by poster without one": "by",
     }.get(name)
     assert doc.get("field") == expected_field, doc
 

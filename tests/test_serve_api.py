@@ -24,6 +24,8 @@ from embedgenre.cli.app import app as cli
 from embedgenre.serve import create_app
 from embedgenre.serve.models import HeadInfo, PredictResponse
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PLOT = "A detective hunts a serial killer through the rainy city."

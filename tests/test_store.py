@@ -25,6 +25,8 @@ from embedgenre.store import GenreIndex, atomic
 from embedgenre.store.lock import WriterLock
 from embedgenre.store.schema import FORMAT_VERSION
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 TESTS = Path(__file__).parent
 V1_INDEX = TESTS / "data" / "index_v1"
 

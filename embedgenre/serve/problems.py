@@ -74,7 +74,12 @@ _DEFAULT_FIX = {
     RetrievalError: "Check the id, genre and k values (GET /v1/index lists genres).",
 }
 # the request field of a library parameter, where the two are named differently
-_FIELDS = {"item_id": "id", "posters": "poster"}
+_FIELDS = {
+    "item_id": "id",
+    "posters": "poster",
+    "genres": "genre",
+    "exclude_genres": "exclude_genre",
+}
 
 
 def split_fix(message: str) -> tuple[str, str | None]:
