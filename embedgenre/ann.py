@@ -457,8 +457,9 @@ def search_backend(device: str) -> str:
 
     if not torch.cuda.is_available():
         raise IndexStoreError(
-            f"device {device!r} was asked for but neither faiss nor torch sees a CUDA GPU here; "
-            "use --device cpu, or run on a machine with an NVIDIA GPU and its driver."
+            f"device {device!r} was asked for but neither faiss nor torch sees a CUDA GPU here;",
+            "run on the CPU, or on a machine with an NVIDIA GPU and its driver.",
+            param="device",
         )
     return "torch"
 

@@ -49,7 +49,7 @@ def test_search_backend_on_the_cpu_is_faiss_and_cuda_without_any_gpu_is_a_clear_
     assert ann.search_backend("cpu") == "faiss"
     monkeypatch.setattr(ann, "gpu_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(IndexStoreError, match=r"neither faiss nor torch sees a CUDA GPU.*--device"):
+    with pytest.raises(IndexStoreError, match=r"neither faiss nor torch sees a CUDA GPU"):
         ann.search_backend("cuda")
     with pytest.raises(IndexStoreError, match="Unknown device"):
         ann.search_backend("gpu")

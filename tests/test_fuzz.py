@@ -20,6 +20,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
@@ -446,9 +447,21 @@ def fake_encoders():
     """The CLI's encoder registry answering with the fast fake encoder."""
     import embedgenre.encoders as registry
 
-    return mock.patch.object(
-        registry, "create_encoder", lambda name, device="cpu": FakeEncoder(name)
+    stack = contextlib.ExitStack()
+    stack.enter_context(
+        mock.patch.object(registry, "create_encoder", lambda name, device="cpu": FakeEncoder(name))
     )
+    known = registry.encoder_spec  # the fakes' weights are "on the machine" for index's check
+    stack.enter_context(
+        mock.patch.object(
+            registry,
+            "encoder_spec",
+            lambda name: (
+                SimpleNamespace(available=True) if name.startswith("fake:") else known(name)
+            ),
+        )
+    )
+    return stack
 
 
 def check_cli(args: list[str]):

@@ -156,7 +156,7 @@ def test_openapi_declares_models_errors_and_content_types(client):
             assert ERROR_STATUSES <= set(responses), (method, path)
             assert "422" not in responses, (method, path)  # bad parameters are 400s here
             for status, answer in responses.items():
-                if status != "200":
+                if status[0] in "45":  # errors; a 2xx answer has a model of its own
                     assert answer["content"]["application/json"]["schema"] == problem
     assert set(doc["paths"]["/v1/thumbnails/{item_id}"]["get"]["responses"]["200"]["content"]) == {
         "image/jpeg"

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _catalogs import make_catalog
+from _fakes import Factory, build
 from _tiny_clip import imported_tiny_clip
-from test_index import Factory, build
 from typer.testing import CliRunner
 
 from embedgenre import vocabulary
