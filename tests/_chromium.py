@@ -36,3 +36,18 @@ def chrome(profile: Path, size: str = "1200,1000"):
     ):
         options.add_argument(arg)
     return webdriver.Chrome(service=DriverService(chromedriver), options=options)
+
+
+def waiter(driver, seconds: float = 60):
+    """A WebDriverWait that retries when the page re-renders the element it was reading."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def data_ids(driver, selector: str) -> list[str]:
+    """The data-id of every element matching `selector`, read in one script call, so a
+    re-render between finding the elements and reading them cannot leave stale handles."""
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.dataset.id);"
+    return driver.execute_script(script, selector)

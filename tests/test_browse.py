@@ -7,7 +7,7 @@ import shutil
 import time
 
 import pytest
-from _chromium import NO_BROWSER, browser, chrome
+from _chromium import NO_BROWSER, browser, chrome, data_ids, waiter
 from _serving import ServerThread, index_with_heads, running_service
 from fastapi.testclient import TestClient
 
@@ -77,19 +77,18 @@ def test_audit_route_runs_once_in_the_background(client):
 def test_browse_page_in_chromium(service, client, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     index = service.current.index
     css = By.CSS_SELECTOR
     audit_doc = _audit(client)  # the page then shows the finished audit at once
 
     def tiles(d, where):
-        return [t.get_attribute("data-id") for t in d.find_elements(css, where + " .tile")]
+        return data_ids(d, where + " .tile")
 
     with ServerThread(create_app(service.config, service), service.config) as server:
         driver = chrome(tmp_path / "profile")
         try:
-            wait = WebDriverWait(driver, 60)
+            wait = waiter(driver)
             # the catalog grid, a page at a time
             driver.get(server.url + "/")
             wait.until(lambda d: len(tiles(d, "#catalog-grid")) == 48)
@@ -165,7 +164,7 @@ def test_browse_page_in_chromium(service, client, tmp_path):
             driver.find_element(By.ID, "nav-audit").click()
             wait.until(lambda d: d.find_elements(css, "#audit-list li"))
             rows = driver.find_elements(css, "#audit-list li")
-            assert [r.get_attribute("data-id") for r in rows] == [
+            assert data_ids(driver, "#audit-list li") == [
                 f["id"] for f in audit_doc["findings"]
             ]
             first = audit_doc["findings"][0]
@@ -208,14 +207,13 @@ def test_movie_without_a_head_shows_its_labels_and_what_predictions_need(headles
 @pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
 def test_movie_page_without_a_head_in_chromium(headless_service, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     svc = headless_service
     item = next(it for it in svc.current.index.items if it.get("genres") and it.get("title"))
     with ServerThread(create_app(svc.config, svc), svc.config) as server:
         driver = chrome(tmp_path / "profile")
         try:
-            wait = WebDriverWait(driver, 60)
+            wait = waiter(driver)
             driver.get(server.url + f"/#/movie/{item['id']}")
             want_title = item["title"] + (f" ({item['year']})" if item.get("year") else "")
             wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)

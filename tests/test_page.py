@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from _chromium import NO_BROWSER, browser, chrome
+from _chromium import NO_BROWSER, browser, chrome, data_ids, waiter
 from _serving import ServerThread, index_with_heads
 
 from embedgenre.serve import create_app
@@ -24,7 +24,6 @@ def index_dir(fixture_index_dir, tmp_path_factory):
 @pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
 def test_page_speaks_of_movies_and_similar_results_have_urls(service, client, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     index = service.current.index
     css = By.CSS_SELECTOR
@@ -34,7 +33,7 @@ def test_page_speaks_of_movies_and_similar_results_have_urls(service, client, tm
         return d.find_element(By.ID, id_).text
 
     def tiles(d, where):
-        return [t.get_attribute("data-id") for t in d.find_elements(css, where + " .tile")]
+        return data_ids(d, where + " .tile")
 
     def hash_(d):
         return d.execute_script("return location.hash")
@@ -42,7 +41,7 @@ def test_page_speaks_of_movies_and_similar_results_have_urls(service, client, tm
     with ServerThread(create_app(service.config, service), service.config) as server:
         driver = chrome(tmp_path / "profile")
         try:
-            wait = WebDriverWait(driver, 60)
+            wait = waiter(driver)
             driver.get(server.url + "/")
             wait.until(lambda d: "movies" in text(d, "index-info"))
             date = info["updated"][:10]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _catalogs import png_header_only
-from _chromium import NO_BROWSER, browser, chrome
+from _chromium import NO_BROWSER, browser, chrome, waiter
 from _serving import ServerThread, index_with_heads
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -167,6 +167,7 @@ def test_similar_to_an_upload(client, poster):
 
 def test_metrics_page_and_docs(client):
     client.post("/v1/predict", data={"plot": PLOT})
+    client.post("/v1/similar", data={"plot": PLOT, "k": 3})  # a search stage of its own
     text = client.get("/metrics").text
     for name in (
         'embedgenre_requests_total{method="POST",route="/v1/predict",status="200"}',
@@ -671,7 +672,6 @@ def _not_blank(png: Path) -> None:
 @pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
 def test_web_page_in_a_real_browser(service, poster, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     css = By.CSS_SELECTOR
 
@@ -685,7 +685,7 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
     with ServerThread(create_app(service.config, service), service.config) as server:
         driver = chrome(tmp_path / "profile")
         try:
-            wait = WebDriverWait(driver, 60)
+            wait = waiter(driver)
             driver.get(server.url + "/")
             wait.until(lambda d: "110 movies" in d.find_element(By.ID, "index-info").text)
             driver.find_element(By.ID, "poster").send_keys(str(poster[0]))
