@@ -15,14 +15,6 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from typer.core import TyperGroup
 
 from embedgenre.errors import EmbedgenreError, EmbedgenreWarning
@@ -199,6 +191,15 @@ def fit_progress(quiet: bool = False):
     if quiet or not err_console.is_terminal:
         yield None
         return
+    from rich.progress import (  # only when a bar is drawn: it costs start-up time
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -164,9 +164,7 @@ def test_browse_page_in_chromium(service, client, tmp_path):
             driver.find_element(By.ID, "nav-audit").click()
             wait.until(lambda d: d.find_elements(css, "#audit-list li"))
             rows = driver.find_elements(css, "#audit-list li")
-            assert data_ids(driver, "#audit-list li") == [
-                f["id"] for f in audit_doc["findings"]
-            ]
+            assert data_ids(driver, "#audit-list li") == [f["id"] for f in audit_doc["findings"]]
             first = audit_doc["findings"][0]
             assert first["issues"][0]["genre"] in rows[0].text
             rows[0].find_element(By.TAG_NAME, "a").click()

@@ -23,7 +23,6 @@ from embedgenre.heads.files import load_predictor, read_head_json, save_predicto
 from embedgenre.store.paths import check_name
 from embedgenre.store.reader import now_iso
 from embedgenre.store.schema import HeadRecord
-from embedgenre.store.writer import IndexWriter
 from embedgenre.vocabulary import Coverage, coverage
 
 logger = logging.getLogger(__name__)
@@ -65,6 +64,8 @@ def save_head(index_path, pred, info: dict, wait: float | None = 0) -> Path:
     new generation folder and published by a manifest commit under the writer lock (``wait``
     seconds for another writer). Returns the head's folder."""
     name = check_name(info["name"])
+    from embedgenre.store.writer import IndexWriter  # here: predicting never writes
+
     with IndexWriter(index_path, wait=wait, command="embedgenre train") as writer:
         rel = f"heads/{name}-{writer.generation}"
         directory = writer.path / rel

@@ -24,10 +24,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.etree.ElementTree import Element, ParseError
+from typing import TYPE_CHECKING
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,11 @@ def parse_nfo(raw: bytes) -> NfoData:
 def parse_xml(raw: bytes) -> Element:
     """The root element of an XML document, refused (:class:`NfoError`) if it is not XML or has
     a DTD (where entity bombs, the "billion laughs", and external entities are declared)."""
+    from xml.etree.ElementTree import ParseError  # here: reading a library is the only user
+
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
     try:
         return fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as e:
