@@ -4,7 +4,7 @@
    distribution) are generated chunk by chunk into a vectors.npy memory map, as an index's
    embedding set stores them;
 2. the set's index is chosen and built as ``embedgenre index`` does it
-   (:func:`embedgenre.ivfpq.write_set_index` with ``--memory``, 4GB by default): IVF-PQ trained
+   (:func:`embedgenre.ann.write_set_index` with ``--memory``, 4GB by default): IVF-PQ trained
    on a sample, its inverted lists filled in shards and merged on disk;
 3. exact top-10 of every query by a streaming brute force over the memory map;
 4. recall@10 and single-query latency (median, p99) for a range of ``nprobe``, from the index
@@ -35,7 +35,11 @@ import faiss
 import numpy as np
 from distributed import cpu_model  # same folder
 
-from embedgenre import ann, ivfpq
+from embedgenre import ann
+from embedgenre.store.vectors import read_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _synthetic import synthetic_chunks  # noqa: E402 (the tests' generator)
 
 NPROBES = (8, 16, 32, 64, 128)
 CANDIDATES = 100  # candidates re-scored exactly per query
@@ -55,7 +59,7 @@ def generate(path: Path, n: int, n_queries: int, dim: int, seed: int, chunk: int
     with open(path, "wb") as f:
         header = {"descr": "<f4", "fortran_order": False, "shape": (n, dim)}
         np.lib.format.write_array_header_1_0(f, header)
-        for block in ann.synthetic_chunks(
+        for block in synthetic_chunks(
             n + n_queries, dim, n_clusters=clusters, seed=seed, chunk=chunk
         ):
             take = min(len(block), max(0, n - start))
@@ -91,7 +95,7 @@ def _build(path: str, directory: str, kind: str, memory: int) -> tuple[dict, flo
     RSS in GB of this process, which did nothing but the build)."""
     vectors = np.load(path, mmap_mode="r")
     t0 = time.perf_counter()
-    meta = ivfpq.write_set_index(vectors, Path(directory), kind, memory)
+    meta = ann.write_set_index(vectors, Path(directory), kind, memory)
     return meta, time.perf_counter() - t0, hwm_gb()
 
 
@@ -116,7 +120,7 @@ def measure(vectors, queries, truth, directory: Path, kind: str, memory: int) ->
         "kind": meta["kind"],
         "build_s": round(build, 1),
         "index_bytes_on_disk": sum(f.stat().st_size for f in files if f.exists()),
-        "estimated_resident_bytes": ivfpq.index_bytes(
+        "estimated_resident_bytes": ann.index_bytes(
             *ann.parse_kind(meta["kind"])[:1],
             len(vectors),
             vectors.shape[1],
@@ -132,10 +136,10 @@ def measure(vectors, queries, truth, directory: Path, kind: str, memory: int) ->
         found, med, p99 = latency(index, queries)
         rescored, med_r, p99_r = latency(index, queries, vectors)
         row["nprobe"][nprobe] = {
-            "recall": round(ivfpq.recall_at_k(found, truth), 4),
+            "recall": round(ann.recall_at_k(found, truth), 4),
             "median_ms": round(med, 3),
             "p99_ms": round(p99, 3),
-            "recall_rescored": round(ivfpq.recall_at_k(rescored, truth), 4),
+            "recall_rescored": round(ann.recall_at_k(rescored, truth), 4),
             "median_ms_rescored": round(med_r, 3),
             "p99_ms_rescored": round(p99_r, 3),
         }
@@ -150,7 +154,7 @@ def float16_effect(vectors, queries, truth, step: int = 50_000) -> dict:
     best_s = np.full((len(q), K), -np.inf, np.float32)
     best_i = np.full((len(q), K), -1, np.int64)
     for start in range(0, len(vectors), step):
-        block = ivfpq.read_rows(vectors, start, start + step)
+        block = read_rows(vectors, start, start + step)
         block = block.astype(np.float16).astype(np.float32)
         s = q @ block.T
         top = np.argpartition(-s, K, axis=1)[:, :K]
@@ -159,7 +163,7 @@ def float16_effect(vectors, queries, truth, step: int = 50_000) -> dict:
         keep = np.argsort(-cand_s, axis=1, kind="stable")[:, :K]
         best_s, best_i = (np.take_along_axis(a, keep, axis=1) for a in (cand_s, cand_i))
     return {
-        "recall_exact_float16": round(ivfpq.recall_at_k(best_i, truth), 4),
+        "recall_exact_float16": round(ann.recall_at_k(best_i, truth), 4),
         "bytes_per_vector": {"float32": 4 * vectors.shape[1], "float16": 2 * vectors.shape[1]},
     }
 
@@ -171,7 +175,7 @@ def run(n: int, args, kinds: list[str], fp16: bool) -> dict:
         vectors, queries = generate(tmp / "vectors.npy", n, args.queries, 512, 0, args.chunk)
         result = {"n": n, "generate_s": round(time.perf_counter() - t0, 1)}
         t0 = time.perf_counter()
-        _, truth = ivfpq.exact_top_k(vectors, queries, K, step=50_000)
+        _, truth = ann.exact_top_k(vectors, queries, K, step=50_000)
         result["exact_s"] = round(time.perf_counter() - t0, 1)
         print(n, "generated and exact", result, flush=True)
         if fp16:
@@ -192,7 +196,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--memory", type=ivfpq.parse_memory, default=ivfpq.parse_memory("4GB"))
+    ap.add_argument("--memory", type=ann.parse_memory, default=ann.parse_memory("4GB"))
     ap.add_argument("--compare", type=int, default=1_000_000, help="0: no comparison run")
     ap.add_argument("--chunk", type=int, default=250_000, help="rows generated at a time")
     ap.add_argument("--workdir", type=Path, default=None, help="where the vectors are written")

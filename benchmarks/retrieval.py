@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _synthetic import synthetic_vectors  # noqa: E402 (the tests' generator)
+
 console = Console(width=170)
 
 
@@ -192,7 +196,7 @@ def latency_synthetic(
     from embedgenre import ann
 
     t = time.perf_counter()
-    data = ann.synthetic_vectors(n + n_queries, dim, seed=seed)
+    data = synthetic_vectors(n + n_queries, dim, seed=seed)
     base, queries = data[:n], data[n:].copy()
     del data
     console.print(f"generated {n:,} x {dim} synthetic vectors in {time.perf_counter() - t:.0f} s")

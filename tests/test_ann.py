@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _synthetic import synthetic_vectors
 
 from embedgenre import ann
 from embedgenre.errors import IndexStoreError
@@ -11,7 +12,7 @@ from embedgenre.errors import IndexStoreError
 
 @pytest.fixture(scope="module")
 def data():
-    x = ann.synthetic_vectors(20_200, 64, n_clusters=500, seed=3)
+    x = synthetic_vectors(20_200, 64, n_clusters=500, seed=3)
     return x[:20_000].copy(), x[20_000:].copy()
 
 
@@ -22,11 +23,11 @@ def recall_at_10(index, base, queries) -> float:
 
 
 def test_synthetic_vectors_are_seeded_unit_rows():
-    a = ann.synthetic_vectors(300, 32, n_clusters=10, seed=1)
+    a = synthetic_vectors(300, 32, n_clusters=10, seed=1)
     assert a.dtype == np.float32 and a.shape == (300, 32)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(a, ann.synthetic_vectors(300, 32, n_clusters=10, seed=1))
-    assert not np.array_equal(a, ann.synthetic_vectors(300, 32, n_clusters=10, seed=2))
+    np.testing.assert_array_equal(a, synthetic_vectors(300, 32, n_clusters=10, seed=1))
+    assert not np.array_equal(a, synthetic_vectors(300, 32, n_clusters=10, seed=2))
 
 
 def test_flat_matches_numpy_and_pads_missing_with_minus_one(data):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _synthetic import synthetic_vectors
 
 from embedgenre import ann
 from embedgenre.errors import IndexStoreError
@@ -14,7 +15,7 @@ from embedgenre.retrieval import open_retriever
 
 @pytest.fixture(scope="module")
 def data():
-    x = ann.synthetic_vectors(3_050, 48, n_clusters=200, seed=11)
+    x = synthetic_vectors(3_050, 48, n_clusters=200, seed=11)
     return x[:3_000].copy(), x[3_000:].copy()
 
 
@@ -47,7 +48,7 @@ def test_search_backend_on_the_cpu_is_faiss_and_cuda_without_any_gpu_is_a_clear_
     monkeypatch,
 ):
     assert ann.search_backend("cpu") == "faiss"
-    monkeypatch.setattr(ann, "gpu_available", lambda: False)
+    monkeypatch.setattr(ann.gpu, "gpu_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(IndexStoreError, match=r"neither faiss nor torch sees a CUDA GPU"):
         ann.search_backend("cuda")
@@ -57,7 +58,7 @@ def test_search_backend_on_the_cpu_is_faiss_and_cuda_without_any_gpu_is_a_clear_
 
 def _cuda_as_torch_on_cpu(monkeypatch):
     """A CUDA device without faiss-gpu, with torch's search run on the CPU in its place."""
-    monkeypatch.setattr(ann, "gpu_available", lambda: False)
+    monkeypatch.setattr(ann.gpu, "gpu_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     made = []
 
@@ -66,7 +67,7 @@ def _cuda_as_torch_on_cpu(monkeypatch):
             made.append(device)
             super().__init__(vectors, "cpu", memory=4 * 256 * 7)  # several blocks per query
 
-    monkeypatch.setattr(ann, "TorchFlatIndex", OnCpu)
+    monkeypatch.setattr(ann.query, "TorchFlatIndex", OnCpu)
     return made
 
 
@@ -89,7 +90,7 @@ def test_approximate_index_without_faiss_gpu_stays_with_cpu_faiss(data, monkeypa
 
 def test_ivf_kmeans_stays_on_the_cpu_without_faiss_gpu(data, monkeypatch):
     base, _ = data
-    monkeypatch.setattr(ann, "gpu_available", lambda: False)
+    monkeypatch.setattr(ann.gpu, "gpu_available", lambda: False)
     index = ann.empty_ivfpq(base.shape[1], len(base), {"nlist": 8, "nprobe": 4, "m": 8, "nbits": 6})
     assert ann.gpu_kmeans(index, "cuda") is False
     assert ann.gpu_kmeans(index, "cpu") is False

@@ -1,4 +1,5 @@
-"""Imports run one way: no cycle in embedgenre's import graph, function-level imports included."""
+"""Imports run one way: no cycle in embedgenre's import graph, function-level imports included;
+the library never imports the CLI, and only embedgenre/ann/ imports faiss."""
 
 from __future__ import annotations
 
@@ -109,3 +110,27 @@ def test_the_library_never_imports_the_cli_or_typer():
     for m, f in _modules().items():
         text = f.read_text(encoding="utf-8")
         assert "import typer" not in text and "from cli" not in text, m
+
+
+def faiss_importers() -> set[str]:
+    """The embedgenre modules holding an ``import faiss`` or ``from faiss... import``, anywhere
+    in their body (function-level imports included)."""
+    found = set()
+    for m, f in _modules().items():
+        for n in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.Import):
+                names = [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and not n.level:
+                names = [n.module or ""]
+            else:
+                continue
+            if any(name == "faiss" or name.startswith("faiss.") for name in names):
+                found.add(m)
+    return found
+
+
+def test_only_the_ann_package_imports_faiss():
+    importers = faiss_importers()
+    outside = sorted(m for m in importers if not (m + ".").startswith("embedgenre.ann."))
+    assert outside == [], f"only embedgenre/ann/ may import faiss; these do too: {outside}"
+    assert any(m.startswith("embedgenre.ann.") for m in importers)  # the search sees imports

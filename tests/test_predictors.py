@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from embedgenre import ann
 from embedgenre.errors import PredictorError
 from embedgenre.heads.files import load_predictor, save_predictor
 from embedgenre.predictors import TunedThresholds, fit_thresholds, make_predictor, registry
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y
 from embedgenre.predictors.metrics import f1
-from embedgenre.predictors.neighbors import MLKNNPredictor, flat_ip_index, reference_mlknn, search
+from embedgenre.predictors.neighbors import MLKNNPredictor, reference_mlknn, search
 from embedgenre.predictors.oversample import mlsmote
 from embedgenre.predictors.thresholds import apply_thresholds
 from embedgenre.predictors.zeroshot import ZeroShotPredictor, prompt_matrix
@@ -57,7 +58,7 @@ def test_mlknn_equals_reference_with_more_than_255_positives():
 def test_self_excluded_even_with_duplicates():
     X, _, _ = synthetic(n=30)
     X[5] = X[6]  # exact duplicates tie with each other
-    sims, rows = search(flat_ip_index(X), X, 3, exclude_self=True)
+    sims, rows = search(ann.flat_index(X), X, 3, exclude_self=True)
     assert rows.shape == (30, 3)
     assert not (rows == np.arange(30)[:, None]).any()
     assert rows[5, 0] == 6 and rows[6, 0] == 5

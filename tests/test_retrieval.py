@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _synthetic import synthetic_vectors
 
 from embedgenre import ann
 from embedgenre.retrieval import (
@@ -31,11 +32,11 @@ def _flat_search(rows, vectors):
 def world():
     """Posters for all but 20 items (with 30 near-copies of other posters), plots for 60%."""
     rng = np.random.default_rng(7)
-    poster = ann.synthetic_vectors(N_ITEMS, 48, n_clusters=40, seed=11)
+    poster = synthetic_vectors(N_ITEMS, 48, n_clusters=40, seed=11)
     for src, dst in zip(rng.choice(300, 30, replace=False), range(300, 330)):
         noisy = poster[src] + 0.002 * rng.standard_normal(48).astype(np.float32)
         poster[dst] = noisy / np.linalg.norm(noisy)
-    plot = ann.synthetic_vectors(N_ITEMS, 24, n_clusters=30, seed=12)
+    plot = synthetic_vectors(N_ITEMS, 24, n_clusters=30, seed=12)
     poster_rows = np.sort(rng.choice(N_ITEMS, N_ITEMS - 20, replace=False))
     plot_rows = np.sort(rng.choice(N_ITEMS, int(0.6 * N_ITEMS), replace=False))
     genres = rng.random((N_ITEMS, 5)) < [0.5, 0.3, 0.1, 0.05, 0.02]

@@ -449,7 +449,7 @@ def test_read_only_index_is_one_clear_error(index_dir, monkeypatch):
 def test_a_trained_faiss_index_is_parsed_only_when_its_digest_matches(tmp_path, monkeypatch):
     from embedgenre import ann
 
-    monkeypatch.setattr(ann, "FLAT_MAX_ROWS", 1)  # a trained (approximate) index at any size
+    monkeypatch.setattr(ann.kinds, "FLAT_MAX_ROWS", 1)  # a trained (approximate) index at any size
     root = synthetic_catalog(tmp_path / "cat", n=40)
     out = tmp_path / "idx"
     build(root, out, Factory())
@@ -458,7 +458,9 @@ def test_a_trained_faiss_index_is_parsed_only_when_its_digest_matches(tmp_path, 
     assert entry.faiss["kind"].startswith("ivf_sq8") and len(entry.faiss["sha256"]) == 64
     loaded = []
     load = ann.load_faiss_index
-    monkeypatch.setattr(ann, "load_faiss_index", lambda p, **kw: loaded.append(p) or load(p, **kw))
+    monkeypatch.setattr(
+        ann.io, "load_faiss_index", lambda p, **kw: loaded.append(p) or load(p, **kw)
+    )
     s = GenreIndex.open(out).get_set(entry.modality)
     _, want = s.search(np.asarray(s.vectors[:2]), 3)
     assert len(loaded) == 1  # the file the writer made, digest checked

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from embedgenre import encoders, ivfpq
+from embedgenre import ann, encoders
 from embedgenre.encoders.base import Encoder
 from embedgenre.engines import Engine, LocalEngine, Skip
 from embedgenre.errors import EmbedgenreError, IndexStoreError
@@ -56,8 +56,8 @@ class IndexOptions:
             names = getattr(self, name)
             if names is not None and not isinstance(names, tuple):
                 object.__setattr__(self, name, tuple(names))
-        object.__setattr__(self, "memory", ivfpq.parse_memory(self.index_memory))
-        ivfpq.check_kind(self.faiss_kind)  # a bad kind fails before anything is encoded
+        object.__setattr__(self, "memory", ann.parse_memory(self.index_memory))
+        ann.check_kind(self.faiss_kind)  # a bad kind fails before anything is encoded
         if self.vector_dtype is not None and self.vector_dtype not in VECTOR_DTYPES:
             raise IndexStoreError(
                 f"unknown vector dtype '{self.vector_dtype}': expected one of "

@@ -344,7 +344,7 @@ def build_index(
     holds (a power of two, 32-1024).
     ``faiss_kind`` (``auto`` or a kind of :mod:`embedgenre.ann`, parameters allowed) and
     ``index_memory`` (bytes or ``"4GB"``) choose each changed set's FAISS index
-    (:mod:`embedgenre.ivfpq`); the choice is recorded in the manifest. ``vector_dtype``: how
+    (:func:`embedgenre.ann.write_set_index`); the choice is recorded in the manifest. ``vector_dtype``: how
     each set's vectors are stored, "float32" or "float16" (half the disk and page cache; recall
     of exact search 0.9996 against float32 at 1M); None keeps what each set has (float32 for a
     new one). A set whose dtype changes is rewritten from its stored rows, without encoding.

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedgenre import __version__, ivfpq
+from embedgenre import __version__, ann
 from embedgenre.encoders.base import Encoder
 from embedgenre.errors import PosterError
 from embedgenre.images import load_image, thumbnail_jpeg
@@ -60,7 +60,7 @@ def write_set(
     faiss_meta = {"kind": "flat"}
     if count:  # the index is built from the file: large sets are read shard by shard
         stored = np.load(d / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        faiss_meta = ivfpq.write_set_index(stored, d, faiss_kind, memory, device=device)
+        faiss_meta = ann.write_set_index(stored, d, faiss_kind, memory, device=device)
     keep_fit(writer, plan, encoder, d)
     return SetEntry(
         key=key,

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from embedgenre import ann
 from embedgenre.errors import PredictorError
 from embedgenre.predictors.base import GenrePredictor, check_X, check_Y, warn_empty_genres
 from embedgenre.predictors.registry import register
@@ -35,15 +36,6 @@ def _check_k(k, n_available: int, during_fit: bool) -> int:
             param="k",
         )
     return int(k)
-
-
-def flat_ip_index(X: np.ndarray):
-    """A flat FAISS inner-product index over ``X`` float32 (n, d)."""
-    import faiss
-
-    index = faiss.IndexFlatIP(X.shape[1])
-    index.add(np.ascontiguousarray(X, dtype=np.float32))
-    return index
 
 
 def search(index, Q: np.ndarray, k: int, exclude_self: bool = False):
@@ -72,7 +64,7 @@ class _NeighbourBase(GenrePredictor):
         self.empty_genres_ = warn_empty_genres(Y, self.classes_)
         self.X_ = X
         self.Y_ = Y
-        self.index_ = flat_ip_index(X)
+        self.index_ = ann.flat_index(X)
         return X, Y
 
     def _neighbours(self, X):
@@ -99,7 +91,7 @@ class _NeighbourBase(GenrePredictor):
         self.X_ = np.ascontiguousarray(arrays["X"], dtype=np.float32)
         self.Y_ = arrays["Y"].astype(np.uint8)
         self.empty_genres_ = self.Y_.sum(axis=0) == 0
-        self.index_ = flat_ip_index(self.X_)
+        self.index_ = ann.flat_index(self.X_)
 
 
 @register

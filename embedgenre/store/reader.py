@@ -10,10 +10,8 @@ ones and removes the old files: an open memory map outlives the file's name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -41,23 +39,9 @@ REQUIRED_COLUMNS = ("id", "genres")
 # Thumbnails: concatenated JPEG bytes and (rows, 2) int64 (offset, length), row-aligned.
 THUMBS_BIN = "thumbs.bin"
 THUMBS_INDEX = "thumbs.npy"
-IVFDATA = "faiss.ivfdata"  # the inverted lists of an on-disk FAISS index, beside faiss.index
 # Files and folders a writer makes; a folder holding only these is an index being built.
 INDEX_ENTRIES = (".lock", ".lock.json", ".partial", "embeddings", "heads", "manifest.json")
 INDEX_PREFIXES = ("items-", "skipped")
-# FAISS kinds a set may name, with the values each parameter may take
-FAISS_PARAMS = {
-    "flat": {},
-    "ivf_sq8": {"nlist": (1, 1 << 20), "nprobe": (1, 1 << 20)},
-    "hnsw_sq8": {"M": (2, 1 << 10), "ef_construction": (1, 1 << 16), "ef_search": (1, 1 << 16)},
-    "ivf_pq": {
-        "nlist": (1, 1 << 20),
-        "nprobe": (1, 1 << 20),
-        "m": (1, 1 << 12),
-        "nbits": (1, 16),
-        "opq": (0, 1),
-    },
-}
 # what np.load raises for a damaged .npy file (a garbled header is parsed as Python literals)
 _NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TokenError, MemoryError)
 
@@ -153,28 +137,10 @@ class EmbeddingSet:
     @cached_property
     def faiss_index(self):
         """The FAISS index over ``vectors``. Exact (flat) indexes are rebuilt from the vectors,
-        which is as fast as reading them; trained ones are read from disk, rebuilt if unusable."""
-        if not len(self.rows):  # every poster of the set failed, say: nothing to find
-            import faiss
-
-            return faiss.IndexFlatIP(self.dim)
-        path = self.directory / "faiss.index"
-        if (
-            self.faiss_kind != "flat"
-            and len(self.rows) == self._stored_rows
-            and _digest_matches(path, self.faiss_params.get("sha256"))
-            and _ivfdata_matches(self.directory, self.faiss_params.get("ivfdata_bytes"))
-        ):
-            try:
-                index = ann.load_faiss_index(path)
-                if index.ntotal == len(self.rows) and index.d == self.dim:
-                    return index
-                logger.warning("FAISS index %s is stale; rebuilding it from vectors.npy", path)
-            except Exception as e:  # a derived file: rebuild rather than fail
-                logger.warning("could not read %s (%s); rebuilding it from vectors.npy", path, e)
-        vectors = np.asarray(self.vectors, dtype=np.float32)
-        index, _ = ann.build_faiss_index(vectors, kind=self.faiss_kind)
-        return index
+        which is as fast as reading them; trained ones are read from disk, rebuilt if unusable
+        (:func:`embedgenre.ann.open_set_index`)."""
+        whole = len(self.rows) == self._stored_rows
+        return ann.open_set_index(self.directory, self.faiss_params, self.vectors, whole=whole)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest rows by inner product: (scores (q, k) float32, item rows (q, k) int64).
@@ -201,32 +167,6 @@ class EmbeddingSet:
         data, offsets = self.thumbs
         start, length = (int(v) for v in offsets[i])
         return bytes(data[start : start + length]) if length > 0 else None
-
-
-def _ivfdata_matches(directory: Path, size: int | None) -> bool:
-    """True when the set keeps no on-disk inverted lists, or keeps them at their recorded size
-    (the file is memory-mapped, not hashed: it can be gigabytes)."""
-    if size is None:
-        return True
-    try:
-        info = (directory / IVFDATA).lstat()
-    except OSError:
-        return False
-    return stat.S_ISREG(info.st_mode) and info.st_size == size
-
-
-def _digest_matches(path: Path, sha256: str | None) -> bool:
-    """True when ``path`` is a regular file with this SHA-256: FAISS parses only files the
-    index's writer made (a damaged trained index can hang or exhaust memory while loading)."""
-    if not isinstance(sha256, str):
-        return False
-    try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return False
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest() == sha256
-    except OSError:
-        return False
 
 
 def _check_finite(vectors: np.ndarray, root: Path, key: str) -> None:
@@ -294,27 +234,9 @@ def _open_set(root: Path, entry: SetEntry, row_of: dict[str, int]) -> EmbeddingS
 def _check_faiss_kind(root: Path, key: str, kind_string: str) -> None:
     """Refuse a FAISS kind string that names an unknown kind or parameter, or a value FAISS does
     not take: some (``nlist=0``, ``M=1``) crash the process instead of raising."""
-    try:
-        kind, params = ann.parse_kind(kind_string)
-    except IndexStoreError as e:
-        raise _damaged(root, f"set {key!r} names an unknown FAISS kind {kind_string!r}") from e
-    if kind == "auto":
-        ranges = {**FAISS_PARAMS["ivf_sq8"], **FAISS_PARAMS["hnsw_sq8"]}
-    elif kind in FAISS_PARAMS:
-        ranges = FAISS_PARAMS[kind]
-    else:
-        raise _damaged(root, f"set {key!r} names an unknown FAISS kind {kind_string!r}")
-    bad = [
-        f"{name}={value}"
-        for name, value in params.items()
-        if name not in ranges or not ranges[name][0] <= value <= ranges[name][1]
-    ]
-    if bad:
-        raise _damaged(
-            root,
-            f"set {key!r} names FAISS kind {kind_string!r} with {', '.join(bad)}, which FAISS "
-            "does not take",
-        )
+    problem = ann.saved_kind_problem(kind_string)
+    if problem is not None:
+        raise _damaged(root, f"set {key!r} names {problem}")
 
 
 def _open_thumbs(root: Path, entry: SetEntry, directory: Path, n: int):
