@@ -20,6 +20,7 @@ from tokenize import TokenError
 
 import numpy as np
 
+# ann's modules import store.atomic and store.vectors: its names are read at call time
 from embedgenre import ann
 from embedgenre.errors import IndexStoreError
 from embedgenre.names import SET_MODALITIES
