@@ -153,7 +153,7 @@ def test_the_scan_sees_options_and_arguments():
     assert _PY_ARG.search("Fix: pass genre_sep=','") and _PY_ARG.search("columns={'id': 'x'}")
     assert not _PY_ARG.search("map the field to it: genres=COLUMN; PQ m=8; try m=X.")
     messages = {rel for rel, _, _ in _library_messages()}
-    assert {"catalog/reader.py", "predict.py", "retrieval.py"} <= messages
+    assert {"catalog/reader.py", "predict.py", "retrieval/query.py"} <= messages
 
 
 def test_python_sees_the_keyword_and_no_option(tmp_path):

@@ -23,7 +23,7 @@ MAX_MODULE_LINES = 600
 
 # Modules under rework at the moment, not yet held to the limits: a path here exempts every
 # module whose path starts with it. Remove an entry once its module is within the limits.
-KNOWN_OFFENDERS = ("embedgenre/retrieval",)
+KNOWN_OFFENDERS: tuple[str, ...] = ()
 
 
 def _modules() -> list[Path]:
