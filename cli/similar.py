@@ -117,8 +117,6 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Movies most like a poster file, a plot, or an indexed movie (never the query itself)."""
-    from embedgenre.retrieval import open_retriever
-
     if every or out is not None:
         return _similar_all(
             index, every, out, poster, item_id, html, as_json, k=k, by=by,
@@ -126,10 +124,7 @@ def similar(
             dedup_threshold=dedup_threshold, plot_weight=plot_weight, device=device,
             nprobe=nprobe, ef_search=ef_search,
         )  # fmt: skip
-    _check_html(html)
-    retriever = open_retriever(
-        index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
-    )
+    retriever = _retriever(index, html, image_encoder, device, nprobe, ef_search)
     result = retriever.similar(
         item_id=item_id,
         poster=poster,
@@ -164,12 +159,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Text to posters (CLIP text tower) or, without CLIP posters, text to plots; says which."""
-    from embedgenre.retrieval import open_retriever
-
-    _check_html(html)
-    retriever = open_retriever(
-        index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
-    )
+    retriever = _retriever(index, html, image_encoder, device, nprobe, ef_search)
     result = retriever.search_text(
         text,
         k=k,
@@ -208,6 +198,16 @@ def _similar_all(index, every, out, poster, item_id, html, as_json, **opts) -> N
         ),
         markup=False,
         highlight=False,
+    )
+
+
+def _retriever(index, html, image_encoder, device, nprobe, ef_search):
+    """The retriever of one `similar` or `search` query, once its --html path is checked."""
+    from embedgenre.retrieval import open_retriever
+
+    _check_html(html)
+    return open_retriever(
+        index, image_encoder=image_encoder, device=device, nprobe=nprobe, ef_search=ef_search
     )
 
 

@@ -156,6 +156,32 @@ def test_poster_file_of_an_indexed_movie_is_not_its_own_neighbour(small):
     assert any("matches item" in n for n in out["notes"])
 
 
+def test_a_poster_file_is_looked_up_without_a_pass_over_every_item(small, monkeypatch):
+    from pathlib import Path
+
+    from embedgenre.retrieval import open_retriever
+
+    retriever = open_retriever(small["index"], thumbnails=False)
+    n_items = len(retriever.index.ids)
+    resolved = []
+    resolve = Path.resolve
+
+    def counting(self, *args, **kwargs):
+        resolved.append(self)
+        return resolve(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "resolve", counting)
+    posters = small["catalog"] / "posters"
+    first = retriever.similar(poster=posters / f"{small['first']}.jpg", k=3)
+    assert first.query["matched"]["id"] == small["first"]
+    resolved.clear()
+    for item_id in list(retriever.index.ids[-3:]):
+        result = retriever.similar(poster=posters / f"{item_id}.jpg", k=3)
+        assert result.query["matched"]["id"] == item_id
+    # later queries resolve their own path, not every item's poster path again
+    assert len(resolved) <= 3 * 2 < n_items
+
+
 def test_by_plot_and_both(small):
     plot = similar(small, "--id", small["first"], "--by", "plot", "-k", "20")
     assert {n["id"] for n in plot["neighbours"]}.isdisjoint({COPY_ID, NO_PLOT_ID, small["first"]})

@@ -8,13 +8,14 @@ send. Request bodies refuse fields they do not name.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import dataclasses
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from embedgenre.names import FusionName, HeadModality, MethodName, SearchBy, SetModality
 from embedgenre.predict import Prediction
-from embedgenre.retrieval import Neighbour
+from embedgenre.retrieval import RetrievalResult
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_TEXT_CHARS = 64 * 1024  # a plot, a title (uploads.py caps each field at 64 kB too)
@@ -150,16 +151,21 @@ class PredictResponse(BaseModel):
     notes: list[str] | None = Field(None, description="What was given but not used.")
 
 
-class RetrievalResponse(BaseModel):
-    """What ``embedgenre similar --json`` prints (posters as thumbnail URLs)."""
+def _response_of(result: type, name: str, doc: str, leave_out: tuple[str, ...]) -> type[BaseModel]:
+    """A response model whose fields (all required) are those of the library's ``result``
+    dataclass but ``leave_out``: the document ``to_dict`` writes is declared once, there."""
+    hints = get_type_hints(result)
+    fields = {f.name: (hints[f.name], ...) for f in dataclasses.fields(result)}
+    kept = {field: spec for field, spec in fields.items() if field not in leave_out}
+    return create_model(name, __doc__=doc, __module__=__name__, **kept)
 
-    query: dict[str, Any]
-    by: str
-    encoders: dict[str, str]
-    scoring: str
-    k: int
-    neighbours: list[Neighbour]
-    notes: list[str]
+
+RetrievalResponse = _response_of(
+    RetrievalResult,
+    "RetrievalResponse",
+    "What ``embedgenre similar --json`` prints (posters as thumbnail URLs).",
+    leave_out=("thumbnails",),
+)
 
 
 # ----------------------------------------------------------------------------- documentation
