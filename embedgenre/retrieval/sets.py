@@ -20,20 +20,19 @@ from embedgenre.retrieval.rank import Source, pair_statistics, positions_of
 class IndexSets:
     """One index's embedding sets ready to rank, with what each query reads more than once kept.
 
-    ``image_encoder`` picks the poster embedding set (None: the index default); ``device``,
-    ``nprobe``, ``ef_search`` and ``encoder_loader`` as :class:`~embedgenre.retrieval.Retriever`
-    takes them.
+    Its settings come from :class:`~embedgenre.retrieval.Retriever`, which documents them and
+    holds their defaults.
     """
 
     def __init__(
         self,
         index,
         *,
-        image_encoder: str | None = None,
-        device: str = "cpu",
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        encoder_loader: Callable | None = None,
+        image_encoder: str | None,
+        device: str,
+        nprobe: int | None,
+        ef_search: int | None,
+        encoder_loader: Callable | None,
     ):
         self.index = index
         self.image_encoder = image_encoder
