@@ -119,6 +119,7 @@ class Retriever:
     ) -> RetrievalResult:
         """Items whose poster (CLIP text tower) or else plot (sentence encoder) matches ``text``."""
         target, by, qvec, notes = text_query(self.sets, text)
+        # one set is ranked: the plot weight plays no part
         plan = Plan.make(self.sets, k, by, genres, exclude_genres, dedup_threshold, 0.0)
         poster_set = self.sets.get("poster", required=False)
         dedup = self.sets.source(poster_set, None) if poster_set is not None else None
