@@ -57,6 +57,13 @@ def _cli_module(tree: Path) -> str:
     )
 
 
+def _python(tree: Path) -> str:
+    """The checkout's own environment where it has one (an editable install maps the package to
+    its own folder, whatever PYTHONPATH says), else this interpreter."""
+    own = tree / ".venv" / "bin" / "python"
+    return str(own) if own.exists() else sys.executable
+
+
 def run_index_measured(
     catalog: Path, out: Path, *extra: str, tree: Path = ROOT
 ) -> tuple[float, float, dict]:
@@ -74,7 +81,7 @@ def run_index_measured(
         "print(json.dumps({'rc':p.returncode,'wall':w,'rss':r,'out':p.stdout,'err':p.stderr[-3000:]}))"
     )
     cmd = [
-        sys.executable,
+        _python(tree),
         "-m",
         _cli_module(tree),
         "-q",
