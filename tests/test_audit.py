@@ -93,6 +93,7 @@ def trained_index(fixture_index_dir, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_heldout_scores_cover_every_labelled_item(trained_index):
     index = GenreIndex.open(trained_index)
     rows, P, Y, genres, predicted = heldout_scores(index, HeadSpec("linear", "poster", folds=3))
@@ -107,6 +108,7 @@ def test_heldout_scores_cover_every_labelled_item(trained_index):
         heldout_scores(index, HeadSpec("linear"), labels=other[:5])
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_audit_uses_the_named_heads_spec_and_lists_worst_labels_first(trained_index):
     index = GenreIndex.open(trained_index)
     result = audit(index, head="lin3", k=5, neighbours=5)
@@ -124,6 +126,7 @@ def test_audit_uses_the_named_heads_spec_and_lists_worst_labels_first(trained_in
                 assert (issue.genre in n["genres"]) == (issue.kind == "missing")
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_audit_cli_json_html_and_errors(trained_index, tmp_path):
     page = tmp_path / "audit.html"
     res = runner.invoke(

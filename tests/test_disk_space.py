@@ -97,6 +97,7 @@ def fake_index(catalog: Path, out: Path) -> subprocess.CompletedProcess:
 # ---------------------------------------------------------------------------- a full disk
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_index_on_a_full_disk_is_one_error_and_keeps_the_previous_generation(
     tmp_path, forty_movies
 ):

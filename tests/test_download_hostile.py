@@ -190,6 +190,7 @@ def test_a_poster_that_cannot_be_written_is_a_listed_failure(server, tmp_path):
     assert failures(out) == {"tt0000001": "write_error"}
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
 def test_interrupted_run_still_writes_catalog_and_report(server, tmp_path, stop):
     rows = [(str(n), f"{server.base}/good/{n}") for n in range(1, 3)]

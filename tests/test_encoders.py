@@ -295,6 +295,7 @@ def test_minilm_onnx_matches_sentence_transformers(minilm_onnx, minilm_torch, ro
     assert np.min(np.sum(a * b, axis=1)) > 0.9999
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_text_backend_is_measured_for_bulk_and_cached(minilm_onnx, rows, monkeypatch):
     from embedgenre.encoders import calibration
 

@@ -245,6 +245,7 @@ def test_fewshot_rows(synthetic):
     )  # one per seed
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_seeded_run_is_reproducible_bit_for_bit(synthetic):
     from embedgenre.evaluate import evaluate
     from embedgenre.evaluate.report import write_report
@@ -337,6 +338,7 @@ def test_text_encoder_picks_the_plot_set(synthetic, tmp_path):
 # ---------------------------------------------------------------------------- CLI on the fixture
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_cli_on_fixture_index(fixture_index_dir, tmp_path):
     from typer.testing import CliRunner
 

@@ -376,6 +376,7 @@ def test_search_honours_missing_neighbour_contract(small_catalog, tmp_path):
         s.search(np.ones((1, 3), np.float32), k=1)
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_kill_mid_run_loses_nothing_and_resumes(tmp_path, fixture_dir):
     """A real `embedgenre index` subprocess killed mid-run; the rerun finishes the job."""
     out = tmp_path / "idx"

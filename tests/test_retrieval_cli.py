@@ -254,6 +254,7 @@ def _chromium() -> str | None:
     return None
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 @pytest.mark.skipif(_chromium() is None, reason="needs Chromium (Debian: apt-get install chromium)")
 def test_html_page_renders_in_chromium_with_every_thumbnail(small, tmp_path):
     page = tmp_path / "similar.html"

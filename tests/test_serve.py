@@ -669,6 +669,7 @@ def _not_blank(png: Path) -> None:
     assert len(np.unique(pixels.reshape(-1, 3)[::97], axis=0)) > 50  # posters, text, bars
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 @pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
 def test_web_page_in_a_real_browser(service, poster, tmp_path):
     from selenium.webdriver.common.by import By

@@ -52,6 +52,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, seconds: float = 300) -> float
     raise AssertionError("the server did not become ready")
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_new_generation_is_served_without_a_failed_request(
     fixture_dir, fixture_index_dir, tmp_path
 ):

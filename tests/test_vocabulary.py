@@ -220,6 +220,7 @@ def index_args(root: Path, out: Path, clip: str) -> list[str]:
     return ["index", str(root), "--out", str(out), "--image-encoder", clip, "--text-encoder", clip]
 
 
+@pytest.mark.slow  # a model fitted or a process started: left out of test-fast
 def test_every_saved_head_predicts_after_new_movies_and_a_new_genre(grown, fixture_dir):
     out = grown["out"]
     poster = str(fixture_dir / fixture_rows(fixture_dir)[80]["poster"])
