@@ -26,42 +26,29 @@ redirects are followed only to ``http``/``https``. Each attempt has a wall-clock
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import logging
 import os
-import socket
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from http.client import HTTPException
 from pathlib import Path
 
 from embedgenre.catalog.rows import open_table, read_rows
 from embedgenre.catalog.text import brief, poster_stem
 from embedgenre.errors import CatalogError, PosterError, WriteError
-from embedgenre.images import _OPEN_LOCK
+from embedgenre.fetch import MAX_BYTES, FetchError, decoded_ext, fetch_image
 from embedgenre.store import atomic
 
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "download_report.json"
 POSTERS_DIR = "posters"
-MAX_BYTES = 20 * 1024 * 1024  # a poster larger than this is refused ("too_large")
-USER_AGENT = "embedgenre-poster-download/0.1"
-_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
 _KNOWN_EXT = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-_RETRY_STATUS = {408, 429}
-_SCHEMES = ("http", "https")
 
 
 @dataclass(frozen=True)
@@ -138,12 +125,6 @@ class DownloadReport:
             "problems": list(self.problems),
             "failures": [asdict(f) for f in self.failed],
         }
-
-
-class _FetchError(Exception):
-    def __init__(self, reason: str, detail: str, retry: bool):
-        super().__init__(detail)
-        self.reason, self.detail, self.retry = reason, detail, retry
 
 
 def read_poster_sources(
@@ -313,183 +294,6 @@ class _Downloads:
         _save_outputs(report, sources, self.on_disk, catalog_path)
 
 
-def fetch_image(url: str, timeout: float = 10.0) -> tuple[bytes, str]:
-    """One attempt: the answer's bytes and the image extension, or _FetchError with a reason.
-
-    ``timeout`` bounds the whole attempt (connecting, redirects, headers and every read): when it
-    runs out the connection is shut and the attempt fails with reason "timeout".
-    """
-    if not url:
-        raise _FetchError("no_url", "no poster URL in the row", retry=False)
-    if urllib.parse.urlsplit(url).scheme.lower() not in _SCHEMES:
-        raise _FetchError("bad_url", f"not an http(s) URL: {url[:200]}", retry=False)
-    deadline = _Deadline(timeout)
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    late = _FetchError("timeout", f"answer not complete after {timeout:g}s", retry=True)
-    try:
-        with deadline, _opener(deadline).open(request, timeout=timeout) as answer:
-            ctype = (answer.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            length = answer.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > MAX_BYTES:
-                raise _FetchError("too_large", f"Content-Length {length} bytes", retry=False)
-            chunks, size = [], 0
-            while True:
-                chunk = answer.read1(64 * 1024)  # returns what one read of the socket gives
-                if deadline.expired:
-                    raise late
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > MAX_BYTES:
-                    raise _FetchError("too_large", f"more than {MAX_BYTES} bytes", retry=False)
-                chunks.append(chunk)
-    except _FetchError:
-        raise
-    except urllib.error.HTTPError as e:
-        retry = e.code >= 500 or e.code in _RETRY_STATUS
-        raise _FetchError(f"http_{e.code}", f"HTTP {e.code} {e.reason}", retry=retry) from None
-    except urllib.error.URLError as e:
-        if deadline.expired or isinstance(e.reason, TimeoutError):
-            raise late from None
-        raise _FetchError("connection", f"{e.reason}", retry=True) from None
-    except TimeoutError:
-        raise late from None
-    except (ConnectionError, HTTPException, OSError) as e:
-        if deadline.expired:
-            raise late from None
-        raise _FetchError("connection", f"{type(e).__name__}: {e}", retry=True) from None
-    except ValueError as e:  # urllib's "unknown url type" and friends
-        raise _FetchError("bad_url", str(e), retry=False) from None
-    data = b"".join(chunks)
-    if not (
-        ctype.startswith("image/") or ctype in ("application/octet-stream", "binary/octet-stream")
-    ):
-        raise _FetchError("not_image", f"content type {ctype or '(none)'!r}", retry=False)
-    return data, _decoded_ext(data)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-class _Deadline:
-    """A wall-clock limit on one attempt: when it passes, the connection's socket is shut down,
-    which ends any read or write blocked on it (a server sending a byte a second included)."""
-
-    def __init__(self, seconds: float):
-        self.expired = False
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._timer.cancel()
-
-    def watch(self, sock: socket.socket | None) -> None:
-        """Shut ``sock`` down when the deadline passes (at once if it has already)."""
-        with self._lock:
-            self._sock = sock
-            if self.expired:
-                _shut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            _shut(self._sock)
-
-
-def _shut(sock: socket.socket | None) -> None:
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed, or not connected yet
-
-
-def _watched_connection(http_class, deadline: _Deadline, host, **kwargs):
-    """An http.client connection whose sockets are shut when ``deadline`` passes."""
-    conn = http_class(host, **kwargs)
-    connect = conn.connect
-
-    def create_connection(*args, **kw):
-        sock = socket.create_connection(*args, **kw)
-        deadline.watch(sock)
-        return sock
-
-    def watched_connect():
-        connect()
-        deadline.watch(conn.sock)  # for https: the TLS socket that wraps the one above
-
-    conn._create_connection = create_connection
-    conn.connect = watched_connect
-    return conn
-
-
-class _Watched:
-    """Mixin for urllib's HTTP(S) handlers: every connection they open is watched by a deadline."""
-
-    def __init__(self, deadline: _Deadline):
-        super().__init__()
-        self._deadline = deadline
-
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(
-            functools.partial(_watched_connection, http_class, self._deadline), req, **kwargs
-        )
-
-
-class _HTTPHandler(_Watched, urllib.request.HTTPHandler):
-    pass
-
-
-class _HTTPSHandler(_Watched, urllib.request.HTTPSHandler):
-    pass
-
-
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to an http(s) URL; any other scheme fails as "bad_redirect"."""
-
-    def http_error_302(self, req, fp, code, msg, headers):
-        target = headers.get("location") or headers.get("uri")
-        if target:
-            self._check(urllib.parse.urljoin(req.full_url, target), code, fp)
-        return super().http_error_302(req, fp, code, msg, headers)
-
-    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        self._check(newurl, code, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    @staticmethod
-    def _check(url: str, code: int, fp) -> None:
-        if urllib.parse.urlsplit(url).scheme.lower() not in _SCHEMES:
-            fp.close()
-            raise _FetchError(
-                "bad_redirect", f"HTTP {code} redirect to {url[:200]}: not http(s)", retry=False
-            )
-
-
-def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """An opener for http and https only (no ftp:, file: or data:), bounded by ``deadline``."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (
-        urllib.request.ProxyHandler(),
-        urllib.request.UnknownHandler(),
-        _HTTPHandler(deadline),
-        _HTTPSHandler(deadline),
-        urllib.request.HTTPDefaultErrorHandler(),
-        _HttpOnlyRedirects(),
-        urllib.request.HTTPErrorProcessor(),
-    ):
-        opener.add_handler(handler)
-    return opener
-
-
 def _one(
     src: PosterSource,
     existing: Path | None,
@@ -500,9 +304,9 @@ def _one(
 ) -> tuple[str, str | Failure]:
     if existing is not None:
         try:
-            _decoded_ext(existing.read_bytes())
+            decoded_ext(existing.read_bytes())
             return "present", existing.name
-        except (_FetchError, OSError):
+        except (FetchError, OSError):
             logger.info("re-downloading %s: %s does not decode", brief(src.id), existing)
             existing.unlink(missing_ok=True)
     attempt = 0
@@ -511,7 +315,7 @@ def _one(
         try:
             data, ext = fetch_image(src.url, timeout)
             break
-        except _FetchError as e:
+        except FetchError as e:
             if not e.retry or attempt > retries:
                 return "failed", Failure(src.id, src.url, e.reason, e.detail, attempt)
             wait = min(backoff * 2 ** (attempt - 1), 30.0)
@@ -526,43 +330,6 @@ def _one(
         detail = f"cannot write {POSTERS_DIR}/{name}: {getattr(e, 'strerror', None) or e}"
         return "failed", Failure(src.id, src.url, "write_error", detail, attempt)
     return "downloaded", name
-
-
-def _decoded_ext(data: bytes) -> str:
-    """Extension for ``data`` if Pillow fully decodes it, else _FetchError with the reason.
-
-    The pixel count in the header is checked before decoding: an image over Pillow's
-    ``MAX_IMAGE_PIXELS`` (which ``embedgenre.images`` refuses) fails as "too_many_pixels".
-    """
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        # Image.open parses the header only; its bomb warning becomes an error here. Changing
-        # warning filters is process-wide, so this shares embedgenre.images' lock.
-        with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise _FetchError("too_many_pixels", str(e)[:300], retry=False) from None
-    except Exception as e:  # Pillow raises many types for bad bytes
-        raise _FetchError("undecodable", f"{type(e).__name__}: {e}"[:300], retry=False) from None
-    with img:
-        width, height = img.size
-        if limit and width * height > limit:
-            raise _FetchError(
-                "too_many_pixels",
-                f"{width}x{height} = {width * height:,} pixels, over the {limit:,} limit",
-                retry=False,
-            )
-        fmt = img.format or ""
-        try:
-            img.load()
-        except Exception as e:
-            raise _FetchError(
-                "undecodable", f"{type(e).__name__}: {e}"[:300], retry=False
-            ) from None
-    return _FORMAT_EXT.get(fmt, "." + fmt.lower() if fmt else ".img")
 
 
 def _scan_existing(poster_dir: Path) -> dict[str, Path]:
