@@ -155,6 +155,7 @@ def test_browse_page_in_chromium(service, client, tmp_path):
             wait.until(lambda d: d.switch_to.active_element.get_attribute("id") == "filter")
             word = item["title"].split()[0]
             driver.switch_to.active_element.send_keys(word, Keys.ENTER)
+            wait.until(lambda d: f"“{word}”" in d.find_element(By.ID, "catalog-count").text)
             wait.until(lambda d: item["id"] in tiles(d, "#catalog-grid"))
             tile = driver.find_element(css, f'#catalog-grid .tile[data-id="{item["id"]}"]')
             tile.send_keys(Keys.ENTER)
@@ -172,6 +173,61 @@ def test_browse_page_in_chromium(service, client, tmp_path):
             driver.back()
             wait.until(lambda d: d.find_element(By.ID, "view-audit").is_displayed())
             driver.save_screenshot(str(tmp_path / "audit.png"))
+        finally:
+            driver.quit()
+
+
+# The page's fetch, wrapped so that catalog requests without a filter answer 1.5 s late: a
+# filter asked for after them is answered first, and the late answer must not replace it.
+# lateAnswered counts late answers the page has finished with: it is raised in a task queued
+# when the page reads the answer's body, so it runs after everything the page does with it.
+SLOW_UNFILTERED = """
+const real = window.fetch;
+window.lateAnswered = 0;
+window.fetch = async (url, options) => {
+  const answer = await real(url, options);
+  if (String(url).startsWith("/v1/items?") && !String(url).includes("&q=")) {
+    await new Promise((done) => setTimeout(done, 1500));
+    const read = answer.json.bind(answer);
+    answer.json = async () => {
+      const body = await read();
+      setTimeout(() => { window.lateAnswered += 1; }, 0);
+      return body;
+    };
+  }
+  return answer;
+};
+"""
+
+
+@pytest.mark.skipif(browser() is None, reason=NO_BROWSER)
+def test_a_late_answer_never_replaces_a_newer_filter(service, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    index = service.current.index
+    item = next(it for it in index.items if it.get("title") and len(it["title"].split()[0]) > 3)
+    word = item["title"].split()[0]
+    with ServerThread(create_app(service.config, service), service.config) as server:
+        driver = chrome(tmp_path / "profile")
+        try:
+            wait = waiter(driver)
+            driver.get(server.url + "/")
+            wait.until(lambda d: len(data_ids(d, "#catalog-grid .tile")) == 48)
+            driver.execute_script(SLOW_UNFILTERED)
+            driver.find_element(By.CSS_SELECTOR, '#genre-chips .chip[data-genre=""]').click()
+            box = driver.find_element(By.ID, "filter")
+            box.send_keys(word, Keys.ENTER)  # asked after the slow unfiltered page
+            wait.until(lambda d: d.execute_script("return window.lateAnswered") == 1)
+            count = driver.find_element(By.ID, "catalog-count").text
+            assert f"“{word}”" in count, count
+            shown = data_ids(driver, "#catalog-grid .tile")
+            titles = {
+                index.ids[r]: index.items[r].get("title") or "" for r in range(len(index.ids))
+            }
+            assert shown and all(word.lower() in (titles[i] + " " + i).lower() for i in shown), (
+                shown
+            )
         finally:
             driver.quit()
 

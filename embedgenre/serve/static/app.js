@@ -211,7 +211,7 @@
 
   // -- browsing: catalog grid, movie pages, the audit ------------------------------------
 
-  const catalog = { genre: "", q: "", page: 1 };
+  const catalog = { genre: "", q: "", page: 1, asked: 0 };  // asked: the latest request's number
 
   function movieTile(n, extra) {
     const img = el("img", { alt: n.title || n.id, loading: "lazy" });
@@ -239,8 +239,10 @@
     let url = "/v1/items?per_page=48&page=" + catalog.page;
     if (catalog.genre) url += "&genre=" + encodeURIComponent(catalog.genre);
     if (catalog.q) url += "&q=" + encodeURIComponent(catalog.q);
+    const asked = ++catalog.asked;
     try {
       const doc = await api(url);
+      if (asked !== catalog.asked) return;  // a newer filter or page was asked for meanwhile
       const box = $("catalog-grid");
       if (!more) box.replaceChildren();
       for (const n of doc.items) box.append(movieTile(n));
@@ -288,6 +290,7 @@
         why({ neighbours: doc.why }, "movie-why");
       }
       const sim = await api("/v1/similar?k=12&id=" + encodeURIComponent(id));
+      if (location.hash !== "#/movie/" + encodeURIComponent(id)) return;  // moved on meanwhile
       $("movie-similar-note").textContent = scoreLegend(sim);
       for (const n of sim.neighbours) $("movie-similar").append(movieTile(n, scoreLabel(sim, n)));
     } catch (e) { $("movie-title").textContent = id; showError(e.error, e.fix); }
