@@ -71,3 +71,19 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@contextmanager
+def page_in_chromium(service: Service, profile: Path):
+    """The service's web page served on 127.0.0.1 and a headless Chromium to drive it: yields
+    (the server's URL, the driver, a waiter); the browser is quit and the server stopped after."""
+    from _chromium import chrome, waiter
+
+    from embedgenre.serve import create_app
+
+    with ServerThread(create_app(service.config, service), service.config) as server:
+        driver = chrome(profile)
+        try:
+            yield server.url, driver, waiter(driver)
+        finally:
+            driver.quit()

@@ -7,8 +7,8 @@ import shutil
 import time
 
 import pytest
-from _chromium import NO_BROWSER, browser, chrome, data_ids, waiter
-from _serving import ServerThread, index_with_heads, running_service
+from _chromium import NO_BROWSER, browser, data_ids
+from _serving import index_with_heads, page_in_chromium, running_service
 from fastapi.testclient import TestClient
 
 from embedgenre.serve import create_app
@@ -85,96 +85,91 @@ def test_browse_page_in_chromium(service, client, tmp_path):
     def tiles(d, where):
         return data_ids(d, where + " .tile")
 
-    with ServerThread(create_app(service.config, service), service.config) as server:
-        driver = chrome(tmp_path / "profile")
-        try:
-            wait = waiter(driver)
-            # the catalog grid, a page at a time
-            driver.get(server.url + "/")
-            wait.until(lambda d: len(tiles(d, "#catalog-grid")) == 48)
-            assert driver.find_element(By.ID, "catalog-count").text.startswith(
-                f"{len(index.ids)} movies"
+    with page_in_chromium(service, tmp_path / "profile") as (url, driver, wait):
+        # the catalog grid, a page at a time
+        driver.get(url + "/")
+        wait.until(lambda d: len(tiles(d, "#catalog-grid")) == 48)
+        assert driver.find_element(By.ID, "catalog-count").text.startswith(
+            f"{len(index.ids)} movies"
+        )
+        driver.find_element(By.ID, "catalog-more").click()
+        wait.until(lambda d: len(tiles(d, "#catalog-grid")) == 96)
+        # a genre filter
+        n_comedy = sum("Comedy" in (it["genres"] or []) for it in index.items)
+        driver.find_element(css, '#genre-chips .chip[data-genre="Comedy"]').click()
+        wait.until(
+            lambda d: d.find_element(By.ID, "catalog-count").text.startswith(
+                f"{n_comedy} movies · Comedy"
             )
-            driver.find_element(By.ID, "catalog-more").click()
-            wait.until(lambda d: len(tiles(d, "#catalog-grid")) == 96)
-            # a genre filter
-            n_comedy = sum("Comedy" in (it["genres"] or []) for it in index.items)
-            driver.find_element(css, '#genre-chips .chip[data-genre="Comedy"]').click()
-            wait.until(
-                lambda d: d.find_element(By.ID, "catalog-count").text.startswith(
-                    f"{n_comedy} movies · Comedy"
-                )
+        )
+        shown = tiles(driver, "#catalog-grid")
+        assert shown and all("Comedy" in index.items[index.row_of[i]]["genres"] for i in shown)
+        chip = driver.find_element(css, '#genre-chips .chip[data-genre="Comedy"]')
+        assert chip.get_attribute("aria-pressed") == "true"
+
+        # a movie's own URL, opened directly
+        item = index.items[3]
+        driver.get(url + f"/#/movie/{item['id']}")
+        want_title = item["title"] + (f" ({item['year']})" if item.get("year") else "")
+        wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
+        wait.until(lambda d: len(tiles(d, "#movie-similar")) == 12)
+        doc = client.get(f"/v1/items/{item['id']}/genres").json()
+        labelled = driver.find_elements(css, "#movie-labelled .chip")
+        assert [c.text[:-2] for c in labelled] == doc["labelled"]
+        marked = [c.text[:-2] for c in labelled if "disagree" in c.get_attribute("class")]
+        assert marked == doc["labelled_not_predicted"]
+        added = driver.find_elements(css, "#movie-predicted .chip.disagree")
+        assert [c.text[:-2] for c in added] == doc["predicted_not_labelled"]
+        assert driver.find_elements(css, "#movie-bars li")
+        assert "Why" in driver.find_element(By.ID, "view-movie").text
+        assert not driver.find_element(By.ID, "view-home").is_displayed()
+        wait.until(
+            lambda d: d.execute_script(
+                "const i = document.getElementById('movie-poster');"
+                "return i.complete && i.naturalWidth > 0"
             )
-            shown = tiles(driver, "#catalog-grid")
-            assert shown and all("Comedy" in index.items[index.row_of[i]]["genres"] for i in shown)
-            chip = driver.find_element(css, '#genre-chips .chip[data-genre="Comedy"]')
-            assert chip.get_attribute("aria-pressed") == "true"
+        )
 
-            # a movie's own URL, opened directly
-            item = index.items[3]
-            driver.get(server.url + f"/#/movie/{item['id']}")
-            want_title = item["title"] + (f" ({item['year']})" if item.get("year") else "")
-            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
-            wait.until(lambda d: len(tiles(d, "#movie-similar")) == 12)
-            doc = client.get(f"/v1/items/{item['id']}/genres").json()
-            labelled = driver.find_elements(css, "#movie-labelled .chip")
-            assert [c.text[:-2] for c in labelled] == doc["labelled"]
-            marked = [c.text[:-2] for c in labelled if "disagree" in c.get_attribute("class")]
-            assert marked == doc["labelled_not_predicted"]
-            added = driver.find_elements(css, "#movie-predicted .chip.disagree")
-            assert [c.text[:-2] for c in added] == doc["predicted_not_labelled"]
-            assert driver.find_elements(css, "#movie-bars li")
-            assert "Why" in driver.find_element(By.ID, "view-movie").text
-            assert not driver.find_element(By.ID, "view-home").is_displayed()
-            wait.until(
-                lambda d: d.execute_script(
-                    "const i = document.getElementById('movie-poster');"
-                    "return i.complete && i.naturalWidth > 0"
-                )
+        # more like this -> another movie's page; Back returns to the first
+        other = tiles(driver, "#movie-similar")[0]
+        driver.find_element(css, f'#movie-similar .tile[data-id="{other}"]').click()
+        wait.until(lambda d: d.current_url.endswith(f"#/movie/{other}"))
+        other_item = index.items[index.row_of[other]]
+        wait.until(
+            lambda d: d.find_element(By.ID, "movie-title").text.startswith(
+                other_item["title"] or other
             )
+        )
+        driver.back()
+        wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
+        driver.back()
+        wait.until(lambda d: d.find_element(By.ID, "view-home").is_displayed())
 
-            # more like this -> another movie's page; Back returns to the first
-            other = tiles(driver, "#movie-similar")[0]
-            driver.find_element(css, f'#movie-similar .tile[data-id="{other}"]').click()
-            wait.until(lambda d: d.current_url.endswith(f"#/movie/{other}"))
-            other_item = index.items[index.row_of[other]]
-            wait.until(
-                lambda d: d.find_element(By.ID, "movie-title").text.startswith(
-                    other_item["title"] or other
-                )
-            )
-            driver.back()
-            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
-            driver.back()
-            wait.until(lambda d: d.find_element(By.ID, "view-home").is_displayed())
+        # keyboard: "/" jumps to the filter, Enter on a tile opens its page
+        driver.find_element(css, '#genre-chips .chip[data-genre=""]').click()  # all genres
+        body = driver.find_element(By.TAG_NAME, "body")
+        body.send_keys("/")
+        wait.until(lambda d: d.switch_to.active_element.get_attribute("id") == "filter")
+        word = item["title"].split()[0]
+        driver.switch_to.active_element.send_keys(word, Keys.ENTER)
+        wait.until(lambda d: f"“{word}”" in d.find_element(By.ID, "catalog-count").text)
+        wait.until(lambda d: item["id"] in tiles(d, "#catalog-grid"))
+        tile = driver.find_element(css, f'#catalog-grid .tile[data-id="{item["id"]}"]')
+        tile.send_keys(Keys.ENTER)
+        wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
 
-            # keyboard: "/" jumps to the filter, Enter on a tile opens its page
-            driver.find_element(css, '#genre-chips .chip[data-genre=""]').click()  # all genres
-            body = driver.find_element(By.TAG_NAME, "body")
-            body.send_keys("/")
-            wait.until(lambda d: d.switch_to.active_element.get_attribute("id") == "filter")
-            word = item["title"].split()[0]
-            driver.switch_to.active_element.send_keys(word, Keys.ENTER)
-            wait.until(lambda d: f"“{word}”" in d.find_element(By.ID, "catalog-count").text)
-            wait.until(lambda d: item["id"] in tiles(d, "#catalog-grid"))
-            tile = driver.find_element(css, f'#catalog-grid .tile[data-id="{item["id"]}"]')
-            tile.send_keys(Keys.ENTER)
-            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
-
-            # the audit list
-            driver.find_element(By.ID, "nav-audit").click()
-            wait.until(lambda d: d.find_elements(css, "#audit-list li"))
-            rows = driver.find_elements(css, "#audit-list li")
-            assert data_ids(driver, "#audit-list li") == [f["id"] for f in audit_doc["findings"]]
-            first = audit_doc["findings"][0]
-            assert first["issues"][0]["genre"] in rows[0].text
-            rows[0].find_element(By.TAG_NAME, "a").click()
-            wait.until(lambda d: d.current_url.endswith(f"#/movie/{first['id']}"))
-            driver.back()
-            wait.until(lambda d: d.find_element(By.ID, "view-audit").is_displayed())
-            driver.save_screenshot(str(tmp_path / "audit.png"))
-        finally:
-            driver.quit()
+        # the audit list
+        driver.find_element(By.ID, "nav-audit").click()
+        wait.until(lambda d: d.find_elements(css, "#audit-list li"))
+        rows = driver.find_elements(css, "#audit-list li")
+        assert data_ids(driver, "#audit-list li") == [f["id"] for f in audit_doc["findings"]]
+        first = audit_doc["findings"][0]
+        assert first["issues"][0]["genre"] in rows[0].text
+        rows[0].find_element(By.TAG_NAME, "a").click()
+        wait.until(lambda d: d.current_url.endswith(f"#/movie/{first['id']}"))
+        driver.back()
+        wait.until(lambda d: d.find_element(By.ID, "view-audit").is_displayed())
+        driver.save_screenshot(str(tmp_path / "audit.png"))
 
 
 # The page's fetch, wrapped so that catalog requests without a filter answer 1.5 s late: a
@@ -208,28 +203,19 @@ def test_a_late_answer_never_replaces_a_newer_filter(service, tmp_path):
     index = service.current.index
     item = next(it for it in index.items if it.get("title") and len(it["title"].split()[0]) > 3)
     word = item["title"].split()[0]
-    with ServerThread(create_app(service.config, service), service.config) as server:
-        driver = chrome(tmp_path / "profile")
-        try:
-            wait = waiter(driver)
-            driver.get(server.url + "/")
-            wait.until(lambda d: len(data_ids(d, "#catalog-grid .tile")) == 48)
-            driver.execute_script(SLOW_UNFILTERED)
-            driver.find_element(By.CSS_SELECTOR, '#genre-chips .chip[data-genre=""]').click()
-            box = driver.find_element(By.ID, "filter")
-            box.send_keys(word, Keys.ENTER)  # asked after the slow unfiltered page
-            wait.until(lambda d: d.execute_script("return window.lateAnswered") == 1)
-            count = driver.find_element(By.ID, "catalog-count").text
-            assert f"“{word}”" in count, count
-            shown = data_ids(driver, "#catalog-grid .tile")
-            titles = {
-                index.ids[r]: index.items[r].get("title") or "" for r in range(len(index.ids))
-            }
-            assert shown and all(word.lower() in (titles[i] + " " + i).lower() for i in shown), (
-                shown
-            )
-        finally:
-            driver.quit()
+    with page_in_chromium(service, tmp_path / "profile") as (url, driver, wait):
+        driver.get(url + "/")
+        wait.until(lambda d: len(data_ids(d, "#catalog-grid .tile")) == 48)
+        driver.execute_script(SLOW_UNFILTERED)
+        driver.find_element(By.CSS_SELECTOR, '#genre-chips .chip[data-genre=""]').click()
+        box = driver.find_element(By.ID, "filter")
+        box.send_keys(word, Keys.ENTER)  # asked after the slow unfiltered page
+        wait.until(lambda d: d.execute_script("return window.lateAnswered") == 1)
+        count = driver.find_element(By.ID, "catalog-count").text
+        assert f"“{word}”" in count, count
+        shown = data_ids(driver, "#catalog-grid .tile")
+        titles = {index.ids[r]: index.items[r].get("title") or "" for r in range(len(index.ids))}
+        assert shown and all(word.lower() in (titles[i] + " " + i).lower() for i in shown), shown
 
 
 @pytest.fixture(scope="module")
@@ -264,20 +250,13 @@ def test_movie_page_without_a_head_in_chromium(headless_service, tmp_path):
 
     svc = headless_service
     item = next(it for it in svc.current.index.items if it.get("genres") and it.get("title"))
-    with ServerThread(create_app(svc.config, svc), svc.config) as server:
-        driver = chrome(tmp_path / "profile")
-        try:
-            wait = waiter(driver)
-            driver.get(server.url + f"/#/movie/{item['id']}")
-            want_title = item["title"] + (f" ({item['year']})" if item.get("year") else "")
-            wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
-            wait.until(
-                lambda d: len(d.find_elements(By.CSS_SELECTOR, "#movie-similar .tile")) == 12
-            )
-            chips = driver.find_elements(By.CSS_SELECTOR, "#movie-labelled .chip")
-            assert [c.text for c in chips] == item["genres"]
-            assert "trained head" in driver.find_element(By.ID, "movie-predicted").text
-            assert "embedgenre train" in driver.find_element(By.ID, "movie-note").text
-            assert not driver.find_element(By.ID, "error").is_displayed()
-        finally:
-            driver.quit()
+    with page_in_chromium(svc, tmp_path / "profile") as (url, driver, wait):
+        driver.get(url + f"/#/movie/{item['id']}")
+        want_title = item["title"] + (f" ({item['year']})" if item.get("year") else "")
+        wait.until(lambda d: d.find_element(By.ID, "movie-title").text == want_title)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#movie-similar .tile")) == 12)
+        chips = driver.find_elements(By.CSS_SELECTOR, "#movie-labelled .chip")
+        assert [c.text for c in chips] == item["genres"]
+        assert "trained head" in driver.find_element(By.ID, "movie-predicted").text
+        assert "embedgenre train" in driver.find_element(By.ID, "movie-note").text
+        assert not driver.find_element(By.ID, "error").is_displayed()

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _catalogs import png_header_only
-from _chromium import NO_BROWSER, browser, chrome, waiter
-from _serving import ServerThread, index_with_heads
+from _chromium import NO_BROWSER, browser
+from _serving import index_with_heads, page_in_chromium
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -683,74 +683,69 @@ def test_web_page_in_a_real_browser(service, poster, tmp_path):
         )
         return d.execute_script(script)
 
-    with ServerThread(create_app(service.config, service), service.config) as server:
-        driver = chrome(tmp_path / "profile")
-        try:
-            wait = waiter(driver)
-            driver.get(server.url + "/")
-            wait.until(lambda d: "110 movies" in d.find_element(By.ID, "index-info").text)
-            driver.find_element(By.ID, "poster").send_keys(str(poster[0]))
-            driver.find_element(By.ID, "plot").send_keys(PLOT)
-            driver.find_element(By.ID, "predict-btn").click()
-            wait.until(
-                lambda d: d.find_elements(css, "#bars li") and d.find_elements(css, "#grid .tile")
-            )
-            bars = driver.find_elements(css, "#bars li")
-            assert len(driver.find_elements(css, "#bars .tick")) == len(bars) == 23
-            head = driver.find_element(By.ID, "head-name")
-            assert head.text == "by a linear classifier on poster"
-            assert head.get_attribute("title") == "head linear-poster"
-            labels = [s.text for s in driver.find_elements(css, "#grid .score-label")]
-            assert len(labels) == 12 and all(
-                re.fullmatch(r"match -?\d+\.\d \(poster \+ plot, standardised\)", s) for s in labels
-            ), labels
-            assert driver.find_element(By.ID, "results-note").text.startswith("Match: poster and")
-            predicted = [
-                b.get_attribute("data-genre") for b in driver.find_elements(css, "#bars li.yes")
-            ]
-            why = driver.find_element(By.ID, "why").text
-            assert predicted and all(g in why for g in predicted)
-            wait.until(lambda d: all_images_loaded(d, "#grid img"))
-            driver.save_screenshot(str(tmp_path / "desktop.png"))
-            _not_blank(tmp_path / "desktop.png")
+    with page_in_chromium(service, tmp_path / "profile") as (url, driver, wait):
+        driver.get(url + "/")
+        wait.until(lambda d: "110 movies" in d.find_element(By.ID, "index-info").text)
+        driver.find_element(By.ID, "poster").send_keys(str(poster[0]))
+        driver.find_element(By.ID, "plot").send_keys(PLOT)
+        driver.find_element(By.ID, "predict-btn").click()
+        wait.until(
+            lambda d: d.find_elements(css, "#bars li") and d.find_elements(css, "#grid .tile")
+        )
+        bars = driver.find_elements(css, "#bars li")
+        assert len(driver.find_elements(css, "#bars .tick")) == len(bars) == 23
+        head = driver.find_element(By.ID, "head-name")
+        assert head.text == "by a linear classifier on poster"
+        assert head.get_attribute("title") == "head linear-poster"
+        labels = [s.text for s in driver.find_elements(css, "#grid .score-label")]
+        assert len(labels) == 12 and all(
+            re.fullmatch(r"match -?\d+\.\d \(poster \+ plot, standardised\)", s) for s in labels
+        ), labels
+        assert driver.find_element(By.ID, "results-note").text.startswith("Match: poster and")
+        predicted = [
+            b.get_attribute("data-genre") for b in driver.find_elements(css, "#bars li.yes")
+        ]
+        why = driver.find_element(By.ID, "why").text
+        assert predicted and all(g in why for g in predicted)
+        wait.until(lambda d: all_images_loaded(d, "#grid img"))
+        driver.save_screenshot(str(tmp_path / "desktop.png"))
+        _not_blank(tmp_path / "desktop.png")
 
-            tile = driver.find_elements(css, "#grid .tile")[0]
-            clicked = tile.get_attribute("data-id")
-            tile.click()  # a similar movie opens its own page; Back returns to the results
-            wait.until(lambda d: d.execute_script("return location.hash") == f"#/movie/{clicked}")
-            wait.until(lambda d: len(d.find_elements(css, "#movie-similar .tile")) == 12)
-            driver.back()
-            wait.until(lambda d: d.find_element(By.ID, "view-home").is_displayed())
-            assert driver.find_element(By.ID, "results-title").text == "Similar movies"
+        tile = driver.find_elements(css, "#grid .tile")[0]
+        clicked = tile.get_attribute("data-id")
+        tile.click()  # a similar movie opens its own page; Back returns to the results
+        wait.until(lambda d: d.execute_script("return location.hash") == f"#/movie/{clicked}")
+        wait.until(lambda d: len(d.find_elements(css, "#movie-similar .tile")) == 12)
+        driver.back()
+        wait.until(lambda d: d.find_element(By.ID, "view-home").is_displayed())
+        assert driver.find_element(By.ID, "results-title").text == "Similar movies"
 
-            driver.find_element(By.ID, "search").send_keys("a haunted house")
-            driver.find_element(By.ID, "search-btn").click()
-            wait.until(
-                lambda d: d.find_element(By.ID, "results-title").text == "Search: a haunted house"
-            )
-            assert "text -> plots" in driver.find_element(By.ID, "results-note").text
+        driver.find_element(By.ID, "search").send_keys("a haunted house")
+        driver.find_element(By.ID, "search-btn").click()
+        wait.until(
+            lambda d: d.find_element(By.ID, "results-title").text == "Search: a haunted house"
+        )
+        assert "text -> plots" in driver.find_element(By.ID, "results-note").text
 
-            bad = tmp_path / "poster.jpg"
-            bad.write_text("this is a text file, not a poster\n")
-            driver.find_element(By.ID, "poster").send_keys(str(bad))
-            driver.find_element(By.ID, "predict-btn").click()
-            wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
-            assert "not an image" in driver.find_element(By.ID, "error").text
+        bad = tmp_path / "poster.jpg"
+        bad.write_text("this is a text file, not a poster\n")
+        driver.find_element(By.ID, "poster").send_keys(str(bad))
+        driver.find_element(By.ID, "predict-btn").click()
+        wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+        assert "not an image" in driver.find_element(By.ID, "error").text
 
-            driver.set_window_size(390, 844)  # a phone
-            wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
-            assert driver.execute_script(
-                "return document.documentElement.scrollWidth <= window.innerWidth + 1"
-            ), "the page scrolls sideways at phone width"
-            columns = driver.execute_script(
-                "return getComputedStyle(document.getElementById('grid'))"
-                ".gridTemplateColumns.split(' ').length"
-            )
-            assert columns == 2
-            driver.save_screenshot(str(tmp_path / "phone.png"))
-            _not_blank(tmp_path / "phone.png")
-        finally:
-            driver.quit()
+        driver.set_window_size(390, 844)  # a phone
+        wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+        ), "the page scrolls sideways at phone width"
+        columns = driver.execute_script(
+            "return getComputedStyle(document.getElementById('grid'))"
+            ".gridTemplateColumns.split(' ').length"
+        )
+        assert columns == 2
+        driver.save_screenshot(str(tmp_path / "phone.png"))
+        _not_blank(tmp_path / "phone.png")
 
 
 def test_the_serving_process_runs_blas_on_one_thread_per_call():
